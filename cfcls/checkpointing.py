@@ -1,0 +1,120 @@
+"""Checkpoints of the train state with orbax.
+
+Two orbax CheckpointManagers under the workdir:
+  WORKDIR/checkpoints/<step>  the latest `keep` checkpoints (resume from here)
+  WORKDIR/best/<step>         the checkpoint with the best validation mIoU
+
+A checkpoint is the TrainState pytree {step, params, batch_stats, opt_state};
+the step is also the input position (the training iterator is a pure function
+of (seed, step)).
+"""
+
+import os
+from typing import Optional
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+BEST_METRIC = 'miou'
+
+
+def abstract_like(tree):
+  """ShapeDtypeStructs (with shardings) to restore a tree like `tree` into."""
+  return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+class Checkpoints:
+  """Latest and best checkpoints of one workdir.
+
+  Args:
+    workdir: the run directory.
+    keep: how many of the latest checkpoints to keep.
+    read_only: never write or delete (evaluation, prediction).
+  """
+
+  def __init__(self, workdir: str, keep: int = 3, read_only: bool = False):
+    self.workdir = workdir
+    self.latest = ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), 'checkpoints'),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=not read_only, read_only=read_only))
+    self.best = ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), 'best'),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, best_fn=lambda m: m[BEST_METRIC], best_mode='max',
+            keep_checkpoints_without_metrics=False, create=not read_only,
+            read_only=read_only))
+
+  def save(self, step: int, state, force: bool = False) -> bool:
+    """Saves to checkpoints/ (if not there already)."""
+    if step in self.latest.all_steps():
+      return False
+    return self.latest.save(step, args=ocp.args.StandardSave(state),
+                            force=force)
+
+  def save_if_best(self, step: int, state, miou: float) -> bool:
+    """Saves to best/ when `miou` beats the best so far."""
+    best = self.best.best_step()
+    if best is not None:
+      previous = self.best.metrics(best)
+      if previous is not None and previous[BEST_METRIC] >= miou:
+        return False
+    if step in self.best.all_steps():
+      return False
+    return self.best.save(step, args=ocp.args.StandardSave(state),
+                          metrics={BEST_METRIC: float(miou)}, force=True)
+
+  def best_metric(self) -> Optional[float]:
+    best = self.best.best_step()
+    if best is None:
+      return None
+    m = self.best.metrics(best)
+    return None if m is None else float(m[BEST_METRIC])
+
+  def latest_step(self) -> Optional[int]:
+    return self.latest.latest_step()
+
+  def restore_latest(self, state):
+    """(state restored from the latest checkpoint, step) or (state, 0)."""
+    step = self.latest.latest_step()
+    if step is None:
+      return state, 0
+    logging.info('Resuming from %s step %d', self.latest.directory, step)
+    restored = self.latest.restore(
+        step, args=ocp.args.StandardRestore(abstract_like(state)))
+    return restored, step
+
+  def restore_for_eval(self, state, step: Optional[int] = None):
+    """(state, step, source): the best checkpoint, or `step` if given.
+
+    Without a best checkpoint (no evaluation yet) the latest one is used.
+    Raises FileNotFoundError when there is nothing to restore.
+    """
+    if step is None:
+      step, manager = self.best.best_step(), self.best
+      if step is None:
+        step, manager = self.latest.latest_step(), self.latest
+    elif step in self.best.all_steps():
+      manager = self.best
+    elif step in self.latest.all_steps():
+      manager = self.latest
+    else:
+      raise FileNotFoundError(
+          f'no checkpoint for step {step} in {self.workdir} (have '
+          f'{sorted(set(self.latest.all_steps()) | set(self.best.all_steps()))})')
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint in {self.workdir}/checkpoints or '
+                              f'{self.workdir}/best: train first')
+    restored = manager.restore(
+        step, args=ocp.args.StandardRestore(abstract_like(state)))
+    source = os.path.basename(str(manager.directory))
+    return restored, step, source
+
+  def wait(self):
+    self.latest.wait_until_finished()
+    self.best.wait_until_finished()
+
+  def close(self):
+    self.latest.close()
+    self.best.close()

@@ -1,0 +1,154 @@
+"""Config checks run before any work starts.
+
+`validate_config(config)` compares a config against the schema (the defaults in
+configs/base.py) and checks that its values are possible, so that a typo or an
+impossible setting fails at start with one message instead of hours later:
+
+  config has unknown field(s): learning_rat (did you mean learning_rate?)
+  batch_size=10 is not divisible by the 4 devices
+"""
+
+import difflib
+import functools
+import importlib.util
+import os
+from typing import List, Optional
+
+import ml_collections
+
+LOSSES = ('cfm', 'pce', 'ce')
+OPTIMIZERS = ('adam', 'sgd')
+LR_SCHEDULES = ('poly', 'constant')
+ANNOTATIONS = ('scribbles', 'dots')
+# Largest training crop side; larger crops are almost surely a typo (and would
+# not fit in accelerator memory with any of the supported networks).
+MAX_CROP_SIZE = 2048
+
+_BASE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), 'configs', 'base.py')
+
+
+@functools.lru_cache(maxsize=1)
+def _load_base_module():
+  if not os.path.exists(_BASE_CONFIG):
+    raise FileNotFoundError(f'config schema {_BASE_CONFIG} not found')
+  spec = importlib.util.spec_from_file_location('_cfcls_base_config',
+                                                _BASE_CONFIG)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def default_schema() -> ml_collections.ConfigDict:
+  """A fresh copy of configs/base.py's config: the set of valid fields."""
+  return _load_base_module().get_config()
+
+
+def _is_dict(x) -> bool:
+  return isinstance(x, (ml_collections.ConfigDict, dict))
+
+
+def _field_problems(config, schema, prefix: str) -> List[str]:
+  problems = []
+  keys = set(config.keys())
+  valid = set(schema.keys())
+  unknown = sorted(keys - valid)
+  for name in unknown:
+    close = difflib.get_close_matches(name, sorted(valid), n=1)
+    hint = f' (did you mean {prefix}{close[0]}?)' if close else ''
+    problems.append(f'unknown field {prefix}{name}{hint}')
+  missing = sorted(valid - keys)
+  for name in missing:
+    problems.append(f'missing field {prefix}{name} (start config files from '
+                    'configs/base.py)')
+  for name in sorted(keys & valid):
+    if _is_dict(schema[name]):
+      if not _is_dict(config[name]):
+        problems.append(f'field {prefix}{name} must be a ConfigDict')
+      else:
+        problems += _field_problems(config[name], schema[name],
+                                    f'{prefix}{name}.')
+  return problems
+
+
+def _value_problems(config, device_count: Optional[int]) -> List[str]:
+  problems = []
+
+  def check(ok, message):
+    if not ok:
+      problems.append(message)
+
+  def one_of(name, value, allowed):
+    check(value in allowed, f'{name}={value!r} is not one of {allowed}')
+
+  one_of('loss', config.loss, LOSSES)
+  one_of('optimizer', config.optimizer, OPTIMIZERS)
+  one_of('lr_schedule', config.lr_schedule, LR_SCHEDULES)
+  one_of('data.annotation', config.data.annotation, ANNOTATIONS)
+  check(config.lam > 0, f'lam={config.lam!r} must be > 0')
+  check(config.beta >= 0, f'beta={config.beta!r} must be >= 0')
+  check(config.learning_rate > 0,
+        f'learning_rate={config.learning_rate!r} must be > 0')
+  check(config.head_lr_multiplier > 0,
+        f'head_lr_multiplier={config.head_lr_multiplier!r} must be > 0')
+  check(config.weight_decay >= 0,
+        f'weight_decay={config.weight_decay!r} must be >= 0')
+  check(config.grad_clip >= 0,
+        f'grad_clip={config.grad_clip!r} must be >= 0 (0 = off)')
+  check(config.num_train_steps >= 1,
+        f'num_train_steps={config.num_train_steps!r} must be >= 1')
+  check(0 <= config.warmup_steps < max(config.num_train_steps, 1),
+        f'warmup_steps={config.warmup_steps!r} must be in '
+        f'[0, num_train_steps={config.num_train_steps})')
+  for name in ('log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
+               'batch_size', 'eval_batch_size'):
+    check(config[name] >= 1, f'{name}={config[name]!r} must be >= 1')
+  check(config.eval_every_steps >= 0,
+        f'eval_every_steps={config.eval_every_steps!r} must be >= 0 '
+        '(0 = only at the end)')
+  thresholds = tuple(config.thresholds)
+  check(len(thresholds) >= 1 and all(0 < t <= 1 for t in thresholds),
+        f'thresholds={thresholds!r} must be values in (0, 1]')
+  check(config.threshold in thresholds,
+        f'threshold={config.threshold!r} must be one of thresholds='
+        f'{thresholds!r}')
+  crop = config.data.crop_size
+  check(isinstance(crop, int) and 1 <= crop <= MAX_CROP_SIZE,
+        f'data.crop_size={crop!r} must be an int in [1, {MAX_CROP_SIZE}]')
+  lo, hi = tuple(config.data.scale_range)
+  check(0 < lo <= hi, f'data.scale_range={(lo, hi)!r} must be 0 < min <= max')
+  if device_count:
+    for name in ('batch_size', 'eval_batch_size'):
+      check(config[name] % device_count == 0,
+            f'{name}={config[name]!r} is not divisible by the {device_count} '
+            'devices')
+  if config.class_weights is not None:
+    check(all(w >= 0 for w in config.class_weights),
+          f'class_weights={config.class_weights!r} must be >= 0')
+  return problems
+
+
+def validate_config(config, schema=None, device_count: Optional[int] = None):
+  """Raises ValueError naming every unknown field and impossible value.
+
+  Args:
+    config: the ml_collections config to check.
+    schema: the config that defines the valid fields; default
+      configs/base.py's `get_config()`.
+    device_count: if given, batch sizes must be divisible by it.
+  """
+  schema = default_schema() if schema is None else schema
+  problems = _field_problems(config, schema, '')
+  if not problems:  # Value checks need the fields.
+    problems = _value_problems(config, device_count)
+  if problems:
+    raise ValueError('invalid config: ' + '; '.join(problems))
+
+
+def check_class_weights(config, num_classes: int):
+  """class_weights, if set, must have one weight per foreground class."""
+  if config.class_weights is not None and len(
+      config.class_weights) != num_classes - 1:
+    raise ValueError(
+        f'invalid config: class_weights has {len(config.class_weights)} '
+        f'values but the dataset has {num_classes - 1} foreground classes')

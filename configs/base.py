@@ -1,0 +1,103 @@
+"""Shared defaults of every cfcls config: also the schema of valid fields.
+
+Every other config file starts from `base.get_config()` and overrides a few
+fields; `cfcls.config_utils.validate_config` rejects any field that is not
+defined here (a typo in a config file or on the command line is an error) and
+impossible values. The defaults are the paper's VOC-subset settings
+(SPEC section 6).
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_model_config():
+  """config.model: the network (fields of cfcls.models.create_model)."""
+  model = ml_collections.ConfigDict()
+  model.backbone = 'resnet101'  # resnet18 | resnet34 | resnet50 | resnet101 | resnet152
+  model.output_stride = 16  # 8 | 16
+  model.dtype = 'float32'  # float32 | bfloat16 (compute dtype)
+  model.width = 1.0  # multiplier of all channel counts
+  model.aspp_channels = 256
+  model.decoder_channels = 256
+  model.low_level_channels = 48
+  model.mlc_hidden = 256
+  model.bn_momentum = 0.9  # flax decay of the BatchNorm running averages
+  return model
+
+
+def get_data_config():
+  """config.data: the dataset and input pipeline (fields of cfcls.data)."""
+  data = ml_collections.ConfigDict()
+  data.name = 'scribble_voc'  # tfds builder: scribble_voc | scribble_cityscapes | scribble_folder | synthetic_scenes
+  data.builder_config = 'subset6'  # e.g. scribble_voc: full21 | subset6
+  data.manual_dir = config_dict.placeholder(str)  # raw data folder (tfds manual_dir)
+  data.data_dir = config_dict.placeholder(str)  # where tfds stores prepared data
+  data.train_split = 'train'
+  data.eval_split = 'validation'
+  data.crop_size = 321
+  data.scale_range = (0.5, 2.0)
+  data.flip = True
+  data.eval_pad_size = 512  # whole eval images are padded to this size
+  data.annotation = 'scribbles'  # scribbles | dots
+  data.shuffle_buffer = 1000
+  data.skip_corrupt = True  # log and skip unreadable images (False: error)
+  data.synthetic = ml_collections.ConfigDict()
+  data.synthetic.num_train = 400
+  data.synthetic.num_val = 100
+  data.synthetic.image_size = 128
+  data.synthetic.seed = 0
+  return data
+
+
+def get_config():
+  """The base config (paper settings for the VOC subset)."""
+  config = ml_collections.ConfigDict()
+  config.model = get_model_config()
+  config.data = get_data_config()
+
+  # Loss: 'cfm' (K-1 mattes, closed-form matting residual + beta * MLC BCE),
+  # 'pce' (K softmax logits, cross-entropy on scribbled pixels) or 'ce'
+  # (K softmax logits, cross-entropy on full masks).
+  config.loss = 'cfm'
+  config.lam = 100.0  # lambda of the matting system (L + lam D) alpha = lam D S
+  config.beta = 1.0  # weight of the MLC loss
+  config.baseline_mlc = False  # also train the MLC head (beta) with pce / ce
+  config.class_weights = config_dict.placeholder(tuple)  # K-1 weights w_c, None = 1
+  config.laplacian_eps = 1e-7
+  config.laplacian_radius = 1
+
+  # Optimisation.
+  config.optimizer = 'adam'  # adam | sgd (with momentum)
+  config.learning_rate = 1e-3  # peak learning rate
+  config.momentum = 0.9  # sgd only
+  config.lr_schedule = 'poly'  # poly | constant
+  config.lr_power = 0.9  # poly decay: lr * (1 - t/T)^power
+  config.end_learning_rate = 0.0
+  config.warmup_steps = 0  # linear warmup from 0 to learning_rate
+  config.head_lr_multiplier = 1.0  # lr of everything but the backbone
+  config.weight_decay = 0.0  # decoupled, kernels only
+  config.grad_clip = 0.0  # global-norm clipping; 0 = off
+  config.batch_size = 10  # global batch over all devices and hosts
+  config.num_train_steps = 20000
+  config.seed = 0
+  config.init_from = config_dict.placeholder(str)  # torchvision ResNet weights
+
+  # Logging, evaluation and checkpoints.
+  config.log_every_steps = 50
+  config.eval_every_steps = 1000  # 0 = only at the end
+  config.checkpoint_every_steps = 1000
+  config.keep_checkpoints = 3  # latest checkpoints kept (the best is kept apart)
+  config.eval_batch_size = 8  # global
+  config.num_summary_images = 4  # images written to TensorBoard per eval
+  config.thresholds = (0.4, 0.5, 0.6, 0.7)  # reported label thresholds
+  config.threshold = 0.5  # the one used to pick the best checkpoint
+  config.mlc_gate = True  # zero the mattes of classes the MLC head rejects
+
+  # Matting metrics against the closed-form solution (final evaluation only).
+  config.matting_metrics = True
+  config.matting_max_images = 16  # validation images used; 0 = all
+  config.matting_gradient_sigma = 1.4  # Gaussian derivative filter sigma
+  config.solver_tol = 1e-6
+  config.solver_max_iters = 2000
+  return config
