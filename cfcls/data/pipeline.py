@@ -1,0 +1,398 @@
+"""tf.data input pipeline: training and evaluation iterators of numpy batches.
+
+Training (`create_train_iterator`): batch s is a pure function of
+(seed, s, host). The host's examples are read undecoded (tfds SkipDecoding),
+shuffled per epoch with seed (seed, host, epoch), numbered with `enumerate`,
+and only then decoded and augmented with stateless random ops seeded by
+(seed, host, example number). Resuming at start_step=k skips whole epochs
+without reading them and the rest of one epoch before decoding, so it is cheap
+and gives exactly the batches an uninterrupted run would have seen.
+
+Augmentation, in one `tf.image.crop_and_resize` per map: random scale in
+scale_range (bilinear for the image, nearest for label maps), random crop of
+crop_size whose window may stick out of the scaled image (the image is padded
+with the ImageNet mean colour, label maps with 255, valid = 0 there), random
+horizontal flip. presence[c-1] = 1 iff class c has an annotated pixel in the
+crop.
+
+Evaluation (`create_eval_iterator`): every image whole, at the top-left of an
+eval_pad_size canvas (image padded with the mean colour, label maps with 255,
+valid = 0), in a fixed order; the last batch is filled with padding examples
+(example_mask 0). Every host gets the same number of batches.
+
+Bad data: preparation checks every file (see cfcls.data.builders.common). At
+training/eval time, with data_config.skip_corrupt an example whose decoding
+fails is dropped with a logged warning (tf.data `ignore_errors`; best effort,
+it shifts the later examples of that run by one); without it the error is
+raised.
+
+Builders are prepared on first use into data_config.data_dir (default
+~/tensorflow_datasets) from data_config.manual_dir. Where a folder dataset
+lands: data_dir/scribble_folder/<folder name>_<hash of its absolute path>/.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from cfcls.data.builders import common
+from cfcls.data.builders import scribble_cityscapes
+from cfcls.data.builders import scribble_folder
+from cfcls.data.builders import scribble_voc
+from cfcls.data.builders import synthetic_scenes
+
+PAD_COLOUR = (124, 116, 104)  # ImageNet mean * 255, rounded: 0 after normalising.
+_LABEL_KEYS = ('scribbles', 'dots', 'mask')
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What the trainer needs to know about a dataset."""
+  name: str
+  num_classes: int
+  class_names: tuple[str, ...]
+  splits: dict  # split name -> number of examples
+  data_path: str
+
+  def split_size(self, split: str) -> int:
+    return self.splits[split]
+
+
+def _get(cfg, key, default=None):
+  try:
+    value = cfg.get(key, default)
+  except AttributeError:
+    value = getattr(cfg, key, default)
+  return default if value is None else value
+
+
+def _pair(x):
+  if isinstance(x, (int, np.integer)):
+    return int(x), int(x)
+  h, w = x
+  return int(h), int(w)
+
+
+def _folder_config_name(folder: str, skip: bool) -> str:
+  folder = os.path.abspath(os.path.expanduser(folder))
+  base = ''.join(c if c.isalnum() else '_' for c in os.path.basename(
+      folder.rstrip('/')) or 'root')[:40]
+  digest = hashlib.sha1(folder.encode()).hexdigest()[:8]
+  return f'{base}_{digest}' + ('_skip' if skip else '')
+
+
+def _builder_and_config(data_config):
+  """(builder class, config object or name, manual_dir) for a data_config."""
+  name = _get(data_config, 'name')
+  skip = bool(_get(data_config, 'skip_corrupt', False))
+  manual_dir = _get(data_config, 'manual_dir')
+  if manual_dir:
+    manual_dir = os.path.abspath(os.path.expanduser(manual_dir))
+  if name == 'synthetic_scenes':
+    syn = _get(data_config, 'synthetic', {})
+    cfg = synthetic_scenes.make_config(
+        num_train=_get(syn, 'num_train', 300), num_val=_get(syn, 'num_val', 100),
+        image_size=_get(syn, 'image_size', 128), seed=_get(syn, 'seed', 0))
+    return synthetic_scenes.SyntheticScenes, cfg, None
+  if name in ('scribble_folder', 'scribble_voc', 'scribble_cityscapes'):
+    if not manual_dir:
+      raise ValueError(f'data_config.manual_dir must be set for {name}')
+    if not os.path.isdir(manual_dir):
+      raise ValueError(f'{manual_dir}: missing folder (data_config.manual_dir '
+                       f'for {name})')
+  if name == 'scribble_folder':
+    cfg = scribble_folder.ScribbleFolderConfig(
+        name=_folder_config_name(manual_dir, skip), folder=manual_dir,
+        skip_corrupt=skip, description=f'scribble folder {manual_dir}')
+    return scribble_folder.ScribbleFolder, cfg, manual_dir
+  if name == 'scribble_voc':
+    cfg = _get(data_config, 'builder_config', 'full21')
+    return scribble_voc.ScribbleVoc, scribble_voc.make_config(cfg, skip), (
+        manual_dir)
+  if name == 'scribble_cityscapes':
+    return scribble_cityscapes.ScribbleCityscapes, (
+        scribble_cityscapes.make_config(skip)), manual_dir
+  raise ValueError(
+      f'unknown data_config.name {name!r}; expected synthetic_scenes, '
+      'scribble_folder, scribble_voc or scribble_cityscapes')
+
+
+def get_builder(data_config, prepare: bool = True):
+  """The tfds builder for data_config, prepared (with a log line) if needed."""
+  cls, cfg, manual_dir = _builder_and_config(data_config)
+  data_dir = os.path.expanduser(_get(data_config, 'data_dir',
+                                     '~/tensorflow_datasets'))
+  builder = common.make_builder(cls, cfg, data_dir)
+  if prepare and not builder.is_prepared():
+    logging.info('Preparing %s into %s (manual_dir=%s)', builder.name,
+                 builder.data_dir, manual_dir)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  return builder
+
+
+def dataset_info(data_config) -> DatasetInfo:
+  """num_classes, class_names and split sizes (prepares the builder)."""
+  builder = get_builder(data_config)
+  names = tuple(builder.info.metadata['class_names'])
+  return DatasetInfo(
+      name=builder.name, num_classes=len(names), class_names=names,
+      splits={k: v.num_examples for k, v in builder.info.splits.items()},
+      data_path=os.fspath(builder.data_dir))
+
+
+def _process(process_index, process_count):
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index = jax.process_index() if process_index is None else (
+        process_index)
+    process_count = jax.process_count() if process_count is None else (
+        process_count)
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index {process_index} not in '
+                     f'[0, {process_count})')
+  return int(process_index), int(process_count)
+
+
+def _host_split(builder, split, process_index, process_count):
+  """(subsplit for this host, its size, the largest host's size)."""
+  if split not in builder.info.splits:
+    raise ValueError(f'{builder.name}: no split {split!r}; available: '
+                     f'{list(builder.info.splits.keys())}')
+  subsplits = tfds.even_splits(split, n=process_count)
+  sizes = [builder.info.splits[s].num_examples for s in subsplits]
+  if min(sizes) == 0:
+    raise ValueError(f'{builder.name}: split {split!r} has '
+                     f'{builder.info.splits[split].num_examples} examples, '
+                     f'too few for {process_count} hosts')
+  return subsplits[process_index], sizes[process_index], max(sizes)
+
+
+def _read(builder, split):
+  """Undecoded examples of split in a fixed order."""
+  decoders = {k: tfds.decode.SkipDecoding() for k in ('image',) + _LABEL_KEYS}
+  read_config = tfds.ReadConfig(try_autocache=False, add_tfds_id=False)
+  return builder.as_dataset(split=split, shuffle_files=False,
+                            decoders=decoders, read_config=read_config)
+
+
+def _options():
+  options = tf.data.Options()
+  options.deterministic = True
+  return options
+
+
+def _decode_label(data):
+  return tf.io.decode_png(data, channels=1)[..., 0]
+
+
+def _augment(example, seed, crop_size, scale_range, flip, annotation,
+             num_classes):
+  """Decode + random scale/crop/flip of one example; seed: int64 [2]."""
+  image = tf.io.decode_image(example['image'], channels=3,
+                             expand_animations=False)
+  image.set_shape([None, None, 3])
+  labels = tf.stack([_decode_label(example[annotation]),
+                     _decode_label(example['mask'])], axis=-1)
+  shape = tf.shape(image)
+  h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+  ch, cw = crop_size
+  s_scale, s_y, s_x, s_flip = tf.unstack(
+      tf.random.experimental.stateless_split(seed, 4))
+  scale = tf.random.stateless_uniform([], s_scale, scale_range[0],
+                                      scale_range[1])
+  sh, sw = h * scale, w * scale
+  # Top-left of the crop window in scaled-image pixels; negative = padding.
+  y0 = tf.random.stateless_uniform([], s_y, tf.minimum(0.0, sh - ch),
+                                   tf.maximum(0.0, sh - ch))
+  x0 = tf.random.stateless_uniform([], s_x, tf.minimum(0.0, sw - cw),
+                                   tf.maximum(0.0, sw - cw))
+  y0, x0 = tf.floor(y0), tf.floor(x0)
+  # Output pixel i samples source row (y0 + i + 0.5) / scale - 0.5; in
+  # crop_and_resize terms row y1 * (h-1) + i * (y2-y1) * (h-1) / (ch-1).
+  hm1, wm1 = tf.maximum(h - 1, 1.0), tf.maximum(w - 1, 1.0)
+  y1 = ((y0 + 0.5) / scale - 0.5) / hm1
+  y2 = y1 + (ch - 1) / scale / hm1
+  x1 = ((x0 + 0.5) / scale - 0.5) / wm1
+  x2 = x1 + (cw - 1) / scale / wm1
+  if flip:
+    do_flip = tf.random.stateless_uniform([], s_flip) < 0.5
+    x1, x2 = tf.where(do_flip, x2, x1), tf.where(do_flip, x1, x2)
+  boxes = tf.stack([y1, x1, y2, x2])[None]
+  pad = tf.constant(PAD_COLOUR, tf.float32)
+  img = tf.image.crop_and_resize(
+      tf.cast(image, tf.float32)[None] - pad, boxes, [0], [ch, cw],
+      method='bilinear', extrapolation_value=0.0)[0] + pad
+  img = tf.cast(tf.clip_by_value(tf.round(img), 0, 255), tf.uint8)
+  # Third channel 0 inside the image: 255 after the crop marks padding.
+  labels = tf.concat([labels, tf.zeros_like(labels[..., :1])], axis=-1)
+  lab = tf.image.crop_and_resize(
+      tf.cast(labels, tf.float32)[None], boxes, [0], [ch, cw],
+      method='nearest', extrapolation_value=255.0)[0]
+  lab = tf.cast(lab, tf.int32)
+  ann, mask, outside = lab[..., 0], lab[..., 1], lab[..., 2]
+  counts = tf.math.bincount(tf.reshape(ann, [-1]), minlength=256,
+                            maxlength=256)
+  return {
+      'image': img,
+      'scribbles': ann,
+      'mask': mask,
+      'valid': tf.cast(tf.equal(outside, 0), tf.float32),
+      'presence': tf.cast(counts[1:num_classes] > 0, tf.float32),
+  }
+
+
+def create_train_dataset(data_config, global_batch_size, *, seed,
+                         start_step=0, process_index=None, process_count=None):
+  """The endless training tf.data.Dataset for this host (see module doc)."""
+  process_index, process_count = _process(process_index, process_count)
+  if global_batch_size % process_count:
+    raise ValueError(f'global_batch_size {global_batch_size} is not divisible'
+                     f' by process_count {process_count}')
+  batch = global_batch_size // process_count
+  annotation = _get(data_config, 'annotation', 'scribbles')
+  if annotation not in ('scribbles', 'dots'):
+    raise ValueError(f"data_config.annotation must be 'scribbles' or 'dots', "
+                     f'got {annotation!r}')
+  builder = get_builder(data_config)
+  num_classes = len(builder.info.metadata['class_names'])
+  split, n, _ = _host_split(builder, _get(data_config, 'train_split', 'train'),
+                            process_index, process_count)
+  base = _read(builder, split)
+  buffer = int(min(_get(data_config, 'shuffle_buffer', n), n))
+  seed = int(seed)
+  host_seed = seed * 1_000_003 + process_index
+
+  first = start_step * batch
+  first_epoch = first // n
+
+  def epoch(e):
+    return base.shuffle(buffer, seed=host_seed * 7919 + e,
+                        reshuffle_each_iteration=False)
+
+  ds = tf.data.Dataset.range(first_epoch, _INT64_MAX).flat_map(epoch)
+  ds = ds.enumerate(start=first_epoch * n).skip(first - first_epoch * n)
+  crop = _pair(_get(data_config, 'crop_size', 321))
+  scale_range = tuple(float(v) for v in _get(data_config, 'scale_range',
+                                              (0.5, 2.0)))
+  flip = bool(_get(data_config, 'flip', True))
+
+  def fn(index, example):
+    ex_seed = tf.stack([tf.constant(host_seed, tf.int64), index])
+    return _augment(example, ex_seed, crop, scale_range, flip, annotation,
+                    num_classes)
+
+  ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  if _get(data_config, 'skip_corrupt', False):
+    ds = ds.ignore_errors(log_warning=True)
+  ds = ds.batch(batch, drop_remainder=True)
+  return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+
+
+def create_train_iterator(data_config, global_batch_size, *, seed,
+                          start_step=0, process_index=None,
+                          process_count=None):
+  """Endless iterator of numpy training batches for this host.
+
+  Returns dicts with image uint8 [b, h, w, 3], scribbles int32 [b, h, w] (the
+  annotation data_config.annotation selects), mask int32 [b, h, w], valid
+  float32 [b, h, w], presence float32 [b, K-1]; b = global_batch_size //
+  process_count, (h, w) = crop_size. Batch s depends only on (seed, s, host).
+  """
+  return create_train_dataset(
+      data_config, global_batch_size, seed=seed, start_step=start_step,
+      process_index=process_index,
+      process_count=process_count).as_numpy_iterator()
+
+
+def max_image_size(builder, split) -> tuple[int, int]:
+  """Largest height and width over a split (reads no pixels)."""
+  ds = _read(builder, split).map(lambda ex: (ex['height'], ex['width']))
+  hw = np.array([(int(h), int(w)) for h, w in ds.as_numpy_iterator()])
+  return int(hw[:, 0].max()), int(hw[:, 1].max())
+
+
+def create_eval_dataset(data_config, global_batch_size, *, split=None,
+                        process_index=None, process_count=None):
+  """(finite eval tf.data.Dataset for this host, number of batches)."""
+  process_index, process_count = _process(process_index, process_count)
+  if global_batch_size % process_count:
+    raise ValueError(f'global_batch_size {global_batch_size} is not divisible'
+                     f' by process_count {process_count}')
+  batch = global_batch_size // process_count
+  annotation = _get(data_config, 'annotation', 'scribbles')
+  builder = get_builder(data_config)
+  num_classes = len(builder.info.metadata['class_names'])
+  split = split or _get(data_config, 'eval_split', 'validation')
+  host_split, n, n_max = _host_split(builder, split, process_index,
+                                     process_count)
+  pad_size = _get(data_config, 'eval_pad_size')
+  ph, pw = _pair(pad_size) if pad_size else max_image_size(builder, split)
+  num_batches = -(-n_max // batch)
+  pad = tf.constant(PAD_COLOUR, tf.uint8)
+
+  def fn(ex):
+    image = tf.io.decode_image(ex['image'], channels=3,
+                               expand_animations=False)
+    image.set_shape([None, None, 3])
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    check = tf.debugging.Assert(
+        tf.logical_and(h <= ph, w <= pw),
+        ['eval image', ex['file_name'], 'is larger than eval_pad_size',
+         ph, pw, 'height/width:', h, w])
+    with tf.control_dependencies([check]):
+      h, w = tf.identity(h), tf.identity(w)
+    paddings = [[0, ph - h], [0, pw - w]]
+    image = tf.stack([tf.pad(image[..., c], paddings,
+                             constant_values=pad[c]) for c in range(3)], -1)
+    labels = {k: tf.pad(tf.cast(_decode_label(ex[src]), tf.int32), paddings,
+                        constant_values=255)
+              for k, src in (('scribbles', annotation), ('mask', 'mask'))}
+    valid = tf.pad(tf.ones([h, w], tf.float32), paddings)
+    counts = tf.math.bincount(tf.reshape(labels['scribbles'], [-1]),
+                              minlength=256, maxlength=256)
+    return dict(image=image, valid=valid, example_mask=tf.constant(1.0),
+                presence=tf.cast(counts[1:num_classes] > 0, tf.float32),
+                file_name=ex['file_name'], height=ex['height'],
+                width=ex['width'], **labels)
+
+  ds = _read(builder, host_split).map(fn, num_parallel_calls=tf.data.AUTOTUNE,
+                                      deterministic=True)
+  if _get(data_config, 'skip_corrupt', False):
+    ds = ds.ignore_errors(log_warning=True)
+  filler = dict(
+      image=tf.broadcast_to(pad, [ph, pw, 3]),
+      valid=tf.zeros([ph, pw], tf.float32), example_mask=tf.constant(0.0),
+      presence=tf.zeros([num_classes - 1], tf.float32),
+      file_name=tf.constant(b''), height=tf.constant(0, tf.int32),
+      width=tf.constant(0, tf.int32),
+      scribbles=tf.fill([ph, pw], 255), mask=tf.fill([ph, pw], 255))
+  ds = ds.concatenate(
+      tf.data.Dataset.from_tensors(filler).repeat(num_batches * batch - n))
+  ds = ds.batch(batch).take(num_batches)
+  return ds.prefetch(tf.data.AUTOTUNE).with_options(_options()), num_batches
+
+
+def create_eval_iterator(data_config, global_batch_size, *, split=None,
+                         process_index=None, process_count=None):
+  """Finite iterator of numpy eval batches for this host.
+
+  Dicts with image uint8 [b, H, W, 3], scribbles / mask int32 [b, H, W]
+  (255 in the padding), valid float32 [b, H, W], example_mask float32 [b]
+  (0 = padding example), presence float32 [b, K-1], file_name bytes [b],
+  height / width int32 [b] (original size: crop [:height, :width] to undo
+  the padding). (H, W) = eval_pad_size, or the split's largest image size.
+  Every host yields the same number of batches; the hosts' examples together
+  are the split, each exactly once.
+  """
+  ds, _ = create_eval_dataset(data_config, global_batch_size, split=split,
+                              process_index=process_index,
+                              process_count=process_count)
+  return ds.as_numpy_iterator()

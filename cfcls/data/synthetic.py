@@ -1,0 +1,152 @@
+"""Synthetic scenes: the demo's dataset, generated here (numpy + OpenCV only).
+
+Each scene is a textured background with a few objects. An object's class is
+its SHAPE (disc, square, triangle, ring, cross); its colours are random per
+instance (two flat colour pieces split by a random line, light noise) and
+chosen to contrast with the background under it, so colour does not give away
+the class while colour edges do give away the object's extent. Edges are soft
+(anti-aliased from signed distance functions). Scribbles are synthesised from
+the masks with `scribbles.synthesize_scribbles` (also on the background), so
+they cover the middle of each region and leave its extent to be inferred.
+
+Everything is a pure function of (seed, split, index).
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from cfcls.data import scribbles as scribbles_lib
+
+CLASS_NAMES = ('background', 'disc', 'square', 'triangle', 'ring', 'cross')
+NUM_CLASSES = len(CLASS_NAMES)
+_SPLIT_CODES = {'train': 0, 'validation': 1}
+
+
+def _rot(dx, dy, theta):
+  c, s = np.cos(theta), np.sin(theta)
+  return c * dx + s * dy, -s * dx + c * dy
+
+
+def _box_sdf(px, py, hx, hy):
+  qx, qy = np.abs(px) - hx, np.abs(py) - hy
+  outside = np.hypot(np.maximum(qx, 0), np.maximum(qy, 0))
+  return outside + np.minimum(np.maximum(qx, qy), 0)
+
+
+def shape_sdf(cls: int, dx, dy, r: float, theta: float) -> np.ndarray:
+  """Signed distance (pixels, < 0 inside) of shape class `cls` of size r.
+
+  dx, dy: [H, W] offsets from the shape centre. r: outer radius.
+  """
+  px, py = _rot(dx, dy, theta)
+  name = CLASS_NAMES[cls]
+  if name == 'disc':
+    return np.hypot(px, py) - r
+  if name == 'square':
+    return _box_sdf(px, py, 0.8 * r, 0.8 * r)
+  if name == 'triangle':
+    inradius = 0.55 * r
+    d = None
+    for k in range(3):
+      a = 2 * np.pi * k / 3 + np.pi / 2
+      e = np.cos(a) * px + np.sin(a) * py - inradius
+      d = e if d is None else np.maximum(d, e)
+    return d
+  if name == 'ring':
+    return np.abs(np.hypot(px, py) - 0.72 * r) - 0.28 * r
+  if name == 'cross':
+    arm = 0.3 * r
+    return np.minimum(_box_sdf(px, py, r, arm), _box_sdf(px, py, arm, r))
+  raise ValueError(f'unknown shape class {cls}')
+
+
+def _smooth_noise(rng, size, cells, channels):
+  """Low-frequency noise in [0, 1]: [size, size, channels]."""
+  grid = rng.random((cells, cells, channels)).astype(np.float32)
+  out = cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC)
+  return np.clip(out.reshape(size, size, channels), 0, 1)
+
+
+def _background(rng, size):
+  """Textured background in [0, 1]: two colours mixed by smooth noise."""
+  c0, c1 = rng.random(3), rng.random(3)
+  t = _smooth_noise(rng, size, int(rng.integers(3, 7)), 1)
+  img = c0 * (1 - t) + c1 * t
+  # Soft stripes of low contrast and fine noise.
+  yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+  theta = rng.uniform(0, np.pi)
+  period = rng.uniform(6, 16) * size / 128
+  stripes = 0.04 * np.sin(2 * np.pi * (np.cos(theta) * xx + np.sin(theta) * yy)
+                          / period)
+  img = img + stripes[..., None] + rng.normal(0, 0.015, img.shape)
+  return np.clip(img, 0, 1)
+
+
+def _contrasting_colour(rng, reference, min_dist=0.4, tries=50):
+  best, best_d = None, -1.0
+  for _ in range(tries):
+    c = rng.random(3)
+    d = float(np.linalg.norm(c - reference))
+    if d >= min_dist:
+      return c
+    if d > best_d:
+      best, best_d = c, d
+  return best
+
+
+def render_scene(rng: np.random.Generator, size: int = 128,
+                 min_objects: int = 2, max_objects: int = 4):
+  """Renders one scene.
+
+  Returns:
+    image uint8 [size, size, 3], mask uint8 [size, size] (ids 0..5).
+  """
+  img = _background(rng, size)
+  mask = np.zeros((size, size), np.uint8)
+  yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+  scale = size / 128
+  placed = []
+  for _ in range(int(rng.integers(min_objects, max_objects + 1))):
+    cls = int(rng.integers(1, NUM_CLASSES))
+    r = rng.uniform(13, 26) * scale
+    for _ in range(30):
+      cx, cy = rng.uniform(r * 0.8, size - r * 0.8, size=2)
+      if all(np.hypot(cx - x, cy - y) > 0.85 * (r + rr) for x, y, rr in placed):
+        break
+    else:
+      continue
+    placed.append((cx, cy, r))
+    theta = rng.uniform(0, 2 * np.pi)
+    sdf = shape_sdf(cls, xx - cx, yy - cy, r, theta)
+    alpha = np.clip(0.5 - sdf / (0.8 + rng.uniform(0, 0.7)), 0, 1)
+    inside = alpha > 0.5
+    ref = img[inside].mean(axis=0) if inside.any() else img.mean(axis=(0, 1))
+    col_a = _contrasting_colour(rng, ref)
+    col_b = _contrasting_colour(rng, ref)
+    phi = rng.uniform(0, 2 * np.pi)
+    off = rng.uniform(-0.5, 0.5) * r
+    side = (np.cos(phi) * (xx - cx) + np.sin(phi) * (yy - cy)) > off
+    obj = np.where(side[..., None], col_a, col_b)
+    obj = np.clip(obj + rng.normal(0, 0.015, obj.shape), 0, 1)
+    img = img * (1 - alpha[..., None]) + obj * alpha[..., None]
+    mask[inside] = cls
+  image = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+  return image, mask
+
+
+def generate_example(seed: int, split: str, index: int, size: int = 128):
+  """One synthetic example, a pure function of (seed, split, index).
+
+  Returns:
+    dict with image uint8 [S, S, 3], mask, scribbles, dots uint8 [S, S],
+    presence bool [NUM_CLASSES - 1] (from the scribbles), file_name str.
+  """
+  rng = np.random.default_rng([seed, _SPLIT_CODES[split], index])
+  image, mask = render_scene(rng, size)
+  scribbles = scribbles_lib.synthesize_scribbles(mask)
+  dots = scribbles_lib.dots_from_scribbles(scribbles, rng)
+  return dict(
+      image=image, mask=mask, scribbles=scribbles, dots=dots,
+      presence=scribbles_lib.class_presence(scribbles, NUM_CLASSES),
+      file_name=f'{split}_{index:05d}')
