@@ -220,7 +220,7 @@ def load_torchvision_resnet(checkpoint, variables, *, prefix=("backbone",),
   else:
     source = f"checkpoint {os.fspath(checkpoint)}"
     entries, ignored = to_flax_layout(read_checkpoint(checkpoint))
-  report = ImportReport(ignored=sorted(ignored))
+  report = ImportReport(ignored=sorted(ignored, key=_natural_order))
   filled = set()
   for (collection, path), (key, value) in entries.items():
     target = (collection, prefix + path)
@@ -236,8 +236,9 @@ def load_torchvision_resnet(checkpoint, variables, *, prefix=("backbone",),
     flat[target] = jnp.asarray(value, dtype=expected.dtype)
     filled.add(target)
     report.used.append(key)
-  report.missing = sorted(path_str(k) for k in targets - filled)
-  report.left_over.sort()
+  report.missing = sorted((path_str(k) for k in targets - filled),
+                          key=_natural_order)
+  report.left_over.sort(key=_natural_order)
   if strict:
     unexpected = [k for k in report.left_over
                   if not _EXPECTED_LEFT_OVER.match(k)]
@@ -252,6 +253,12 @@ def load_torchvision_resnet(checkpoint, variables, *, prefix=("backbone",),
     new_variables[collection] = flax.traverse_util.unflatten_dict(
         {path: leaf for (c, path), leaf in flat.items() if c == collection})
   return new_variables, report
+
+
+def _natural_order(key: str):
+  """Sort key: 'layer3.6' before 'layer3.10'."""
+  return [(0, int(part), "") if part.isdigit() else (1, 0, part)
+          for part in re.split(r"(\d+)", key)]
 
 
 def path_str(target) -> str:
