@@ -1,0 +1,177 @@
+"""Scribble tools and the synthetic scene generator (numpy only, no TF)."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from cfcls.data import scribbles as S
+from cfcls.data import synthetic
+
+
+def _write_xml(path, width, height, polygons, filename='img.jpg'):
+  parts = [f'<annotation><filename>{filename}</filename>'
+           f'<size><width>{width}</width><height>{height}</height></size>']
+  for tag, pts in polygons:
+    pp = ''.join(f'<point><X>{x}</X><Y>{y}</Y></point>' for x, y in pts)
+    parts.append(f'<polygon><tag>{tag}</tag>{pp}</polygon>')
+  parts.append('</annotation>')
+  with open(path, 'w') as f:
+    f.write(''.join(parts))
+
+
+def test_xml_polylines_drawn_where_their_points_are(tmp_path):
+  path = tmp_path / 'a.xml'
+  # plane (1): horizontal line at row 10; person (15): vertical line at
+  # col 20 crossing it later (drawn over it); background with a point
+  # outside the image (clamped to the last column / row).
+  _write_xml(path, 40, 30, [
+      ('plane', [(5, 10), (30, 10)]),
+      ('person', [(20, 2), (20, 25)]),
+      ('background', [(2, 28), (100, 28)]),
+  ])
+  ann = S.parse_scribblesup_xml(path)
+  assert (ann.height, ann.width) == (30, 40)
+  assert [s.class_id for s in ann.strokes] == [1, 15, 0]
+  m = S.draw_strokes(ann.strokes, ann.height, ann.width, thickness=3)
+  assert m.shape == (30, 40) and m.dtype == np.uint8
+  for x in range(5, 31):
+    if abs(x - 20) > 1:
+      assert m[10, x] == 1 and m[9, x] == 1 and m[11, x] == 1
+  assert m[7, 12] == 255 and m[13, 12] == 255  # 3 px wide, not more
+  assert all(m[y, 20] == 15 for y in range(2, 26))  # later stroke on top
+  assert m[28, 39] == 0 and m[28, 2] == 0  # clamped point drawn at border
+  assert set(np.unique(m)) == {0, 1, 15, 255}
+  frac = (m != 255).mean()
+  assert 0.1 < frac < 0.3
+
+
+def test_xml_errors_name_the_file(tmp_path):
+  path = tmp_path / 'bad_tag.xml'
+  _write_xml(path, 10, 10, [('unicorn', [(1, 1), (5, 5)])])
+  with pytest.raises(ValueError, match='bad_tag.xml.*unicorn'):
+    S.parse_scribblesup_xml(path)
+  broken = tmp_path / 'broken.xml'
+  broken.write_text('<annotation><size>')
+  with pytest.raises(ValueError, match='broken.xml'):
+    S.parse_scribblesup_xml(broken)
+  ok = tmp_path / 'ok.xml'
+  _write_xml(ok, 10, 8, [('cat', [(1, 1), (5, 5)])])
+  with pytest.raises(ValueError, match='ok.xml.*10x8.*12x9'):
+    S.scribbles_from_xml(ok, expected_shape=(9, 12))
+
+
+def _check_synthesised(mask, scrib):
+  labelled = scrib != 255
+  # Never crosses into another class or void.
+  assert np.all(scrib[labelled] == mask[labelled])
+  # Every class present gets a stroke.
+  present = set(np.unique(mask)) - {255}
+  assert set(np.unique(scrib[labelled])) == present
+  return labelled.mean()
+
+
+def test_synthesised_scribbles_on_hand_made_mask():
+  mask = np.zeros((120, 160), np.uint8)
+  mask[20:80, 30:90] = 1                      # square
+  yy, xx = np.mgrid[:120, :160]
+  mask[(yy - 70) ** 2 + (xx - 125) ** 2 < 25 ** 2] = 2  # disc
+  mask[100:104, 10:60] = 3                    # thin bar, 4 px high
+  mask[5:7, 140:142] = 4                      # tiny 2x2 region
+  mask[0, :] = 255                            # void row
+  scrib = S.synthesize_scribbles(mask)
+  frac = _check_synthesised(mask, scrib)
+  assert 0.01 <= frac <= 0.06
+  # The square's stroke stays in its middle: away from its border.
+  rr, cc = np.nonzero(scrib == 1)
+  assert rr.min() > 25 and rr.max() < 75 and cc.min() > 35 and cc.max() < 85
+  # Subsampled tracing of big regions keeps the same guarantees.
+  scrib2 = S.synthesize_scribbles(mask, max_pixels=300)
+  _check_synthesised(mask, scrib2)
+
+
+def test_synthesised_scribbles_on_synthetic_scenes():
+  fracs = []
+  for i in range(12):
+    ex = synthetic.generate_example(3, 'train', i, size=128)
+    fracs.append(_check_synthesised(ex['mask'], ex['scribbles']))
+  assert 0.01 <= min(fracs) and max(fracs) <= 0.06
+
+
+def test_dots_are_a_subset_of_scribbles_and_every_stroke_has_one():
+  ex = synthetic.generate_example(0, 'train', 1, size=96)
+  scrib = ex['scribbles']
+  dots = S.dots_from_scribbles(scrib, np.random.default_rng(0),
+                               dots_per_stroke=2, radius=1)
+  on = dots != 255
+  assert on.any() and np.all(scrib[on] == dots[on])
+  assert on.sum() < (scrib != 255).sum() / 2
+  assert set(np.unique(dots)) == set(np.unique(scrib))
+  again = S.dots_from_scribbles(scrib, np.random.default_rng(0),
+                                dots_per_stroke=2, radius=1)
+  np.testing.assert_array_equal(dots, again)
+
+
+def test_class_presence():
+  m = np.array([[0, 3, 255], [3, 5, 0]], np.uint8)
+  np.testing.assert_array_equal(S.class_presence(m, 6),
+                                [False, False, True, False, True])
+  np.testing.assert_array_equal(S.class_presence(np.full((2, 2), 255), 3),
+                                [False, False])
+
+
+def test_synthetic_scenes_deterministic_and_varied():
+  a = synthetic.generate_example(7, 'train', 4, size=64)
+  b = synthetic.generate_example(7, 'train', 4, size=64)
+  c = synthetic.generate_example(7, 'validation', 4, size=64)
+  for k in ('image', 'mask', 'scribbles', 'dots'):
+    np.testing.assert_array_equal(a[k], b[k])
+  assert not np.array_equal(a['image'], c['image'])
+  assert a['image'].shape == (64, 64, 3) and a['image'].dtype == np.uint8
+  assert a['mask'].max() < synthetic.NUM_CLASSES
+  np.testing.assert_array_equal(
+      a['presence'], S.class_presence(a['scribbles'], synthetic.NUM_CLASSES))
+
+
+def test_synthetic_colour_does_not_give_away_the_class():
+  # Mean colour of each object class over many instances: all classes share
+  # the same colour distribution, so the per-class means are close while
+  # single instances vary a lot.
+  means = {c: [] for c in range(1, synthetic.NUM_CLASSES)}
+  for i in range(60):
+    ex = synthetic.generate_example(1, 'train', i, size=64)
+    for c in means:
+      sel = ex['mask'] == c
+      if sel.sum() > 20:
+        means[c].append(ex['image'][sel].mean(axis=0))
+  per_class = np.array([np.mean(v, axis=0) for v in means.values()])
+  spread = np.array([np.std(np.array(v), axis=0).mean()
+                     for v in means.values()])
+  assert np.all(spread > 40)  # instances of one class vary widely
+  assert np.ptp(per_class, axis=0).max() < 60
+
+
+def test_soft_edges():
+  ex = synthetic.generate_example(0, 'train', 0, size=128)
+  img = ex['image'].astype(np.float64)
+  edges = ex['mask'] != np.roll(ex['mask'], 1, axis=1)
+  # Anti-aliasing: at object edges, some pixels lie strictly between the
+  # colours of their left and right neighbours.
+  left, mid, right = np.roll(img, 1, 1), img, np.roll(img, -1, 1)
+  between = ((mid > np.minimum(left, right) + 3) &
+             (mid < np.maximum(left, right) - 3)).any(-1)
+  assert between[edges].mean() > 0.1
+
+
+def test_import_cfcls_does_not_import_tensorflow():
+  code = textwrap.dedent('''
+      import sys
+      import cfcls, cfcls.data, cfcls.data.scribbles, cfcls.data.synthetic
+      assert 'tensorflow' not in sys.modules, 'tensorflow imported'
+      print('ok')''')
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, '-c', code], cwd=root,
+                       capture_output=True, text=True, check=False)
+  assert out.returncode == 0 and 'ok' in out.stdout, out.stderr
