@@ -38,7 +38,8 @@ def get_data_config():
   data.crop_size = 321
   data.scale_range = (0.5, 2.0)
   data.flip = True
-  data.eval_pad_size = 512  # whole eval images are padded to this size
+  data.eval_pad_size = config_dict.placeholder(int)  # pad eval images to this
+  # size; None = the split's largest image
   data.annotation = 'scribbles'  # scribbles | dots
   data.shuffle_buffer = 1000
   data.skip_corrupt = True  # log and skip unreadable images (False: error)
@@ -93,6 +94,11 @@ def get_config():
   config.thresholds = (0.4, 0.5, 0.6, 0.7)  # reported label thresholds
   config.threshold = 0.5  # the one used to pick the best checkpoint
   config.mlc_gate = True  # zero the mattes of classes the MLC head rejects
+
+  # Prediction (train.py --mode=predict).
+  config.predict_pad_multiple = 32  # pad images to a multiple (fewer compiles)
+  config.predict_after_training = 0  # after training, predict this many
+  # validation images into WORKDIR/predictions (the demo does)
 
   # Matting metrics against the closed-form solution (final evaluation only).
   config.matting_metrics = True

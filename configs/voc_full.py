@@ -1,0 +1,15 @@
+"""PASCAL VOC 2012 with the ScribbleSup scribbles: 21 classes.
+
+train_aug (10,582 images) for training, val (1,449) for evaluation.
+"""
+
+from configs import voc
+
+
+def get_config():
+  config = voc.get_config()
+  config.data.builder_config = 'full21'
+  config.num_train_steps = 30000
+  config.eval_every_steps = 2000
+  config.checkpoint_every_steps = 2000
+  return config
