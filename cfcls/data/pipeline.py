@@ -215,36 +215,41 @@ def _augment(example, seed, crop_size, scale_range, flip, annotation,
   x0 = tf.random.stateless_uniform([], s_x, tf.minimum(0.0, sw - cw),
                                    tf.maximum(0.0, sw - cw))
   y0, x0 = tf.floor(y0), tf.floor(x0)
-  # Output pixel i samples source row (y0 + i + 0.5) / scale - 0.5; in
-  # crop_and_resize terms row y1 * (h-1) + i * (y2-y1) * (h-1) / (ch-1).
-  hm1, wm1 = tf.maximum(h - 1, 1.0), tf.maximum(w - 1, 1.0)
-  y1 = ((y0 + 0.5) / scale - 0.5) / hm1
-  y2 = y1 + (ch - 1) / scale / hm1
-  x1 = ((x0 + 0.5) / scale - 0.5) / wm1
-  x2 = x1 + (cw - 1) / scale / wm1
+  # Output pixel i samples source row (y0 + i + 0.5) / scale - 0.5 (pixel
+  # centres, like tf.image.resize); a sample is inside the image if it is in
+  # [-0.5, h - 0.5). The image gets a 1-px ring (edge replicated; label maps:
+  # 255, plus a third label channel that is 0 inside and 255 on the ring), so
+  # samples within half a pixel of the edge take the edge's value and nearest
+  # sampling of the third channel tells which samples are inside. In
+  # crop_and_resize terms ring-padded row r is y1 * (h+1) + i * (y2-y1) *
+  # (h+1) / (ch-1).
+  y1 = ((y0 + 0.5) / scale + 0.5) / (h + 1)
+  y2 = y1 + (ch - 1) / scale / (h + 1)
+  x1 = ((x0 + 0.5) / scale + 0.5) / (w + 1)
+  x2 = x1 + (cw - 1) / scale / (w + 1)
   if flip:
     do_flip = tf.random.stateless_uniform([], s_flip) < 0.5
     x1, x2 = tf.where(do_flip, x2, x1), tf.where(do_flip, x1, x2)
   boxes = tf.stack([y1, x1, y2, x2])[None]
-  pad = tf.constant(PAD_COLOUR, tf.float32)
+  ring = [[1, 1], [1, 1], [0, 0]]
   img = tf.image.crop_and_resize(
-      tf.cast(image, tf.float32)[None] - pad, boxes, [0], [ch, cw],
-      method='bilinear', extrapolation_value=0.0)[0] + pad
-  img = tf.cast(tf.clip_by_value(tf.round(img), 0, 255), tf.uint8)
-  # Third channel 0 inside the image: 255 after the crop marks padding.
+      tf.pad(tf.cast(image, tf.float32), ring, mode='SYMMETRIC')[None], boxes,
+      [0], [ch, cw], method='bilinear')[0]
   labels = tf.concat([labels, tf.zeros_like(labels[..., :1])], axis=-1)
   lab = tf.image.crop_and_resize(
-      tf.cast(labels, tf.float32)[None], boxes, [0], [ch, cw],
-      method='nearest', extrapolation_value=255.0)[0]
+      tf.cast(tf.pad(labels, ring, constant_values=255), tf.float32)[None],
+      boxes, [0], [ch, cw], method='nearest', extrapolation_value=255.0)[0]
   lab = tf.cast(lab, tf.int32)
-  ann, mask, outside = lab[..., 0], lab[..., 1], lab[..., 2]
+  ann, mask, inside = lab[..., 0], lab[..., 1], tf.equal(lab[..., 2], 0)
+  img = tf.where(inside[..., None], img, tf.constant(PAD_COLOUR, tf.float32))
+  img = tf.cast(tf.clip_by_value(tf.round(img), 0, 255), tf.uint8)
   counts = tf.math.bincount(tf.reshape(ann, [-1]), minlength=256,
                             maxlength=256)
   return {
       'image': img,
       'scribbles': ann,
       'mask': mask,
-      'valid': tf.cast(tf.equal(outside, 0), tf.float32),
+      'valid': tf.cast(inside, tf.float32),
       'presence': tf.cast(counts[1:num_classes] > 0, tf.float32),
   }
 
