@@ -1,0 +1,260 @@
+"""Tests for cfcls.laplacian against a float64 per-window SVD reference."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cfcls import laplacian
+
+EPS = 1e-7
+
+
+def reference_laplacian(image, eps=EPS, radius=1, valid=None):
+  """Dense L in float64, window by window, via the SVD of centred colours.
+
+  C_k (C_k^T C_k + eps I)^-1 C_k^T = U diag(s^2 / (s^2 + eps)) U^T is stable
+  for grey, flat and two-colour windows (SPEC section 1).
+  """
+  image = np.asarray(image, np.float64)
+  h, w, _ = image.shape
+  n = (2 * radius + 1) ** 2
+  lap = np.zeros((h * w, h * w))
+  for y in range(radius, h - radius):
+    for x in range(radius, w - radius):
+      ys, xs = np.mgrid[y - radius:y + radius + 1, x - radius:x + radius + 1]
+      idx = (ys * w + xs).ravel()
+      if valid is not None and not np.all(valid.ravel()[idx] > 0.5):
+        continue
+      cen = image[ys, xs].reshape(n, 3)
+      cen = cen - cen.mean(axis=0)
+      u, s, _ = np.linalg.svd(cen, full_matrices=False)
+      proj = (u * (s ** 2 / (s ** 2 + eps))) @ u.T
+      lap[np.ix_(idx, idx)] += np.eye(n) - (1.0 + n * proj) / n
+  return lap
+
+
+def random_image(rng, h, w):
+  return rng.random((h, w, 3))
+
+
+def natural_image(rng, h, w):
+  """Smooth colour gradients + noise, quantised to 8 bits."""
+  ys, xs = np.mgrid[0:h, 0:w] / max(h, w)
+  base = np.stack([0.2 + 0.6 * xs, 0.5 + 0.3 * np.sin(3 * ys),
+                   0.3 + 0.4 * xs * ys], axis=-1)
+  img = base + 0.02 * rng.standard_normal((h, w, 3))
+  return np.round(np.clip(img, 0, 1) * 255) / 255
+
+
+def flat_grey_image(rng, h, w):
+  """Flat blocks, grey (R=G=B) regions, two-colour edges, 8-bit noise."""
+  img = natural_image(rng, h, w)
+  img[:h // 2, :w // 2] = 0.3  # flat grey block
+  img[h // 2:, :, :] = img[h // 2:, :, :1]  # grey region with texture
+  img[:h // 2, w // 2:] = [0.8, 0.1, 0.2]  # flat colour block
+  img[:3, -4:] = [0.1, 0.2, 0.9]  # two-colour windows at the corner
+  img[h // 2:, -3:] = 0.0  # flat black at the bottom-right border
+  return img
+
+
+IMAGE_KINDS = {
+    'random': random_image,
+    'natural8bit': natural_image,
+    'flat_grey': flat_grey_image,
+}
+
+
+def _float32(x):
+  return np.asarray(x, np.float32)
+
+
+def _errors(got, want):
+  err = np.abs(got - want)
+  return err.max(), np.linalg.norm(got - want) / np.linalg.norm(want)
+
+
+@pytest.fixture(scope='module')
+def batch():
+  """Three 12x15 images (one per kind), their references and test vectors."""
+  rng = np.random.default_rng(0)
+  h, w = 12, 15
+  images = _float32([make(rng, h, w) for make in IMAGE_KINDS.values()])
+  refs = [reference_laplacian(img) for img in images]
+  x = rng.standard_normal((len(images), h, w, 4)).astype(np.float32)
+  stats = laplacian.window_stats(jnp.asarray(images))
+  return images, refs, x, stats
+
+
+@pytest.mark.parametrize('kind_index,kind', enumerate(IMAGE_KINDS))
+def test_matvec_matches_float64_svd_reference(batch, kind_index, kind):
+  images, refs, x, stats = batch
+  got = np.asarray(laplacian.laplacian_matvec(stats, jnp.asarray(x)))
+  assert got.dtype == np.float32
+  h, w = images.shape[1:3]
+  want = (refs[kind_index] @ x[kind_index].reshape(h * w, -1).astype(
+      np.float64)).reshape(h, w, -1)
+  max_err, rel = _errors(got[kind_index], want)
+  assert max_err < 1e-3, (kind, max_err)
+  assert rel < 1e-4, (kind, rel)
+  # Borders and corners on their own (the windows there are fewer).
+  border = np.ones((h, w), bool)
+  border[2:-2, 2:-2] = False
+  assert np.abs(got[kind_index] - want)[border].max() < 1e-3
+
+
+def test_sparse_laplacian_matches_reference(batch):
+  images, refs, _, _ = batch
+  for image, ref in zip(images, refs):
+    sparse = laplacian.sparse_laplacian(image)
+    assert sparse.shape == ref.shape and sparse.dtype == np.float64
+    np.testing.assert_allclose(sparse.toarray(), ref, rtol=0, atol=1e-7)
+
+
+def test_reference_is_stable_where_naive_formula_is_not(batch):
+  """Sanity check of the judge: the grey image has rank-1 windows, where the
+  direct inverse of (Sigma + eps/9 I) in float32 is off by a lot."""
+  images, refs, _, _ = batch
+  image = images[2].astype(np.float64)
+  ref = refs[2]
+  # Naive float32 product with the uncentred (box-filter) moments.
+  h, w, _ = image.shape
+  img32 = image.astype(np.float32)
+  naive = np.zeros_like(ref)
+  for y in range(1, h - 1):
+    for x in range(1, w - 1):
+      ys, xs = np.mgrid[y - 1:y + 2, x - 1:x + 2]
+      idx = (ys * w + xs).ravel()
+      pix = img32[ys, xs].reshape(9, 3)
+      mu = pix.mean(axis=0)
+      cov = (pix.T @ pix) / 9 - np.outer(mu, mu)
+      inv = np.linalg.inv(cov + np.float32(EPS / 9) * np.eye(3, dtype=np.float32))
+      cen = pix - mu
+      naive[np.ix_(idx, idx)] += np.eye(9) - (1 + cen @ inv @ cen.T) / 9
+  assert np.abs(naive - ref).max() > 1e-2
+  assert np.abs(ref.sum(axis=1)).max() < 1e-9
+
+
+def test_radius_two_matches_reference():
+  rng = np.random.default_rng(1)
+  image = _float32(flat_grey_image(rng, 9, 11))
+  ref = reference_laplacian(image, radius=2)
+  stats = laplacian.window_stats(jnp.asarray(image[None]), radius=2)
+  assert stats.radius == 2
+  x = rng.standard_normal((1, 9, 11, 2)).astype(np.float32)
+  got = np.asarray(laplacian.laplacian_matvec(stats, jnp.asarray(x)))[0]
+  want = (ref @ x[0].reshape(99, 2)).reshape(9, 11, 2)
+  max_err, rel = _errors(got, want)
+  assert max_err < 1e-3 and rel < 1e-4
+
+
+def test_valid_mask_leaves_out_windows_touching_padding(batch):
+  images, refs, x, _ = batch
+  images = images.copy()
+  b, h, w, _ = images.shape
+  valid = np.ones((b, h, w), np.float32)
+  valid[0, :, -4:] = 0  # right padding
+  valid[0, -3:, :] = 0  # bottom padding
+  valid[1, 4:7, 5:9] = 0  # a hole
+  images[valid == 0] = 0.0
+  stats = laplacian.window_stats(jnp.asarray(images),
+                                 valid=jnp.asarray(valid))
+  got = np.asarray(laplacian.laplacian_matvec(stats, jnp.asarray(x)))
+  for i in range(b):
+    ref = reference_laplacian(images[i], valid=valid[i])
+    if i < 2:
+      assert np.abs(ref - reference_laplacian(images[i])).max() > 0.1
+    else:  # all valid: the same L as without a mask
+      np.testing.assert_allclose(ref, refs[i], atol=1e-12)
+    want = (ref @ x[i].reshape(h * w, -1)).reshape(h, w, -1)
+    max_err, rel = _errors(got[i], want)
+    assert max_err < 1e-3 and rel < 1e-4
+    # Padding pixels take no part in L at all.
+    assert np.all(got[i][valid[i] == 0] == 0)
+  sparse = laplacian.sparse_laplacian(images[0], valid=valid[0]).toarray()
+  np.testing.assert_allclose(
+      sparse, reference_laplacian(images[0], valid=valid[0]), rtol=0,
+      atol=1e-7)
+
+
+def test_symmetry_null_space_and_semidefinite(batch):
+  images, _, x, stats = batch
+  rng = np.random.default_rng(3)
+  y = rng.standard_normal(x.shape).astype(np.float32)
+  lx = np.asarray(laplacian.laplacian_matvec(stats, jnp.asarray(x)), np.float64)
+  ly = np.asarray(laplacian.laplacian_matvec(stats, jnp.asarray(y)), np.float64)
+  # Symmetry: <y, L x> = <L y, x> per image and channel.
+  ylx = np.einsum('bhwc,bhwc->bc', y, lx)
+  lyx = np.einsum('bhwc,bhwc->bc', ly, x)
+  np.testing.assert_allclose(ylx, lyx, rtol=1e-5, atol=1e-4)
+  # L 1 = 0.
+  ones = jnp.ones(images.shape[:3] + (1,), jnp.float32)
+  l1 = np.asarray(laplacian.laplacian_matvec(stats, ones))
+  assert np.abs(l1).max() < 1e-5
+  # x^T L x >= 0, also for smooth x where it is small.
+  xlx = np.einsum('bhwc,bhwc->bc', x, lx)
+  assert np.all(xlx > 0)
+  ys, xs = np.mgrid[0:images.shape[1], 0:images.shape[2]]
+  smooth = np.broadcast_to((0.1 * ys + 0.05 * xs)[None, :, :, None],
+                           images.shape[:3] + (1,)).astype(np.float32)
+  ls = np.asarray(laplacian.laplacian_matvec(stats, jnp.asarray(smooth)))
+  assert np.all(np.einsum('bhwc,bhwc->b', smooth, ls) > -1e-5)
+
+
+def test_diagonal_matches_sparse(batch):
+  images, _, _, stats = batch
+  diag = np.asarray(stats.diagonal)
+  for image, d in zip(images, diag):
+    want = laplacian.sparse_laplacian(image).diagonal().reshape(d.shape)
+    np.testing.assert_allclose(d, want, atol=1e-5)
+
+
+def test_grad_and_jvp_use_the_symmetric_product(batch):
+  _, _, x, stats = batch
+  y = jnp.asarray(np.random.default_rng(4).standard_normal(x.shape),
+                  jnp.float32)
+  f = lambda v: jnp.sum(laplacian.laplacian_matvec(stats, v) * y)
+  grad = jax.jit(jax.grad(f))(jnp.asarray(x))
+  ly = laplacian.laplacian_matvec(stats, y)
+  np.testing.assert_allclose(np.asarray(grad), np.asarray(ly), atol=1e-5)
+  _, tangent = jax.jvp(lambda v: laplacian.laplacian_matvec(stats, v),
+                       (jnp.asarray(x),), (y,))
+  np.testing.assert_allclose(np.asarray(tangent), np.asarray(ly), atol=1e-5)
+
+
+def test_under_jit_equal_values_and_value_checks_skipped(batch):
+  images, _, _, stats = batch
+  bad = images.copy()
+  bad[0, 2, 2, 1] = np.nan
+  with pytest.raises(ValueError, match='non-finite'):
+    laplacian.window_stats(bad)
+  # Under jit the values are unknown: no error, no host sync; the NaN stays in
+  # its own image.
+  jitted = jax.jit(laplacian.window_stats)(jnp.asarray(bad))
+  assert np.isnan(np.asarray(jitted.stencil[0])).any()
+  np.testing.assert_array_equal(np.asarray(jitted.stencil[1:]),
+                                np.asarray(stats.stencil[1:]))
+
+
+@pytest.mark.parametrize('shape,kwargs,match', [
+    ((5, 6, 3), {}, 'rank 4'),
+    ((1, 5, 6, 4), {}, 'axis 3'),
+    ((1, 2, 6, 3), {}, 'smaller than one window'),
+    ((1, 5, 6, 3), {'radius': 0}, 'radius'),
+    ((1, 5, 6, 3), {'eps': 0.0}, 'eps'),
+    ((1, 5, 6, 3), {'valid': np.ones((1, 5, 5))}, 'valid'),
+])
+def test_bad_inputs(shape, kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    laplacian.window_stats(np.zeros(shape, np.float32), **kwargs)
+
+
+def test_bad_matvec_and_sparse_inputs(batch):
+  _, _, _, stats = batch
+  with pytest.raises(ValueError, match='x must have'):
+    laplacian.laplacian_matvec(stats, jnp.zeros((3, 12, 14, 2)))
+  with pytest.raises(ValueError, match='image must have rank 3'):
+    laplacian.sparse_laplacian(np.zeros((1, 5, 6, 3)))
+  bad = np.full((5, 6, 3), 0.5)
+  bad[1, 1, 0] = np.inf
+  with pytest.raises(ValueError, match='non-finite'):
+    laplacian.sparse_laplacian(bad)
