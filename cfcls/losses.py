@@ -1,0 +1,150 @@
+"""Training losses: the closed-form matting (CFM) loss and the baselines.
+
+Label maps hold class ids 0..K-1 (0 = background) and 255 for unlabelled
+(scribbles) or void (masks) pixels. Foreground class c (1..K-1) is channel
+c - 1 of the alpha mattes and of the multi-label logits.
+"""
+from typing import Tuple
+
+import jax
+import jax.numpy as jnp
+
+from cfcls import _validate
+from cfcls import laplacian
+
+IGNORE = 255
+
+
+def scribble_constraints(scribbles, num_classes: int):
+  """One-vs-rest constraints of every foreground class from a scribble map.
+
+  Args:
+    scribbles: int [B, H, W], class ids and 255 = unlabelled.
+    num_classes: K, including background.
+
+  Returns:
+    (labelled, targets): labelled float32 [B, H, W, 1], 1 on scribbled pixels
+    (the diagonal of D_c, the same for every class); targets float32
+    [B, H, W, K-1], S_c = 1 where the scribble is class c, else 0.
+  """
+  labelled = (scribbles != IGNORE)[..., None].astype(jnp.float32)
+  classes = jnp.arange(1, num_classes, dtype=scribbles.dtype)
+  targets = (scribbles[..., None] == classes[None, None, None, :])
+  return labelled, targets.astype(jnp.float32)
+
+
+def matting_residual(stats: laplacian.WindowStats, alpha, labelled, targets,
+                     lam: float):
+  """(L + lam D) alpha - lam D S, [B, H, W, C] for alpha [B, H, W, C]."""
+  return (laplacian.laplacian_matvec(stats, alpha)
+          + lam * labelled * (alpha - targets))
+
+
+def cfm_loss(stats: laplacian.WindowStats, alpha, scribbles,
+             num_classes: int, lam: float = 100.0, class_weights=None,
+             presence=None) -> Tuple[jax.Array, jax.Array]:
+  """Closed-form matting loss: residual of (L + lam D_c) alpha_c = lam D_c S_c.
+
+  Scale: for image b, sum_c w_c g_bc ||r_bc||^2 / N with N = H * W pixels and
+  g_bc the presence gate, then the mean over the batch.
+
+  Args:
+    stats: WindowStats of the B input images (no gradient flows to them).
+    alpha: float [B, H, W, K-1], the network's linear alpha mattes (no
+      activation).
+    scribbles: int [B, H, W], class ids 0..K-1 and 255 = unlabelled.
+    num_classes: K, including background.
+    lam: lambda, the weight of the scribble constraints.
+    class_weights: optional [K-1] weights w_c (default 1).
+    presence: optional [B, K-1] gate (1 = class counts in that image). None
+      gates by the scribbles: class c counts in image b iff some scribble
+      pixel of b is c.
+
+  Returns:
+    (loss scalar, per_class [K-1]) with loss = sum(per_class); per_class[c] is
+    the batch mean of class c's weighted, gated term.
+  """
+  b, h, w = stats.shape
+  k1 = num_classes - 1
+  _validate.check_shape('alpha', alpha, (b, h, w, k1),
+                        f'[B, H, W, K-1] = [{b}, {h}, {w}, {k1}]')
+  _validate.check_shape('scribbles', scribbles, (b, h, w),
+                        f'[B, H, W] = [{b}, {h}, {w}]')
+  _validate.check_labels('scribbles', scribbles, num_classes)
+  if class_weights is not None:
+    _validate.check_shape('class_weights', class_weights, (k1,), '[K-1]')
+  if presence is not None:
+    _validate.check_shape('presence', presence, (b, k1), '[B, K-1]')
+  scribbles = jnp.asarray(scribbles)
+  labelled, targets = scribble_constraints(scribbles, num_classes)
+  residual = matting_residual(stats, alpha, labelled, targets, lam)
+  per_image = jnp.sum(jnp.square(residual), axis=(1, 2)) / (h * w)  # [B, K-1]
+  if presence is None:
+    gate = jnp.max(targets, axis=(1, 2))
+  else:
+    gate = jnp.asarray(presence, per_image.dtype)
+  weighted = per_image * gate
+  if class_weights is not None:
+    weighted = weighted * jnp.asarray(class_weights, per_image.dtype)[None, :]
+  per_class = jnp.mean(weighted, axis=0)
+  return jnp.sum(per_class), per_class
+
+
+def _masked_cross_entropy(name: str, logits, labels):
+  """Mean softmax cross-entropy over pixels whose label is not 255."""
+  _validate.check_shape('logits', logits, (None, None, None, None),
+                        '[B, H, W, K]')
+  _validate.check_shape(name, labels, logits.shape[:3], '[B, H, W]')
+  _validate.check_labels(name, labels, logits.shape[-1])
+  labels = jnp.asarray(labels)
+  mask = labels != IGNORE
+  safe = jnp.where(mask, labels, 0)
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  nll = -jnp.take_along_axis(log_probs, safe[..., None], axis=-1)[..., 0]
+  count = jnp.sum(mask)
+  total = jnp.sum(jnp.where(mask, nll, 0.0))
+  return jnp.where(count > 0, total / jnp.maximum(count, 1), 0.0)
+
+
+def partial_ce(logits, scribbles) -> jax.Array:
+  """Partial cross-entropy (pCE): softmax CE on scribbled pixels only.
+
+  Args:
+    logits: float [B, H, W, K] (K classes including background).
+    scribbles: int [B, H, W], class ids and 255 = unlabelled.
+
+  Returns:
+    Scalar mean over scribbled pixels; 0 if no pixel is scribbled.
+  """
+  return _masked_cross_entropy('scribbles', logits, scribbles)
+
+
+def full_ce(logits, masks) -> jax.Array:
+  """Cross-entropy on full ground-truth masks (255 = void, ignored).
+
+  Args:
+    logits: float [B, H, W, K].
+    masks: int [B, H, W], class ids and 255 = void.
+
+  Returns:
+    Scalar mean over non-void pixels; 0 if all are void.
+  """
+  return _masked_cross_entropy('masks', logits, masks)
+
+
+def mlc_bce(logits, presence) -> jax.Array:
+  """Multi-label classification loss: sigmoid binary cross-entropy.
+
+  Args:
+    logits: float [B, K-1], one per foreground class.
+    presence: [B, K-1] in {0, 1} (or soft targets in [0, 1]).
+
+  Returns:
+    Scalar mean over the B * (K-1) entries.
+  """
+  _validate.check_shape('logits', logits, (None, None), '[B, K-1]')
+  _validate.check_shape('presence', presence, logits.shape, '[B, K-1]')
+  logits = logits.astype(jnp.float32)
+  presence = jnp.asarray(presence, jnp.float32)
+  return -jnp.mean(presence * jax.nn.log_sigmoid(logits)
+                   + (1.0 - presence) * jax.nn.log_sigmoid(-logits))
