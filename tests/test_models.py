@@ -284,3 +284,14 @@ def test_batchnorm_statistics_are_averaged_across_two_devices(tiny_variables):
   first = np.asarray(stats_first_half["backbone"]["bn1"]["mean"])
   assert not np.allclose(first, stats_global["backbone"]["bn1"]["mean"],
                          rtol=1e-2, atol=1e-3)
+
+
+def test_create_model_fills_missing_fields_with_defaults():
+  model = create_model(ml_collections.ConfigDict(dict(backbone="resnet50")), 7)
+  assert (model.depth, model.output_stride, model.dtype) == (50, 16,
+                                                             jnp.float32)
+  assert (model.aspp_channels, model.decoder_channels, model.low_level_channels,
+          model.mlc_hidden) == (256, 256, 48, 256)
+  assert (model.num_outputs, model.num_mlc_logits) == (6, 6)
+  with pytest.raises(ValueError, match="model.width=0.0"):
+    create_model(model_config(width=0.0), 3)
