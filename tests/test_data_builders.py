@@ -122,11 +122,10 @@ def _check_example(ex, num_classes):
   assert ex['image'].dtype == np.uint8 and ex['image'].shape == (h, w, 3)
   assert (ex['height'], ex['width']) == (h, w)
   for k in ('scribbles', 'dots', 'mask'):
-    assert ex[k].shape == (h, w, 1) and ex[k].dtype == np.uint8
+    assert ex[k].shape == (h, w) and ex[k].dtype == np.uint8
     v = ex[k][ex[k] != 255]
     assert v.size == 0 or v.max() < num_classes
-  scrib, mask, dots = ex['scribbles'][..., 0], ex['mask'][..., 0], ex[
-      'dots'][..., 0]
+  scrib, mask, dots = ex['scribbles'], ex['mask'], ex['dots']
   on = dots != 255
   assert on.any() and np.all(dots[on] == scrib[on])
   np.testing.assert_array_equal(ex['presence'],

@@ -160,14 +160,15 @@ def test_scale_two_label_maps_use_nearest(data_dir):
   cfg = _config(data_dir, scale_range=(2.0, 2.0), flip=False, crop_size=32)
   b = next(pipeline.create_train_iterator(cfg, 4, seed=0, process_index=0,
                                           process_count=1))
-  np.testing.assert_array_equal(b['valid'], 1.0)  # 80 px scaled >= 32 crop
+  # 80 px scaled >= 32 crop: only the outermost output row/column at an image
+  # edge (samples beyond the edge pixel centres) may be padding.
+  assert np.all(b['valid'][:, 1:-1, 1:-1] == 1.0)
   for i in range(4):
-    # Nearest-neighbour upsampling by 2: labels come in 2x2 blocks where the
-    # sampling grid is aligned, so every row is repeated at least once.
+    # Nearest-neighbour upsampling by 2: label rows come in pairs.
     m = b['mask'][i]
     same_rows = np.mean([np.array_equal(m[r], m[r + 1]) for r in range(31)])
     assert same_rows >= 0.45
-    assert set(np.unique(m)) <= set(range(6))
+    assert set(np.unique(m[b['valid'][i] == 1])) <= set(range(6))
 
 
 @pytest.mark.parametrize('process_count,batch', [(1, 3), (2, 4)])
