@@ -1,0 +1,149 @@
+"""Tests for cfcls.matting against scipy's sparse direct solver."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.sparse
+import scipy.sparse.linalg
+
+from cfcls import laplacian
+from cfcls import losses
+from cfcls import matting
+
+NUM_CLASSES = 4
+LAM = 100.0
+
+
+def _scene(seed=0, b=2, h=12, w=15):
+  """Two 8-bit images with coloured objects; scribbles for some classes."""
+  rng = np.random.default_rng(seed)
+  ys, xs = np.mgrid[0:h, 0:w] / max(h, w)
+  images = np.empty((b, h, w, 3))
+  for i in range(b):
+    img = np.stack([0.2 + 0.5 * xs, 0.6 - 0.3 * ys, 0.4 + 0.1 * i + 0 * xs],
+                   axis=-1)
+    img[2:6, 3:8] = [0.9, 0.2, 0.1]
+    img[7:11, 8:14] = [0.1, 0.3, 0.8]
+    img += 0.02 * rng.standard_normal(img.shape)
+    images[i] = np.round(np.clip(img, 0, 1) * 255) / 255
+  scribbles = np.full((b, h, w), 255, np.int32)
+  scribbles[:, 3:5, 4:7] = 1
+  scribbles[:, 8:10, 9:13] = 2
+  scribbles[:, 0, :] = 0
+  scribbles[:, :, 0] = 0
+  scribbles[1, 8:10, 9:13] = 3  # image 1: class 3 instead of 2
+  return images.astype(np.float32), scribbles
+
+
+def _spsolve_reference(image, scribbles, valid=None):
+  """Solves every class with scipy.sparse.linalg.spsolve, in float64."""
+  h, w = scribbles.shape
+  lmat = laplacian.sparse_laplacian(image, valid=valid)
+  labelled = (scribbles != 255).ravel().astype(np.float64)
+  diag = lmat.diagonal() + LAM * labelled
+  a_mat = (lmat + scipy.sparse.diags(LAM * labelled + (diag <= 0))).tocsc()
+  out = np.zeros((h, w, NUM_CLASSES - 1))
+  for c in range(1, NUM_CLASSES):
+    rhs = LAM * labelled * (scribbles == c).ravel()
+    out[..., c - 1] = scipy.sparse.linalg.spsolve(a_mat, rhs).reshape(h, w)
+  return out
+
+
+@pytest.fixture(scope='module')
+def solved():
+  images, scribbles = _scene()
+  # tol is on the CG recurrence; in float32 the true residual floors near
+  # 3e-7 while the iterate keeps improving: 1e-8 gives ~3e-6 max abs error.
+  alpha, info = matting.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM,
+                                    tol=1e-8)
+  return images, scribbles, alpha, info
+
+
+def test_solve_alpha_matches_spsolve(solved):
+  images, scribbles, alpha, info = solved
+  alpha = np.asarray(alpha)
+  assert alpha.shape == (2, 12, 15, NUM_CLASSES - 1)
+  for i in range(2):
+    want = _spsolve_reference(images[i], scribbles[i])
+    np.testing.assert_allclose(alpha[i], want, rtol=0, atol=1e-4)
+    direct = matting.solve_alpha_direct(images[i], scribbles[i], NUM_CLASSES,
+                                        lam=LAM)
+    np.testing.assert_allclose(direct, want, rtol=0, atol=1e-9)
+  # The mattes are non-trivial: objects near 1 inside, background near 0.
+  assert alpha[0, 4, 5, 0] > 0.9 and alpha[0, 0, 0, 0] < 0.1
+
+
+def test_residual_info_and_cfm_loss_vanish_at_the_solution(solved):
+  images, scribbles, alpha, info = solved
+  rel = np.asarray(info['relative_residual'])
+  assert rel.shape == (2, NUM_CLASSES - 1)
+  assert np.all(rel < 1e-6)
+  # Absent classes (class 3 in image 0, class 2 in image 1) solve to 0.
+  assert rel[0, 2] == 0 and rel[1, 1] == 0
+  assert np.all(np.asarray(alpha)[0, ..., 2] == 0)
+  iters = int(info['iterations'])
+  assert 0 < iters < 5000
+  stats = laplacian.window_stats(jnp.asarray(images))
+  loss, _ = losses.cfm_loss(stats, alpha, scribbles, NUM_CLASSES, lam=LAM)
+  loss_off, _ = losses.cfm_loss(stats, alpha + 0.01, scribbles, NUM_CLASSES,
+                                lam=LAM)
+  assert float(loss) < 1e-6 * float(loss_off)
+  # Stopping early leaves a larger residual and reports the cap.
+  _, early = matting.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM,
+                                 max_iters=3)
+  assert int(early['iterations']) == 3
+  assert np.asarray(early['relative_residual']).max() > 1e-3
+
+
+def test_float64_solve_is_tight():
+  images, scribbles = _scene()
+  with jax.enable_x64(True):
+    alpha, info = matting.solve_alpha(images[:1], scribbles[:1], NUM_CLASSES,
+                                      lam=LAM, tol=1e-10, dtype=jnp.float64)
+    alpha = np.asarray(alpha)
+  assert alpha.dtype == np.float64
+  assert np.asarray(info['relative_residual']).max() < 1e-9
+  want = _spsolve_reference(images[0], scribbles[0])
+  np.testing.assert_allclose(alpha[0], want, rtol=0, atol=1e-7)
+
+
+def test_valid_mask_padding_gets_zero(solved):
+  images, scribbles, _, _ = solved
+  valid = np.ones(scribbles.shape, np.float32)
+  valid[:, :, -4:] = 0
+  scribbles = np.where(valid > 0, scribbles, 255)
+  images = np.where(valid[..., None] > 0, images, 0).astype(np.float32)
+  alpha, info = matting.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM,
+                                    tol=1e-8, valid=valid)
+  alpha = np.asarray(alpha)
+  assert np.all(alpha[valid == 0] == 0)
+  want = _spsolve_reference(images[0], scribbles[0], valid=valid[0])
+  np.testing.assert_allclose(alpha[0], want, rtol=0, atol=1e-4)
+  direct = matting.solve_alpha_direct(images[0], scribbles[0], NUM_CLASSES,
+                                      lam=LAM, valid=valid[0])
+  np.testing.assert_allclose(direct, want, rtol=0, atol=1e-9)
+
+
+def test_no_scribbles_gives_zero():
+  images, scribbles = _scene()
+  none = np.full_like(scribbles[0], 255)
+  out = matting.solve_alpha_direct(images[0], none, NUM_CLASSES)
+  assert out.shape == (12, 15, NUM_CLASSES - 1) and np.all(out == 0)
+
+
+def test_bad_inputs():
+  images, scribbles = _scene()
+  with pytest.raises(ValueError, match='scribbles must have'):
+    matting.solve_alpha(images, scribbles[:, :, :-1], NUM_CLASSES)
+  bad = scribbles.copy()
+  bad[0, 0, 0] = 9
+  with pytest.raises(ValueError, match=r'class ids \[9\]'):
+    matting.solve_alpha(images, bad, NUM_CLASSES)
+  with pytest.raises(ValueError, match=r'class ids \[9\]'):
+    matting.solve_alpha_direct(images[0], bad[0], NUM_CLASSES)
+  nan = images.copy()
+  nan[1, 3, 3, 0] = np.nan
+  with pytest.raises(ValueError, match='non-finite'):
+    matting.solve_alpha(nan, scribbles, NUM_CLASSES)
+  with pytest.raises(ValueError, match='image must have'):
+    matting.solve_alpha_direct(images, scribbles[0], NUM_CLASSES)
