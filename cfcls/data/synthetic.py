@@ -2,8 +2,8 @@
 
 Each scene is a textured background with a few objects. An object's class is
 its SHAPE (disc, square, triangle, ring, cross); its colours are random per
-instance (two flat colour pieces split by a random line, light noise) and
-chosen to contrast with the background under it, so colour does not give away
+instance (two flat colour pieces split by a line across the object's
+scribble, light noise) and chosen to contrast with the background under it, so colour does not give away
 the class while colour edges do give away the object's extent. Edges are soft
 (anti-aliased from signed distance functions). Scribbles are synthesised from
 the masks with `scribbles.synthesize_scribbles` (also on the background), so
@@ -95,44 +95,76 @@ def _contrasting_colour(rng, reference, min_dist=0.4, tries=50):
   return best
 
 
+def _split_side(rng, xx, yy, stroke_rows, stroke_cols, cx, cy, r):
+  """bool [H, W]: one side of the line splitting an object in two pieces.
+
+  With stroke pixels given, the line runs across the stroke through its
+  middle (within 35 degrees of perpendicular), so the stroke touches both
+  colour pieces, as an annotator's stroke through an object would; otherwise
+  the line is random near the centre.
+  """
+  if stroke_rows.size >= 2:
+    pts = np.stack([stroke_cols, stroke_rows], axis=1).astype(np.float64)
+    mid = pts.mean(axis=0)
+    mid = pts[np.argmin(np.sum((pts - mid) ** 2, axis=1))]
+    cov = np.cov((pts - mid).T)
+    along = np.linalg.eigh(cov)[1][:, -1]  # the stroke's direction
+    phi = np.arctan2(along[1], along[0]) + rng.uniform(-0.6, 0.6)
+    return (np.cos(phi) * (xx - mid[0]) + np.sin(phi) * (yy - mid[1])) > 0
+  phi = rng.uniform(0, 2 * np.pi)
+  off = rng.uniform(-0.5, 0.5) * r
+  return (np.cos(phi) * (xx - cx) + np.sin(phi) * (yy - cy)) > off
+
+
 def render_scene(rng: np.random.Generator, size: int = 128,
                  min_objects: int = 2, max_objects: int = 4):
-  """Renders one scene.
+  """Renders one scene with its synthesised scribbles.
+
+  Geometry first (shapes, mask, scribbles from the mask), then colours: each
+  object gets two random colour pieces that contrast with the background
+  under it, split by a line across its stroke.
 
   Returns:
-    image uint8 [size, size, 3], mask uint8 [size, size] (ids 0..5).
+    image uint8 [size, size, 3], mask uint8 [size, size] (ids 0..5),
+    scribbles uint8 [size, size].
   """
-  img = _background(rng, size)
+  bg = _background(rng, size)
   mask = np.zeros((size, size), np.uint8)
+  instance = np.full((size, size), -1, np.int64)
   yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
   scale = size / 128
-  placed = []
+  objects = []
   for _ in range(int(rng.integers(min_objects, max_objects + 1))):
     cls = int(rng.integers(1, NUM_CLASSES))
     r = rng.uniform(13, 26) * scale
     for _ in range(30):
       cx, cy = rng.uniform(r * 0.8, size - r * 0.8, size=2)
-      if all(np.hypot(cx - x, cy - y) > 0.85 * (r + rr) for x, y, rr in placed):
+      if all(np.hypot(cx - o[1], cy - o[2]) > 0.85 * (r + o[3])
+             for o in objects):
         break
     else:
       continue
-    placed.append((cx, cy, r))
     theta = rng.uniform(0, 2 * np.pi)
     sdf = shape_sdf(cls, xx - cx, yy - cy, r, theta)
     alpha = np.clip(0.5 - sdf / (0.8 + rng.uniform(0, 0.7)), 0, 1)
     inside = alpha > 0.5
-    ref = img[inside].mean(axis=0) if inside.any() else img.mean(axis=(0, 1))
+    mask[inside] = cls
+    instance[inside] = len(objects)
+    objects.append((cls, cx, cy, r, alpha))
+  scribbles = scribbles_lib.synthesize_scribbles(mask)
+  img = bg
+  for k, (cls, cx, cy, r, alpha) in enumerate(objects):
+    inside = alpha > 0.5
+    ref = bg[inside].mean(axis=0) if inside.any() else bg.mean(axis=(0, 1))
     col_a = _contrasting_colour(rng, ref)
     col_b = _contrasting_colour(rng, ref)
-    phi = rng.uniform(0, 2 * np.pi)
-    off = rng.uniform(-0.5, 0.5) * r
-    side = (np.cos(phi) * (xx - cx) + np.sin(phi) * (yy - cy)) > off
+    rows, cols = np.nonzero((instance == k) & (scribbles == cls))
+    side = _split_side(rng, xx, yy, rows, cols, cx, cy, r)
     obj = np.where(side[..., None], col_a, col_b)
     obj = np.clip(obj + rng.normal(0, 0.015, obj.shape), 0, 1)
     img = img * (1 - alpha[..., None]) + obj * alpha[..., None]
-    mask[inside] = cls
   image = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
-  return image, mask
+  return image, mask, scribbles
 
 
 def generate_example(seed: int, split: str, index: int, size: int = 128):
@@ -143,8 +175,7 @@ def generate_example(seed: int, split: str, index: int, size: int = 128):
     presence bool [NUM_CLASSES - 1] (from the scribbles), file_name str.
   """
   rng = np.random.default_rng([seed, _SPLIT_CODES[split], index])
-  image, mask = render_scene(rng, size)
-  scribbles = scribbles_lib.synthesize_scribbles(mask)
+  image, mask, scribbles = render_scene(rng, size)
   dots = scribbles_lib.dots_from_scribbles(scribbles, rng)
   return dict(
       image=image, mask=mask, scribbles=scribbles, dots=dots,
