@@ -4,7 +4,8 @@
       --out_dir scribbles [--dots_dir dots] [--width 3] [--num_classes K]
 
 Each <name>.png mask (grey or palette PNG of class ids, 255 = void) gets a
-scribble PNG <out_dir>/<name>.png: one stroke about --width px wide along the
+scribble PNG <out_dir>/<name>.png: one stroke --width px wide (0: scaled with
+the image size, 3 px at VOC's 500x375) along the
 middle of every connected region, never leaving it (see
 cfcls.data.scribbles.synthesize_scribbles); about 1-6 % of the pixels end up
 labelled. With --dots_dir, a few dots per stroke are written too (seeded by
@@ -56,7 +57,8 @@ def synthesize_folder(masks_dir, out_dir, dots_dir=None, width=3,
       if bad.size:
         raise ValueError(f'{path}: unknown class ids {bad.tolist()[:10]} '
                          f'(num_classes={num_classes})')
-    scrib = scribbles_lib.synthesize_scribbles(mask, width=width)
+    scrib = scribbles_lib.synthesize_scribbles(
+        mask, width=width or scribbles_lib.auto_width(mask.shape))
     cv2.imwrite(os.path.join(out_dir, name + '.png'), scrib)
     if dots_dir:
       rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
@@ -70,7 +72,9 @@ def main(argv=None):
   p.add_argument('--masks_dir', required=True)
   p.add_argument('--out_dir', required=True)
   p.add_argument('--dots_dir', default=None)
-  p.add_argument('--width', type=int, default=3)
+  p.add_argument('--width', type=int, default=3,
+                 help='stroke width in px; 0 = scaled with the image size '
+                 '(3 px at 500x375)')
   p.add_argument('--num_classes', type=int, default=None)
   p.add_argument('--seed', type=int, default=0)
   a = p.parse_args(argv)

@@ -198,3 +198,19 @@ def test_colour_edges_determine_what_scribbles_leave_open():
                                   np.diag(conf))[present]
   assert iou.mean() > 0.85, iou
   assert max(labelled) < 0.08
+
+
+def test_auto_width_keeps_large_images_near_voc_density():
+  assert S.auto_width((375, 500)) == 3 and S.auto_width((1024, 2048)) == 11
+  rng = np.random.default_rng(0)
+  h, w = 400, 800
+  seeds = rng.integers(0, [w, h], size=(20, 2))
+  yy, xx = np.mgrid[:h, :w]
+  dist = (xx[None] - seeds[:, 0, None, None]) ** 2 + (
+      yy[None] - seeds[:, 1, None, None]) ** 2
+  mask = (np.argmin(dist, axis=0) % 7).astype(np.uint8)  # Voronoi regions
+  width = S.auto_width(mask.shape)
+  assert width == 5
+  scrib = S.synthesize_scribbles(mask, width=width)
+  frac = _check_synthesised(mask, scrib)
+  assert 0.01 <= frac <= 0.06

@@ -10,8 +10,10 @@ manual_dir layout (as the Cityscapes downloads unpack):
 Classes: 0 background, 1 road, 2 building, 3 sidewalk, 4 traffic sign,
 5 vegetation, 6 sky, 7 person, 8 car, 9 bicycle. Cityscapes labelIds 0-3
 (unlabeled, ego vehicle, rectification border, out of roi) become void (255);
-all other labelIds become background. Synthesising scribbles for 2048x1024
-masks takes a few tenths of a second per image.
+all other labelIds become background. Synthesised strokes are
+scribbles.auto_width(image size) wide (11 px at 2048x1024, so about as large
+a fraction of the pixels is labelled as ScribbleSup labels on VOC);
+synthesising them takes a few tenths of a second per 2048x1024 image.
 """
 from __future__ import annotations
 
@@ -104,7 +106,7 @@ class ScribbleCityscapes(tfds.core.GeneratorBasedBuilder):
                                        spath, image_path)
       else:
         scrib = scribbles_lib.synthesize_scribbles(
-            mask, width=cfg.scribble_width)
+            mask, width=scribbles_lib.auto_width(shape, cfg.scribble_width))
       return stem, common.make_example(
           image_bytes=image_bytes, shape=shape, scribbles=scrib, mask=mask,
           num_classes=k, file_name=stem, dots_per_stroke=cfg.dots_per_stroke)
