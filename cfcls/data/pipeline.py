@@ -104,7 +104,8 @@ def _builder_and_config(data_config):
   if name == 'synthetic_scenes':
     syn = _get(data_config, 'synthetic', {})
     cfg = synthetic_scenes.make_config(
-        num_train=_get(syn, 'num_train', 300), num_val=_get(syn, 'num_val', 100),
+        num_train=_get(syn, 'num_train', 300),
+        num_val=_get(syn, 'num_val', 100),
         image_size=_get(syn, 'image_size', 128), seed=_get(syn, 'seed', 0))
     return synthetic_scenes.SyntheticScenes, cfg, None
   if name in ('scribble_folder', 'scribble_voc', 'scribble_cityscapes'):
@@ -167,16 +168,39 @@ def _process(process_index, process_count):
   return int(process_index), int(process_count)
 
 
+def _per_host_batch(global_batch_size, process_count):
+  if global_batch_size % process_count:
+    raise ValueError(f'global_batch_size {global_batch_size} is not divisible'
+                     f' by process_count {process_count}')
+  return global_batch_size // process_count
+
+
+def _annotation(data_config):
+  annotation = _get(data_config, 'annotation', 'scribbles')
+  if annotation not in ('scribbles', 'dots'):
+    raise ValueError(f"data_config.annotation must be 'scribbles' or 'dots', "
+                     f'got {annotation!r}')
+  return annotation
+
+
+def _presence(ann, num_classes):
+  """float32 [K-1]: 1 where class c (1..K-1) has a pixel in ann (int32)."""
+  counts = tf.math.bincount(tf.reshape(ann, [-1]), minlength=256,
+                            maxlength=256)
+  return tf.cast(counts[1:num_classes] > 0, tf.float32)
+
+
 def _host_split(builder, split, process_index, process_count):
   """(subsplit for this host, its size, the largest host's size)."""
-  if split not in builder.info.splits:
+  try:  # also accepts tfds slicing syntax: 'train[:80%]', 'train+validation'
+    total = builder.info.splits[split].num_examples
+  except (KeyError, ValueError) as e:
     raise ValueError(f'{builder.name}: no split {split!r}; available: '
-                     f'{list(builder.info.splits.keys())}')
+                     f'{list(builder.info.splits.keys())}') from e
   subsplits = tfds.even_splits(split, n=process_count)
   sizes = [builder.info.splits[s].num_examples for s in subsplits]
   if min(sizes) == 0:
-    raise ValueError(f'{builder.name}: split {split!r} has '
-                     f'{builder.info.splits[split].num_examples} examples, '
+    raise ValueError(f'{builder.name}: split {split!r} has {total} examples, '
                      f'too few for {process_count} hosts')
   return subsplits[process_index], sizes[process_index], max(sizes)
 
@@ -257,14 +281,12 @@ def _augment(example, decode, seed, crop_size, scale_range, flip, annotation,
     img = tf.where(inside[..., None], img,
                    tf.constant(PAD_COLOUR, tf.float32))
   img = tf.cast(img + 0.5, tf.uint8)  # bilinear of uint8 stays in [0, 255]
-  counts = tf.math.bincount(tf.reshape(ann, [-1]), minlength=256,
-                            maxlength=256)
   return {
       'image': img,
       'scribbles': ann,
       'mask': mask,
       'valid': tf.cast(inside, tf.float32),
-      'presence': tf.cast(counts[1:num_classes] > 0, tf.float32),
+      'presence': _presence(ann, num_classes),
   }
 
 
@@ -272,14 +294,8 @@ def create_train_dataset(data_config, global_batch_size, *, seed,
                          start_step=0, process_index=None, process_count=None):
   """The endless training tf.data.Dataset for this host (see module doc)."""
   process_index, process_count = _process(process_index, process_count)
-  if global_batch_size % process_count:
-    raise ValueError(f'global_batch_size {global_batch_size} is not divisible'
-                     f' by process_count {process_count}')
-  batch = global_batch_size // process_count
-  annotation = _get(data_config, 'annotation', 'scribbles')
-  if annotation not in ('scribbles', 'dots'):
-    raise ValueError(f"data_config.annotation must be 'scribbles' or 'dots', "
-                     f'got {annotation!r}')
+  batch = _per_host_batch(global_batch_size, process_count)
+  annotation = _annotation(data_config)
   builder = get_builder(data_config)
   num_classes = len(builder.info.metadata['class_names'])
   split, n, _ = _host_split(builder, _get(data_config, 'train_split', 'train'),
@@ -307,8 +323,8 @@ def create_train_dataset(data_config, global_batch_size, *, seed,
 
   def fn(index, example):
     ex_seed = tf.stack([tf.constant(host_seed, tf.int64), index])
-    return _augment(example, decode, ex_seed, crop, scale_range, flip, annotation,
-                    num_classes)
+    return _augment(example, decode, ex_seed, crop, scale_range, flip,
+                    annotation, num_classes)
 
   ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   if _get(data_config, 'skip_corrupt', False):
@@ -344,11 +360,8 @@ def create_eval_dataset(data_config, global_batch_size, *, split=None,
                         process_index=None, process_count=None):
   """(finite eval tf.data.Dataset for this host, number of batches)."""
   process_index, process_count = _process(process_index, process_count)
-  if global_batch_size % process_count:
-    raise ValueError(f'global_batch_size {global_batch_size} is not divisible'
-                     f' by process_count {process_count}')
-  batch = global_batch_size // process_count
-  annotation = _get(data_config, 'annotation', 'scribbles')
+  batch = _per_host_batch(global_batch_size, process_count)
+  annotation = _annotation(data_config)
   builder = get_builder(data_config)
   num_classes = len(builder.info.metadata['class_names'])
   split = split or _get(data_config, 'eval_split', 'validation')
@@ -377,10 +390,8 @@ def create_eval_dataset(data_config, global_batch_size, *, split=None,
                         constant_values=255)
               for k, src in (('scribbles', annotation), ('mask', 'mask'))}
     valid = tf.pad(tf.ones([h, w], tf.float32), paddings)
-    counts = tf.math.bincount(tf.reshape(labels['scribbles'], [-1]),
-                              minlength=256, maxlength=256)
     return dict(image=image, valid=valid, example_mask=tf.constant(1.0),
-                presence=tf.cast(counts[1:num_classes] > 0, tf.float32),
+                presence=_presence(labels['scribbles'], num_classes),
                 file_name=ex['file_name'], height=ex['height'],
                 width=ex['width'], **labels)
 

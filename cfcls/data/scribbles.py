@@ -1,4 +1,4 @@
-"""Scribble tools: ScribbleSup XML, scribble synthesis from masks, dots, presence.
+"""Scribble tools: ScribbleSup XML, scribble synthesis, dots, class presence.
 
 Pure numpy / OpenCV / scipy (no tensorflow), so the data_prep scripts can use
 them without the input pipeline.

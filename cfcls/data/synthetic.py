@@ -3,8 +3,9 @@
 Each scene is a textured background with a few objects. An object's class is
 its SHAPE (disc, square, triangle, ring, cross); its colours are random per
 instance (two flat colour pieces split by a line across the object's
-scribble, light noise) and chosen to contrast with the background under it, so colour does not give away
-the class while colour edges do give away the object's extent. Edges are soft
+scribble, light noise) and chosen to contrast with the background under it,
+so colour does not give away the class while colour edges do give away the
+object's extent. Edges are soft
 (anti-aliased from signed distance functions). Scribbles are synthesised from
 the masks with `scribbles.synthesize_scribbles` (also on the background), so
 they cover the middle of each region and leave its extent to be inferred.

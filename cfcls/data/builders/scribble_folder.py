@@ -5,7 +5,8 @@ Layout of the folder (the builder config's `folder`, also the manual_dir):
   scribbles/<name>.png               class ids, 255 = unlabelled (required)
   masks/<name>.png                   ground truth, 255 = void (optional folder;
                                      if present, every image needs one)
-  classes.txt                        line i = name of class id i (0 = background)
+  classes.txt                        line i = name of class id i
+                                     (line 0 = background)
   train.txt, val.txt                 optional: one <name> per line. Without
                                      them every image is in 'train'. val.txt
                                      gives the 'validation' split.
@@ -56,8 +57,8 @@ def list_images(folder) -> dict[str, str]:
     if ext.lower() in common.IMAGE_EXTENSIONS:
       if stem in out:
         raise common.BadInputError(
-            f'{image_dir}: two images named {stem!r} ({os.path.basename(out[stem])}'
-            f' and {f})')
+            f'{image_dir}: two images named {stem!r} '
+            f'({os.path.basename(out[stem])} and {f})')
       out[stem] = os.path.join(image_dir, f)
   return out
 
