@@ -238,3 +238,53 @@ def test_dots_annotation_and_bad_arguments(data_dir):
                                   process_count=1)
   with pytest.raises(ValueError, match='unknown data_config.name'):
     pipeline.dataset_info(_config(data_dir, name='imagenet'))
+
+
+def test_eval_of_images_of_different_sizes(tmp_path):
+  # A scribble folder whose validation images differ in size: the canvas is
+  # the largest size, each image sits top-left, every pixel counts once.
+  root = tmp_path / 'site'
+  for d in ('images', 'scribbles'):
+    (root / d).mkdir(parents=True)
+  (root / 'classes.txt').write_text('background\nthing\n')
+  rng = np.random.default_rng(0)
+  sizes = {'a': (20, 24), 'b': (30, 18), 'c': (25, 25), 'd': (12, 40)}
+  images = {}
+  for name, (h, w) in sizes.items():
+    img = rng.integers(0, 255, (h, w, 3)).astype(np.uint8)
+    cv2.imwrite(str(root / 'images' / f'{name}.png'), img[..., ::-1])
+    scrib = np.full((h, w), 255, np.uint8)
+    scrib[h // 2, 2:w - 2] = 1
+    scrib[1, 1:4] = 0
+    cv2.imwrite(str(root / 'scribbles' / f'{name}.png'), scrib)
+    images[name] = (img, scrib)
+  (root / 'train.txt').write_text('a\n')
+  (root / 'val.txt').write_text('a\nb\nc\nd\n')
+  cfg = ml_collections.ConfigDict(dict(
+      name='scribble_folder', manual_dir=str(root),
+      data_dir=str(tmp_path / 'data'), eval_split='validation',
+      eval_pad_size=None, crop_size=16))
+  seen, pixels = [], 0
+  for host in range(2):
+    for b in pipeline.create_eval_iterator(cfg, 2, process_index=host,
+                                           process_count=2):
+      assert b['image'].shape == (1, 30, 40, 3)
+      for i in np.nonzero(b['example_mask'])[0]:
+        name = b['file_name'][i].decode()
+        h, w = sizes[name]
+        assert (b['height'][i], b['width'][i]) == (h, w)
+        np.testing.assert_array_equal(b['image'][i, :h, :w], images[name][0])
+        np.testing.assert_array_equal(b['scribbles'][i, :h, :w],
+                                      images[name][1])
+        assert np.all(b['mask'][i] == 255)  # no masks/ folder: unknown
+        assert b['valid'][i].sum() == h * w
+        assert np.all(b['scribbles'][i][b['valid'][i] == 0] == 255)
+        np.testing.assert_array_equal(b['presence'][i], [1.0])
+        seen.append(name)
+      pixels += float((b['valid'] * b['example_mask'][:, None, None]).sum())
+  assert sorted(seen) == sorted(sizes)
+  assert pixels == sum(h * w for h, w in sizes.values())
+  # Training on the same folder: crops of the requested size.
+  b = next(pipeline.create_train_iterator(cfg, 2, seed=0, process_index=0,
+                                          process_count=1))
+  assert b['image'].shape == (2, 16, 16, 3)
