@@ -86,6 +86,11 @@ def test_train_resumes_the_same_batch_sequence(data_dir):
     for a, b in zip(ref[start:], resumed):
       for k in a:
         np.testing.assert_array_equal(a[k], b[k])
+  # skip_corrupt (tf.data ignore_errors) passes good data through unchanged.
+  skipping = next(pipeline.create_train_iterator(
+      _config(data_dir, skip_corrupt=True), 3, **kw))
+  for k in skipping:
+    np.testing.assert_array_equal(skipping[k], ref[0][k])
   other = next(pipeline.create_train_iterator(cfg, 3, seed=4, process_index=0,
                                               process_count=1))
   assert not np.array_equal(other['image'], ref[0]['image'])
