@@ -152,8 +152,20 @@ def _inverse_covariances(cen, eps: float):
            / det for e in range(3)] for c in range(3)]
 
 
-def _stencil(images, eps: float, radius: int, valid, dtype):
-  """Builds WindowStats.stencil; see `window_stats` (no input checks)."""
+def _window_weights(images, eps: float, radius: int, valid, dtype):
+  """Window weights W_ab = delta_ab - (1 + affinity_ab) / |w| for a <= b.
+
+  Args:
+    images: [B, H, W, 3] (any float dtype; computed in float64).
+    eps, radius: as in `window_stats`.
+    valid: None or bool [B, H, W].
+    dtype: output dtype.
+
+  Returns:
+    [B, P, H - 2r, W - 2r] with P = |w| (|w| + 1) / 2 pairs in the order of
+    `_window_pairs(radius)`, per window centre; 0 for windows touching an
+    invalid pixel.
+  """
   r = radius
   n = (2 * r + 1) ** 2
   _, h, w, _ = images.shape
@@ -165,7 +177,7 @@ def _stencil(images, eps: float, radius: int, valid, dtype):
     return x[:, r + oy:r + oy + hk, r + ox:r + ox + wk]
 
   with jax.enable_x64(True):
-    img = jax.lax.stop_gradient(images).astype(jnp.float64)
+    img = images.astype(jnp.float64)
     chans = [img[..., c] for c in range(3)]
     # Centred colours of every window, per window position a: cen[a][c].
     pix = [[patch(chans[c], oy, ox) for c in range(3)] for oy, ox in offsets]
@@ -175,30 +187,80 @@ def _stencil(images, eps: float, radius: int, valid, dtype):
     # m[a] = Delta^-1 (I_a - mu): then affinity(a, b) = m[a] . cen[b], which
     # is bounded by |w| although Delta^-1 reaches ~1e8.
     m = [[_dot(inv[c], q) for c in range(3)] for q in cen]
-    if valid is None:
-      keep = None
-    else:
-      vmask = jax.lax.stop_gradient(valid) > 0.5
-      keep = vmask[:, r:r + hk, r:r + wk]
+    keep = None
+    if valid is not None:
+      keep = patch(valid, 0, 0)
       for oy, ox in offsets:
-        keep = keep & patch(vmask, oy, ox)
-    # Window weights W_ab = delta_ab - (1 + affinity_ab) / |w| for a <= b,
-    # bounded by ~1: from here on float32 is safe.
-    pairs = [(a, b) for a in range(n) for b in range(a, n)]
+        keep = keep & patch(valid, oy, ox)
+    # Bounded by ~1: from here on float32 is safe.
     weights = []
-    for a, b in pairs:
+    for a, b in _window_pairs(r):
       wab = float(a == b) - (1.0 + _dot(m[a], cen[b])) / n
       if keep is not None:
         wab = jnp.where(keep, wab, 0.0)
       weights.append(wab.astype(dtype))
-    # Materialise once, so the assembly below does not recompute the chain.
-    weights = jax.lax.optimization_barrier(jnp.stack(weights, axis=1))
+    return jnp.stack(weights, axis=1)
+
+
+def _window_pairs(radius: int):
+  n = (2 * radius + 1) ** 2
+  return [(a, b) for a in range(n) for b in range(a, n)]
+
+
+# Window-centre rows per strip when tiling on the CPU (cache locality).
+_STRIP_ROWS = 16
+_STRIP_BATCH = 2
+
+
+def _tiled_window_weights(images, eps, radius, valid, dtype):
+  """`_window_weights` computed strip by strip (CPU: small working set)."""
+  r = radius
+  b, h, w, _ = images.shape
+  hk = h - 2 * r
+  strips = -(-hk // _STRIP_ROWS)
+  pad = strips * _STRIP_ROWS - hk
+  rows = (np.arange(strips)[:, None] * _STRIP_ROWS
+          + np.arange(_STRIP_ROWS + 2 * r)[None, :])
+
+  def split(x):  # [B, H, ...] -> [B * strips, S + 2r, ...]
+    x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+    x = x[:, rows]
+    return x.reshape((b * strips,) + x.shape[2:])
+
+  def one(args):
+    img, vmask = args
+    return _window_weights(img[None], eps, r,
+                           None if vmask is None else vmask[None], dtype)[0]
+
+  out = jax.lax.map(one, (split(images),
+                          None if valid is None else split(valid)),
+                    batch_size=_STRIP_BATCH)
+  p = out.shape[1]
+  out = out.reshape(b, strips, p, _STRIP_ROWS, w - 2 * r)
+  out = out.transpose(0, 2, 1, 3, 4).reshape(b, p, strips * _STRIP_ROWS,
+                                             w - 2 * r)
+  return out[:, :, :hk]
+
+
+def _stencil(images, eps: float, radius: int, valid, dtype):
+  """Builds WindowStats.stencil; see `window_stats` (no input checks)."""
+  r = radius
+  images = jax.lax.stop_gradient(images)
+  if valid is not None:
+    valid = jax.lax.stop_gradient(valid) > 0.5
+  if jax.default_backend() == 'cpu':
+    weights = _tiled_window_weights(images, eps, r, valid, dtype)
+  else:
+    weights = _window_weights(images, eps, r, valid, dtype)
+  # Materialise once, so the assembly below does not recompute the chain.
+  weights = jax.lax.optimization_barrier(weights)
   # W_ab sits at pixel centre + o_a and couples it to centre + o_b (tap
   # o_b - o_a); stored at the upper-half tap of the pair.
+  offsets = _window_offsets(r)
   half = half_offsets(r)
   index = {d: t for t, d in enumerate(half)}
   terms = [[] for _ in half]
-  for p, (a, b) in enumerate(pairs):
+  for p, (a, b) in enumerate(_window_pairs(r)):
     (ay, ax), (by, bx) = offsets[a], offsets[b]
     d = (by - ay, bx - ax)
     if d not in index:

@@ -258,3 +258,13 @@ def test_bad_matvec_and_sparse_inputs(batch):
   bad[1, 1, 0] = np.inf
   with pytest.raises(ValueError, match='non-finite'):
     laplacian.sparse_laplacian(bad)
+
+
+def test_tall_image_spans_several_cpu_strips():
+  # On the CPU the window statistics are computed in strips of
+  # laplacian._STRIP_ROWS window rows; 37 rows make three strips.
+  assert 37 - 2 > 2 * laplacian._STRIP_ROWS
+  image = _float32(flat_grey_image(np.random.default_rng(6), 37, 9))
+  sparse = laplacian.sparse_laplacian(image).toarray()
+  np.testing.assert_allclose(sparse, reference_laplacian(image), rtol=0,
+                             atol=1e-7)
