@@ -1,0 +1,154 @@
+"""The data-parallel train step: 2 devices == 1 device with the same batch."""
+
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from cfcls import config_utils
+from cfcls import models
+from cfcls import inference
+from cfcls import optim
+from cfcls import parallel
+from cfcls import train_step as train_step_lib
+
+NUM_CLASSES = 4
+SIZE = 32
+
+
+def tiny_config(loss):
+  config = config_utils.default_schema()
+  config.model.backbone = 'resnet18'
+  config.model.width = 0.125
+  config.model.aspp_channels = 16
+  config.model.decoder_channels = 16
+  config.model.low_level_channels = 8
+  config.model.mlc_hidden = 16
+  config.data.crop_size = SIZE
+  config.loss = loss
+  # SGD: Adam's first step is lr * sign(g), which turns float noise in
+  # near-zero gradients into lr-sized differences.
+  config.optimizer = 'sgd'
+  config.learning_rate = 0.1
+  config.lr_schedule = 'constant'
+  config.batch_size = 4
+  config.num_train_steps = 10
+  config.head_lr_multiplier = 2.0
+  return config
+
+
+def random_batch(seed, batch=4):
+  rng = np.random.default_rng(seed)
+  images = rng.integers(0, 256, (batch, SIZE, SIZE, 3), dtype=np.uint8)
+  mask = rng.integers(0, NUM_CLASSES, (batch, SIZE, SIZE)).astype(np.int32)
+  # Unequal scribble counts per image, so pCE's global mean over scribbled
+  # pixels differs from the mean of per-device means.
+  keep = rng.random((batch, SIZE, SIZE)) < np.array(
+      [0.02, 0.3, 0.1, 0.05])[:batch, None, None]
+  scribbles = np.where(keep, mask, 255).astype(np.int32)
+  presence = np.stack([(scribbles == c).any(axis=(1, 2))
+                       for c in range(1, NUM_CLASSES)], -1).astype(np.float32)
+  valid = np.ones((batch, SIZE, SIZE), np.float32)
+  valid[0, :, -5:] = 0.0
+  return dict(image=images, scribbles=scribbles, mask=mask, valid=valid,
+              presence=presence)
+
+
+def run_steps(config, devices, batches):
+  mesh = parallel.create_mesh(devices)
+  num_outputs = inference.num_outputs_for_loss(config.loss, NUM_CLASSES)
+  model = models.create_model(config.model, NUM_CLASSES, num_outputs,
+                              axis_name=parallel.DATA_AXIS)
+  lr_fn = optim.create_learning_rate_fn(config)
+  tx = optim.create_optimizer(config, lr_fn)
+  state = train_step_lib.create_train_state(model, tx, (SIZE, SIZE), 0, mesh)
+  init = jax.tree_util.tree_map(np.array, jax.device_get(state))  # a copy
+  step = train_step_lib.make_train_step(config, model, tx, NUM_CLASSES, mesh,
+                                        lr_fn)
+  history = []
+  for batch in batches:
+    state, metrics = step(state, parallel.host_batch_to_global(batch, mesh))
+    history.append(jax.device_get(metrics))
+  return init, jax.device_get(state), history
+
+
+def test_two_devices_equal_one():
+  assert jax.device_count() >= 2, 'conftest should provide 2 CPU devices'
+  config = tiny_config('cfm')
+  # The CFM residual carries lambda = 100 (gradient norms ~1e5): SGD needs a
+  # small step.
+  config.learning_rate = 1e-6
+  batches = [random_batch(0), random_batch(1)]
+  init, one, h1 = run_steps(config, jax.devices()[:1], batches)
+  _, two, h2 = run_steps(config, jax.devices()[:2], batches)
+  assert int(one.step) == int(two.step) == 2
+  for key in h1[0]:
+    np.testing.assert_allclose(h1[0][key], h2[0][key], rtol=1e-4,
+                               err_msg=key)
+  # Parameters: compare the updates (new - initial), relative to their size.
+  moved = 0
+  leaves = jax.tree_util.tree_leaves_with_path(init.params)
+  for (path, p0), p1, p2 in zip(leaves, jax.tree_util.tree_leaves(one.params),
+                                jax.tree_util.tree_leaves(two.params)):
+    d1, d2 = np.asarray(p1) - p0, np.asarray(p2) - p0
+    scale = np.max(np.abs(d1))
+    moved += int(scale > 1e-6)
+    np.testing.assert_allclose(d2, d1, rtol=1e-3, atol=1e-3 * scale + 1e-5,
+                               err_msg=jax.tree_util.keystr(path))
+  assert moved > len(leaves) // 2  # the step did change the parameters
+  # Synchronised BatchNorm: the running statistics agree.
+  for (path, a), b in zip(
+      jax.tree_util.tree_leaves_with_path(one.batch_stats),
+      jax.tree_util.tree_leaves(two.batch_stats)):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5,
+                               err_msg=jax.tree_util.keystr(path))
+
+
+def test_pce_loss_is_global_mean_over_scribbled_pixels():
+  """On 2 devices the logged pCE is the NLL mean over ALL scribbled pixels.
+
+  The images have very different scribble counts, so the mean of the two
+  devices' means would differ from it.
+  """
+  config = tiny_config('pce')
+  batch = random_batch(3)
+  _, _, history = run_steps(config, jax.devices()[:2], [batch])
+  mesh = parallel.create_mesh(jax.devices()[:1])
+  model = models.create_model(config.model, NUM_CLASSES, NUM_CLASSES)
+  state = train_step_lib.create_train_state(
+      model, optim.create_optimizer(config), (SIZE, SIZE), 0, mesh)
+  (logits, _), _ = model.apply(state.variables(), batch['image'] / 255.0,
+                               train=True, mutable=['batch_stats'])
+  logits = np.asarray(logits, np.float64)
+  logp = logits - np.log(np.sum(np.exp(logits), -1, keepdims=True))
+  scribbled = batch['scribbles'] != 255
+  nll = -np.take_along_axis(logp, np.where(scribbled, batch['scribbles'], 0)
+                            [..., None], -1)[..., 0]
+  want = nll[scribbled].mean()
+  half = [nll[:2][scribbled[:2]].mean(), nll[2:][scribbled[2:]].mean()]
+  assert abs(np.mean(half) - want) > 1e-3  # the two definitions differ here
+  np.testing.assert_allclose(history[0]['pce'], want, rtol=1e-4)
+  np.testing.assert_allclose(history[0]['loss'], want, rtol=1e-4)
+  assert 'mlc' not in history[0]  # baseline_mlc is off by default
+
+
+def test_nonfinite_loss_is_named_by_step():
+  history = [{'loss': 1.0, 'grad_norm': 2.0}, {'loss': 0.5, 'grad_norm': 1.0},
+             {'loss': np.nan, 'grad_norm': 1.0}]
+  assert train_step_lib.first_nonfinite(history, 11) == (13, 'loss')
+  history[1]['grad_norm'] = np.inf
+  assert train_step_lib.first_nonfinite(history, 11) == (12, 'grad_norm')
+  assert train_step_lib.first_nonfinite(history[:1], 11) is None
+
+
+def test_train_step_does_not_import_tensorflow():
+  import os  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  code = ('import sys; import cfcls.train_step, cfcls.train_lib, '
+          'cfcls.metrics, cfcls.inference; '
+          'assert "tensorflow" not in sys.modules, "tensorflow imported"')
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                       text=True, check=False, cwd=root)
+  assert out.returncode == 0, out.stderr[-2000:]
