@@ -263,6 +263,15 @@ def test_folder_builder_and_dataset_info(tmp_path):
   for ex in _examples(b, 'train').values():
     scrib, mask = _check_example(ex, 3)
     assert np.all(scrib[scrib != 255] == mask[scrib != 255])
+  # Once prepared, the data no longer needs the folder.
+  moved = tmp_path / 'x' / 'moved'
+  os.rename(tmp_path / 'x' / 'site', moved)
+  try:
+    again = pipeline.dataset_info(_folder_config(tmp_path / 'x' / 'site',
+                                                 data))
+  finally:
+    os.rename(moved, tmp_path / 'x' / 'site')
+  assert again == info
   # Without split lists or masks: everything is train, masks all 255.
   make_folder(tmp_path / 'z', masks=False, splits=False)
   b = pipeline.get_builder(_folder_config(tmp_path / 'z', data))

@@ -111,9 +111,6 @@ def _builder_and_config(data_config):
   if name in ('scribble_folder', 'scribble_voc', 'scribble_cityscapes'):
     if not manual_dir:
       raise ValueError(f'data_config.manual_dir must be set for {name}')
-    if not os.path.isdir(manual_dir):
-      raise ValueError(f'{manual_dir}: missing folder (data_config.manual_dir '
-                       f'for {name})')
   if name == 'scribble_folder':
     cfg = scribble_folder.ScribbleFolderConfig(
         name=_folder_config_name(manual_dir, skip), folder=manual_dir,
@@ -138,6 +135,9 @@ def get_builder(data_config, prepare: bool = True):
                                      '~/tensorflow_datasets'))
   builder = common.make_builder(cls, cfg, data_dir)
   if prepare and not builder.is_prepared():
+    if manual_dir and not os.path.isdir(manual_dir):
+      raise ValueError(f'{manual_dir}: missing folder (data_config.manual_dir '
+                       f'for {builder.name})')
     logging.info('Preparing %s into %s (manual_dir=%s)', builder.name,
                  builder.data_dir, manual_dir)
     builder.download_and_prepare(

@@ -20,6 +20,7 @@ after preparation must be re-prepared (delete its directory under data_dir).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import tensorflow_datasets as tfds
@@ -101,9 +102,15 @@ class ScribbleFolder(tfds.core.GeneratorBasedBuilder):
     return folder
 
   def _info(self):
-    return common.dataset_info(
-        self, f'Scribble folder {self._folder()}',
-        read_class_names(self._folder()))
+    folder = self._folder()
+    stored = os.path.join(os.fspath(self.data_dir), 'metadata.json')
+    if os.path.isfile(stored):  # prepared: the class names it was built with
+      with open(stored) as f:
+        names = json.load(f)['class_names']
+    else:
+      common.require_dir(folder, 'scribble folder')
+      names = read_class_names(folder)
+    return common.dataset_info(self, f'Scribble folder {folder}', names)
 
   def _split_generators(self, dl_manager):
     folder = common.require_dir(self._folder(), 'scribble folder')
