@@ -108,10 +108,10 @@ def _builder_and_config(data_config):
         num_val=_get(syn, 'num_val', 100),
         image_size=_get(syn, 'image_size', 128), seed=_get(syn, 'seed', 0))
     return synthetic_scenes.SyntheticScenes, cfg, None
-  if name in ('scribble_folder', 'scribble_voc', 'scribble_cityscapes'):
-    if not manual_dir:
-      raise ValueError(f'data_config.manual_dir must be set for {name}')
   if name == 'scribble_folder':
+    if not manual_dir:  # the folder names the dataset
+      raise ValueError('data_config.manual_dir must be set for '
+                       'scribble_folder')
     cfg = scribble_folder.ScribbleFolderConfig(
         name=_folder_config_name(manual_dir, skip), folder=manual_dir,
         skip_corrupt=skip, description=f'scribble folder {manual_dir}')
@@ -135,6 +135,9 @@ def get_builder(data_config, prepare: bool = True):
                                      '~/tensorflow_datasets'))
   builder = common.make_builder(cls, cfg, data_dir)
   if prepare and not builder.is_prepared():
+    if cls is not synthetic_scenes.SyntheticScenes and not manual_dir:
+      raise ValueError(f'data_config.manual_dir must be set to prepare '
+                       f'{builder.name} (not prepared in {data_dir})')
     if manual_dir and not os.path.isdir(manual_dir):
       raise ValueError(f'{manual_dir}: missing folder (data_config.manual_dir '
                        f'for {builder.name})')
