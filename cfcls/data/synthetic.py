@@ -129,7 +129,7 @@ def render_scene(rng: np.random.Generator, size: int = 128,
     image uint8 [size, size, 3], mask uint8 [size, size] (ids 0..5),
     scribbles uint8 [size, size].
   """
-  bg = _background(rng, size)
+  bg = _background(rng, size).astype(np.float32)
   mask = np.zeros((size, size), np.uint8)
   instance = np.full((size, size), -1, np.int64)
   yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
@@ -146,24 +146,30 @@ def render_scene(rng: np.random.Generator, size: int = 128,
     else:
       continue
     theta = rng.uniform(0, 2 * np.pi)
-    sdf = shape_sdf(cls, xx - cx, yy - cy, r, theta)
+    # Work in the object's bounding box (plus the soft edge).
+    box = (slice(max(int(cy - r) - 3, 0), min(int(cy + r) + 4, size)),
+           slice(max(int(cx - r) - 3, 0), min(int(cx + r) + 4, size)))
+    sdf = shape_sdf(cls, xx[box] - cx, yy[box] - cy, r, theta)
     alpha = np.clip(0.5 - sdf / (0.8 + rng.uniform(0, 0.7)), 0, 1)
     inside = alpha > 0.5
-    mask[inside] = cls
-    instance[inside] = len(objects)
-    objects.append((cls, cx, cy, r, alpha))
+    mask[box][inside] = cls
+    instance[box][inside] = len(objects)
+    objects.append((cls, cx, cy, r, box, alpha.astype(np.float32)))
   scribbles = scribbles_lib.synthesize_scribbles(mask)
-  img = bg
-  for k, (cls, cx, cy, r, alpha) in enumerate(objects):
+  img = bg.copy()
+  for k, (cls, cx, cy, r, box, alpha) in enumerate(objects):
     inside = alpha > 0.5
-    ref = bg[inside].mean(axis=0) if inside.any() else bg.mean(axis=(0, 1))
+    # Contrast with what lies under the object (background, earlier objects).
+    under = img[box]
+    ref = under[inside].mean(axis=0) if inside.any() else under.mean((0, 1))
     col_a = _contrasting_colour(rng, ref)
     col_b = _contrasting_colour(rng, ref)
     rows, cols = np.nonzero((instance == k) & (scribbles == cls))
-    side = _split_side(rng, xx, yy, rows, cols, cx, cy, r)
-    obj = np.where(side[..., None], col_a, col_b)
+    side = _split_side(rng, xx[box], yy[box], rows, cols, cx, cy, r)
+    obj = np.where(side[..., None], col_a, col_b).astype(np.float32)
     obj = np.clip(obj + rng.normal(0, 0.015, obj.shape), 0, 1)
-    img = img * (1 - alpha[..., None]) + obj * alpha[..., None]
+    a = alpha[..., None]
+    img[box] = img[box] * (1 - a) + obj * a
   image = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
   return image, mask, scribbles
 
