@@ -113,8 +113,10 @@ def main(argv=None):
     print(f'prepared in {time.perf_counter() - t:.1f} s')
     one = time_pipeline(cfg, a.batch_size, a.steps, threads=1)
     full = time_pipeline(cfg, a.batch_size, a.steps)
+  load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
   print(f'crop {a.crop_size}x{a.crop_size}, batch {a.batch_size}, '
-        f'{cores} CPU cores visible')
+        f'{cores} CPU cores visible, load average {load:.1f} (other work on '
+        'the machine lowers these figures)')
   print(f'one thread : {one:7.1f} images/s  (per core: {one:.1f})')
   print(f'all cores  : {full:7.1f} images/s  ({full / cores:.1f} per core)')
   print(f'target >= 100 images/s per core: '
