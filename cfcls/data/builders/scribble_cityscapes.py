@@ -98,8 +98,12 @@ class ScribbleCityscapes(tfds.core.GeneratorBasedBuilder):
       if not os.path.isfile(gt_path):
         raise common.BadInputError(
             f'{image_path}: no gtFine label file (expected {gt_path})')
-      mask = common.check_label_map(
-          lut[common.read_label_png(gt_path)], k, shape, gt_path, image_path)
+      label_ids = common.read_label_png(gt_path)
+      if label_ids.max() > 255:
+        raise common.BadInputError(
+            f'{gt_path}: labelIds up to {label_ids.max()}; expected < 256')
+      mask = common.check_label_map(lut[label_ids], k, shape, gt_path,
+                                    image_path)
       spath = os.path.join(scribble_dir, stem + '.png')
       if os.path.isfile(spath):
         scrib = common.check_label_map(common.read_label_png(spath), k, shape,
