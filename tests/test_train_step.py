@@ -5,8 +5,11 @@ import sys
 import jax
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
 from cfcls import config_utils
+from cfcls import laplacian
+from cfcls import losses
 from cfcls import models
 from cfcls import inference
 from cfcls import optim
@@ -14,6 +17,7 @@ from cfcls import parallel
 from cfcls import train_step as train_step_lib
 
 NUM_CLASSES = 4
+DATA = parallel.DATA_AXIS
 SIZE = 32
 
 
@@ -105,32 +109,64 @@ def test_two_devices_equal_one():
                                err_msg=jax.tree_util.keystr(path))
 
 
-def test_pce_loss_is_global_mean_over_scribbled_pixels():
-  """On 2 devices the logged pCE is the NLL mean over ALL scribbled pixels.
+def _with_share_axis(result):
+  share, terms = result
+  return share[None], terms
 
-  The images have very different scribble counts, so the mean of the two
-  devices' means would differ from it.
+
+def _sharded_loss_terms(config, outputs, mlc_logits, batch, devices):
+  """loss_terms on a mesh of `devices` (the batch split over them)."""
+  mesh = parallel.create_mesh(devices)
+  fn = jax.jit(jax.shard_map(
+      lambda o, m, b: _with_share_axis(
+          train_step_lib.loss_terms(config, NUM_CLASSES, o, m, b)),
+      mesh=mesh, in_specs=(P(DATA), P(DATA), P(DATA)), out_specs=(P(DATA), P()),
+      check_vma=False))
+  batch = dict(batch)
+  batch['images'] = batch.pop('image').astype(np.float32) / 255.0
+  share, terms = fn(outputs, mlc_logits, batch)
+  return jax.device_get(share), jax.device_get(terms)
+
+
+@pytest.mark.parametrize('loss', ['pce', 'ce', 'cfm'])
+def test_loss_is_the_global_mean_on_two_devices(loss):
+  """The psum of the devices' shares is the loss of the whole batch.
+
+  pCE / CE: the mean NLL over ALL labelled pixels (the images have very
+  different scribble counts, so the mean of per-device means differs).
+  CFM + MLC: the mean over all images.
   """
-  config = tiny_config('pce')
+  config = tiny_config(loss)
+  config.beta = 0.5
   batch = random_batch(3)
-  _, _, history = run_steps(config, jax.devices()[:2], [batch])
-  mesh = parallel.create_mesh(jax.devices()[:1])
-  model = models.create_model(config.model, NUM_CLASSES, NUM_CLASSES)
-  state = train_step_lib.create_train_state(
-      model, optim.create_optimizer(config), (SIZE, SIZE), 0, mesh)
-  (logits, _), _ = model.apply(state.variables(), batch['image'] / 255.0,
-                               train=True, mutable=['batch_stats'])
-  logits = np.asarray(logits, np.float64)
+  rng = np.random.default_rng(4)
+  channels = NUM_CLASSES - 1 if loss == 'cfm' else NUM_CLASSES
+  outputs = rng.normal(size=(4, SIZE, SIZE, channels)).astype(np.float32)
+  mlc_logits = rng.normal(size=(4, NUM_CLASSES - 1)).astype(np.float32)
+  shares, terms = _sharded_loss_terms(config, outputs, mlc_logits, batch,
+                                      jax.devices()[:2])
+  if loss == 'cfm':
+    cfm, _ = losses.cfm_loss(
+        laplacian.window_stats(batch['image'] / 255.0, valid=batch['valid']),
+        outputs, batch['scribbles'], NUM_CLASSES)
+    mlc = losses.mlc_bce(mlc_logits, batch['presence'])
+    np.testing.assert_allclose(terms['cfm'], cfm, rtol=1e-5)
+    np.testing.assert_allclose(terms['mlc'], mlc, rtol=1e-5)
+    np.testing.assert_allclose(np.sum(shares), cfm + 0.5 * mlc, rtol=1e-5)
+    return
+  labels = batch['scribbles'] if loss == 'pce' else batch['mask']
+  logits = outputs.astype(np.float64)
   logp = logits - np.log(np.sum(np.exp(logits), -1, keepdims=True))
-  scribbled = batch['scribbles'] != 255
-  nll = -np.take_along_axis(logp, np.where(scribbled, batch['scribbles'], 0)
-                            [..., None], -1)[..., 0]
-  want = nll[scribbled].mean()
-  half = [nll[:2][scribbled[:2]].mean(), nll[2:][scribbled[2:]].mean()]
-  assert abs(np.mean(half) - want) > 1e-3  # the two definitions differ here
-  np.testing.assert_allclose(history[0]['pce'], want, rtol=1e-4)
-  np.testing.assert_allclose(history[0]['loss'], want, rtol=1e-4)
-  assert 'mlc' not in history[0]  # baseline_mlc is off by default
+  labelled = labels != 255
+  nll = -np.take_along_axis(logp, np.where(labelled, labels, 0)[..., None],
+                            -1)[..., 0]
+  want = nll[labelled].mean()
+  half = [nll[:2][labelled[:2]].mean(), nll[2:][labelled[2:]].mean()]
+  if loss == 'pce':
+    assert abs(np.mean(half) - want) > 1e-3  # the two definitions differ
+  np.testing.assert_allclose(terms[loss], want, rtol=1e-5)
+  np.testing.assert_allclose(np.sum(shares), want, rtol=1e-5)
+  assert 'mlc' not in terms  # baseline_mlc is off by default
 
 
 def test_nonfinite_loss_is_named_by_step():
