@@ -352,3 +352,25 @@ def test_folder_skip_corrupt_logs_and_skips(tmp_path, caplog):
   assert b.info.splits['train'].num_examples == 2
   assert set(_examples(b, 'train')) == {'a', 'c'}
   assert 'b.png: corrupt or undecodable image' in caplog.text
+
+
+def test_voc_prefers_aug_masks_and_train_aug_list(tmp_path):
+  expected = make_voc(tmp_path / 'm')
+  voc = tmp_path / 'm' / 'VOCdevkit' / 'VOC2012'
+  (voc / 'ImageSets' / 'Segmentation' / 'train_aug.txt').write_text(
+      '2007_000001\n2007_000002\n')
+  # SegmentationClassAug ships grey PNGs; mark them so the test can tell.
+  os.makedirs(voc / 'SegmentationClassAug')
+  for name in expected:
+    aug = expected[name][0].copy()
+    aug[0, 0] = 255
+    _save_grey_png(voc / 'SegmentationClassAug' / f'{name}.png', aug)
+  # manual_dir may be the VOCdevkit folder itself (scribbles beside it).
+  os.rename(tmp_path / 'm' / 'pascal_2012', voc.parent / 'pascal_2012')
+  b = _prepare(scribble_voc.ScribbleVoc, scribble_voc.make_config('full21'),
+               voc.parent, tmp_path / 'data')
+  train = _examples(b, 'train')
+  assert set(train) == {'2007_000001', '2007_000002'}
+  for name, ex in train.items():
+    assert ex['mask'][0, 0] == 255
+    np.testing.assert_array_equal(ex['mask'][1:], expected[name][0][1:])
