@@ -269,7 +269,10 @@ def _stencil(images, eps: float, radius: int, valid, dtype):
     terms[index[d]].append(jnp.pad(
         weights[:, p], ((0, 0), (3 * r + ay, 3 * r - ay),
                         (3 * r + ax, 3 * r - ax))))
-  return jnp.stack([sum(t[1:], t[0]) for t in terms], axis=1)
+  # Materialised, also inside a caller's jit: otherwise XLA fuses the
+  # assembly into every use of the stencil.
+  return jax.lax.optimization_barrier(
+      jnp.stack([sum(t[1:], t[0]) for t in terms], axis=1))
 
 
 _stencil_jit = jax.jit(_stencil, static_argnames=('eps', 'radius', 'dtype'))
@@ -350,15 +353,14 @@ def laplacian_matvec(stats: WindowStats, x) -> jax.Array:
 
   Returns:
     [B, H, W, C] in x's dtype promoted with the stencil's (float32 for float32
-    inputs). Linear in x; jit-, grad-, jvp- and vmap-compatible. No gradient
-    flows to `stats`. Reverse mode uses L^T = L: the backward pass is one
-    more product with L.
+    inputs). Linear in x; plain jax ops, so jit, grad, jvp, vmap and
+    hessian all apply. No gradient flows to `stats`.
   """
   b, h, w = stats.shape
   _validate.check_shape('x', x, (b, h, w, None),
                         f'[B, H, W, C] = [{b}, {h}, {w}, C]')
   stencil = jax.lax.stop_gradient(stats.stencil)
-  return jax.custom_derivatives.linear_call(_apply, _apply, stencil, x)
+  return _apply(stencil, x)
 
 
 def sparse_laplacian(image, eps: float = 1e-7, radius: int = 1,

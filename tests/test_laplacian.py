@@ -219,6 +219,9 @@ def test_grad_and_jvp_use_the_symmetric_product(batch):
   _, tangent = jax.jvp(lambda v: laplacian.laplacian_matvec(stats, v),
                        (jnp.asarray(x),), (y,))
   np.testing.assert_allclose(np.asarray(tangent), np.asarray(ly), atol=1e-5)
+  both = jax.vmap(lambda v: laplacian.laplacian_matvec(stats, v))(
+      jnp.stack([jnp.asarray(x), y]))
+  np.testing.assert_allclose(np.asarray(both[1]), np.asarray(ly), atol=1e-5)
 
 
 def test_under_jit_equal_values_and_value_checks_skipped(batch):
