@@ -1,4 +1,4 @@
-"""Closed-form matting solve: cfcls's batched PCG vs scipy's sparse direct solve.
+"""Closed-form matting solve: cfcls's batched PCG vs scipy's direct solve.
 
 For photo-like images with scribbles, times `matting.solve_alpha` (jit,
 matrix-free Jacobi-PCG, all classes at once; compile excluded) for each
@@ -6,7 +6,7 @@ tolerance and `matting.solve_alpha_direct` (sparse LU, all classes), and
 prints iterations, achieved relative residuals and the max |difference|.
 
 Run from the repository root:
-  python benchmarks/solver_bench.py                       # 1 x 321x321, 6 mattes
+  python benchmarks/solver_bench.py          # 1 x 321x321, 6 mattes
   python benchmarks/solver_bench.py --size 121 --tols 1e-6  # quicker
 """
 import argparse

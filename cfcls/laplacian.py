@@ -17,9 +17,17 @@ computed from centred colours in float64 (a float64 island inside an otherwise
 float32 program, via `jax.enable_x64`): Delta_k^-1 reaches ~1e8 in flat or grey
 windows, but the affinities themselves are bounded by |w|, so after this step
 every number is of order one and float32 is safe. The uncentred box-filter form
-is NOT used: it loses everything in float32 at eps = 1e-7.
+is NOT used: it loses everything in float32 at eps = 1e-7. Even in float64 the
+textbook 3x3 adjugate of Delta_k is off by ~1e-2 on grey windows; we build it
+from a QR factorisation of the centred colours (`_inverse_covariances`).
+
+Speed. On the CPU the float64 window computations run strip by strip
+(`lax.map` over 16 window rows) so that the working set stays in cache; other
+backends process the whole batch at once. The stencil is materialised
+(`optimization_barrier`) so that a caller's jit does not fuse its assembly
+into every product.
 """
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,8 +43,9 @@ class WindowStats(NamedTuple):
   Attributes:
     stencil: [B, T, H + 4r, W + 4r] with T = ((4r+1)^2 + 1) / 2 taps: the
       offsets d = (dy, dx) with dy > 0 or (dy == 0 and dx >= 0), in the order
-      of `half_offsets(r)`. stencil[b, t, 2r + y, 2r + x] = L[(y, x), (y, x) + d]
-      of image b's Laplacian; the other half follows from symmetry,
+      of `half_offsets(r)`.
+      stencil[b, t, 2r + y, 2r + x] = L[(y, x), (y, x) + d] of image b's
+      Laplacian; the other half follows from symmetry,
       L[p, p - d] = L[p - d, p]. Zero in the 2r-pixel frame, where the
       neighbour is outside the image, and where no kept window holds both
       pixels.

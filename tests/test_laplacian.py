@@ -127,7 +127,8 @@ def test_reference_is_stable_where_naive_formula_is_not(batch):
       pix = img32[ys, xs].reshape(9, 3)
       mu = pix.mean(axis=0)
       cov = (pix.T @ pix) / 9 - np.outer(mu, mu)
-      inv = np.linalg.inv(cov + np.float32(EPS / 9) * np.eye(3, dtype=np.float32))
+      inv = np.linalg.inv(cov + np.float32(EPS / 9) * np.eye(
+          3, dtype=np.float32))
       cen = pix - mu
       naive[np.ix_(idx, idx)] += np.eye(9) - (1 + cen @ inv @ cen.T) / 9
   assert np.abs(naive - ref).max() > 1e-2
