@@ -46,6 +46,17 @@ def check_finite(name: str, x):
     raise ValueError(f'{name} holds {bad} non-finite values (NaN or Inf)')
 
 
+def check_unit_range(name: str, x):
+  """Raises ValueError if a concrete `x` has values outside [0, 1]."""
+  if not is_concrete(x):
+    return
+  values = np.asarray(x)
+  if values.size and (values.min() < 0 or values.max() > 1):
+    raise ValueError(
+        f'{name} must be in [0, 1], got values in [{values.min()}, '
+        f'{values.max()}] (uint8 images must be divided by 255)')
+
+
 def check_labels(name: str, labels, num_classes: int, ignore: int = 255):
   """Raises ValueError if a concrete label map has ids outside 0..K-1, ignore.
 

@@ -299,6 +299,7 @@ def _check_images(images, valid, radius: int, eps: float):
     raise ValueError(f'images of {h}x{w} are smaller than one window '
                      f'({2 * radius + 1}x{2 * radius + 1})')
   _validate.check_finite('images', images)
+  _validate.check_unit_range('images', images)
   if valid is not None:
     _validate.check_shape('valid', valid, images.shape[:3], '[B, H, W]')
     _validate.check_finite('valid', valid)

@@ -262,6 +262,8 @@ def test_bad_matvec_and_sparse_inputs(batch):
   bad[1, 1, 0] = np.inf
   with pytest.raises(ValueError, match='non-finite'):
     laplacian.sparse_laplacian(bad)
+  with pytest.raises(ValueError, match=r'must be in \[0, 1\]'):
+    laplacian.window_stats(np.full((1, 5, 6, 3), 255.0, np.float32))
 
 
 def test_tall_image_spans_several_cpu_strips():
