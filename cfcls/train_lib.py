@@ -18,8 +18,10 @@ imported only inside the functions that read data.
 """
 
 import dataclasses
+import functools
 import json
 import os
+import threading
 from typing import Any, Dict, List, Optional, Sequence
 
 from absl import logging
@@ -38,6 +40,19 @@ from cfcls import train_step as train_step_lib
 from cfcls import visualize
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+
+# Set by request_stop() (train.py calls it on SIGTERM / Ctrl-C): the training
+# loop saves a checkpoint after the current step and returns.
+_STOP = threading.Event()
+
+
+def request_stop():
+  """Asks a running train_and_evaluate to checkpoint and return."""
+  _STOP.set()
+
+
+def stop_requested() -> bool:
+  return _STOP.is_set()
 
 
 # ----------------------------------------------------------------------------
@@ -90,8 +105,40 @@ def initial_state(run: Run, pretrained: Optional[str] = None):
     variables, report = pretrained_lib.load_torchvision_resnet(pretrained,
                                                                variables)
     logging.info('Loaded %s: %s', pretrained, report.summary())
-  return train_step_lib.create_train_state(run.model, run.tx, crop,
-                                           config.seed, run.mesh, variables)
+  return compiled('init', run)(jax.random.key(config.seed), variables)
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(kind: str, config_json: str, num_classes: int, devices: tuple):
+  """Compiled steps, shared by the calls of one process with the same config.
+
+  (A restarted run, or evaluate / predict after training, reuses the jitted
+  functions, and so the XLA executables, instead of compiling again.)
+  """
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(json.loads(config_json))
+  config.lock()
+  run = build(config, num_classes, [''] * num_classes,
+              parallel.create_mesh(list(devices)))
+  if kind == 'init':
+    crop = (config.data.crop_size, config.data.crop_size)
+    return train_step_lib.make_init_fn(run.model, run.tx, crop, run.mesh)
+  if kind == 'train':
+    return train_step_lib.make_train_step(config, run.model, run.tx,
+                                          num_classes, run.mesh,
+                                          run.learning_rate_fn)
+  if kind == 'eval':
+    return train_step_lib.make_eval_step(config, run.eval_model, num_classes,
+                                         run.mesh)
+  if kind == 'predict':
+    return train_step_lib.make_predict_fn(config, run.eval_model)
+  raise ValueError(kind)
+
+
+def compiled(kind: str, run: Run):
+  """The 'init', 'train', 'eval' or 'predict' function of a run (memoised)."""
+  return _compiled(kind, run.config.to_json(sort_keys=True), run.num_classes,
+                   tuple(run.mesh.devices.flat))
 
 
 def _abstract_state(run: Run):
@@ -209,10 +256,8 @@ def evaluate_state(run: Run, state, split: str, *, full: bool = False,
   """
   config = run.config
   pipeline = _data_pipeline()
-  eval_step = eval_step or train_step_lib.make_eval_step(
-      config, run.eval_model, run.num_classes, run.mesh)
-  predict_fn = predict_fn or train_step_lib.make_predict_fn(config,
-                                                            run.eval_model)
+  eval_step = eval_step or compiled('eval', run)
+  predict_fn = predict_fn or compiled('predict', run)
   variables = state.variables()
   it = pipeline.create_eval_iterator(
       config.data, config.eval_batch_size, split=split,
@@ -358,12 +403,9 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
                config.loss, jax.device_count(), jax.process_count(),
                config.batch_size, start_step + 1, config.num_train_steps)
 
-  train_step = train_step_lib.make_train_step(
-      config, run.model, run.tx, run.num_classes, run.mesh,
-      run.learning_rate_fn)
-  eval_step = train_step_lib.make_eval_step(config, run.eval_model,
-                                            run.num_classes, run.mesh)
-  predict_fn = train_step_lib.make_predict_fn(config, run.eval_model)
+  train_step = compiled('train', run)
+  eval_step = compiled('eval', run)
+  predict_fn = compiled('predict', run)
   split = config.data.eval_split
   buffer = _MetricsBuffer()
 
@@ -399,6 +441,16 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
       if step % config.checkpoint_every_steps == 0 or last:
         log_train(step)
         ckpts.save(step, state, force=last)
+      if stop_requested() and not last:
+        _STOP.clear()
+        log_train(step)
+        ckpts.save(step, state, force=True)
+        ckpts.wait()
+        ckpts.close()
+        writer.close()
+        logging.warning('Stop requested: saved step %d in %s; run again with '
+                        'the same workdir to continue', step, workdir)
+        return {'step': step, 'stopped': True}
   final_step = int(jax.device_get(state.step))
   final = _final_metrics(run, state, final_step, 'final', [split], writer)
   ckpts.save_if_best(final_step, state, final['splits'][split]['miou'])
@@ -500,7 +552,7 @@ def predict(config, workdir: str, input_path: str, output_dir: str,
   files = _list_images(input_path)
   run, state, step, source = _restore_for_eval(config, workdir, step)
   os.makedirs(output_dir, exist_ok=True)
-  predict_fn = train_step_lib.make_predict_fn(config, run.eval_model)
+  predict_fn = compiled('predict', run)
   variables = state.variables()
   t = list(config.thresholds).index(config.threshold)
   matte = inference.is_matte_loss(config.loss)

@@ -63,6 +63,26 @@ def images_to_float(images):
   return images.astype(jnp.float32)
 
 
+def make_init_fn(model, tx, image_shape: Sequence[int], mesh) -> Callable:
+  """Compiled `(rng[, variables]) -> TrainState`, replicated on mesh.
+
+  Without `variables` the model is initialised with `model.init` on a crop of
+  `image_shape` `(H, W)`; with `variables` (e.g. pretrained backbone weights)
+  only the optimiser state is created.
+  """
+
+  def init(rng, variables=None):
+    if variables is None:
+      dummy = jnp.zeros((1,) + tuple(image_shape) + (3,), jnp.float32)
+      variables = model.init(rng, dummy, train=False)
+    return TrainState(step=jnp.zeros((), jnp.int32),
+                      params=variables['params'],
+                      batch_stats=variables.get('batch_stats', {}),
+                      opt_state=tx.init(variables['params']))
+
+  return jax.jit(init, out_shardings=parallel.replicated_sharding(mesh))
+
+
 def create_train_state(model, tx, image_shape: Sequence[int], seed: int,
                        mesh, variables=None) -> TrainState:
   """Initialised (or given) variables and optimiser state, replicated on mesh.
@@ -76,19 +96,8 @@ def create_train_state(model, tx, image_shape: Sequence[int], seed: int,
     variables: optional initial `{'params', 'batch_stats'}` (e.g. with
       pretrained backbone weights); default: `model.init`.
   """
-
-  def init(rng):
-    if variables is None:
-      dummy = jnp.zeros((1,) + tuple(image_shape) + (3,), jnp.float32)
-      v = model.init(rng, dummy, train=False)
-    else:
-      v = variables
-    return TrainState(step=jnp.zeros((), jnp.int32), params=v['params'],
-                      batch_stats=v.get('batch_stats', {}),
-                      opt_state=tx.init(v['params']))
-
-  init = jax.jit(init, out_shardings=parallel.replicated_sharding(mesh))
-  return init(jax.random.key(seed))
+  init = make_init_fn(model, tx, image_shape, mesh)
+  return init(jax.random.key(seed), variables)
 
 
 def _class_weights(config):
