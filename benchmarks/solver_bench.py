@@ -37,6 +37,8 @@ def main():
   parser.add_argument('--max-iters', type=int, default=5000)
   parser.add_argument('--float64', action='store_true',
                       help='also run the solver in float64')
+  parser.add_argument('--coarse-blocks', default='16,0',
+                      help='comma-separated coarse tile sides (0: Jacobi)')
   parser.add_argument('--skip-direct', action='store_true')
   args = parser.parse_args()
 
@@ -57,24 +59,27 @@ def main():
     print(f'direct (scipy sparse LU, all classes): {t_direct:.2f} s')
 
   dtypes = [jnp.float32] + ([jnp.float64] if args.float64 else [])
-  for dtype in dtypes:
-    for tol in [float(t) for t in args.tols.split(',')]:
-      with jax.enable_x64(dtype == jnp.float64):
-        run = lambda: matting.solve_alpha(
-            images, scribbles, args.num_classes, lam=args.lam, tol=tol,
-            max_iters=args.max_iters, dtype=dtype)
-        jax.block_until_ready(run())  # compile
-        start = time.perf_counter()
-        alpha, info = jax.block_until_ready(run())
-        elapsed = time.perf_counter() - start
-        alpha = np.asarray(alpha, np.float64)
-        rel = np.asarray(info['relative_residual'])
-        line = (f'cfcls PCG {jnp.dtype(dtype).name} tol {tol:g}: '
-                f'{elapsed:.2f} s, {int(info["iterations"])} iterations, '
-                f'true relative residual max {rel.max():.2e}')
-        if direct is not None:
-          line += f', max |alpha - direct| {np.abs(alpha - direct).max():.2e}'
-        print(line)
+  configs = [(dtype, int(block), float(tol)) for dtype in dtypes
+             for block in args.coarse_blocks.split(',')
+             for tol in args.tols.split(',')]
+  for dtype, block, tol in configs:
+    with jax.enable_x64(dtype == jnp.float64):
+      run = lambda: matting.solve_alpha(
+          images, scribbles, args.num_classes, lam=args.lam, tol=tol,
+          max_iters=args.max_iters, dtype=dtype, coarse_block=block)
+      jax.block_until_ready(run())  # compile
+      start = time.perf_counter()
+      alpha, info = jax.block_until_ready(run())
+      elapsed = time.perf_counter() - start
+      alpha = np.asarray(alpha, np.float64)
+      rel = np.asarray(info['relative_residual'])
+      line = (f'cfcls PCG {jnp.dtype(dtype).name} coarse {block} '
+              f'tol {tol:g}: '
+              f'{elapsed:.2f} s, {int(info["iterations"])} iterations, '
+              f'true relative residual max {rel.max():.2e}')
+      if direct is not None:
+        line += f', max |alpha - direct| {np.abs(alpha - direct).max():.2e}'
+      print(line)
 
 
 if __name__ == '__main__':

@@ -107,18 +107,25 @@ def test_float64_solve_is_tight():
   np.testing.assert_allclose(alpha[0], want, rtol=0, atol=1e-7)
 
 
-def test_valid_mask_padding_gets_zero(solved):
+@pytest.mark.parametrize('coarse_block', [0, 4, 16])
+def test_valid_mask_padding_gets_zero(solved, coarse_block):
+  # coarse_block 0: plain Jacobi; 4: 3 x 4 coarse tiles, one of them part
+  # padding; 16: one tile.
   images, scribbles, _, _ = solved
   valid = np.ones(scribbles.shape, np.float32)
-  valid[:, :, -4:] = 0
+  valid[:, :, -5:] = 0
   scribbles = np.where(valid > 0, scribbles, 255)
   images = np.where(valid[..., None] > 0, images, 0).astype(np.float32)
   alpha, info = matting.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM,
-                                    tol=1e-8, valid=valid)
+                                    tol=1e-8, valid=valid,
+                                    coarse_block=coarse_block)
   alpha = np.asarray(alpha)
   assert np.all(alpha[valid == 0] == 0)
+  assert np.asarray(info['relative_residual']).max() < 1e-6
   want = _spsolve_reference(images[0], scribbles[0], valid=valid[0])
   np.testing.assert_allclose(alpha[0], want, rtol=0, atol=1e-4)
+  if coarse_block != 16:
+    return
   direct = matting.solve_alpha_direct(images[0], scribbles[0], NUM_CLASSES,
                                       lam=LAM, valid=valid[0])
   np.testing.assert_allclose(direct, want, rtol=0, atol=1e-9)
