@@ -11,6 +11,7 @@ Everything but flag parsing lives in cfcls.train_lib.
 """
 
 import os
+import signal
 
 from absl import app
 from absl import flags
@@ -35,6 +36,23 @@ flags.DEFINE_string('output', None,
                     'predict: output folder (default WORKDIR/predictions).')
 
 
+def _stop_on_signals(train_lib):
+  """SIGTERM / Ctrl-C: checkpoint after the current step and exit.
+
+  A second Ctrl-C interrupts at once.
+  """
+
+  def handler(signum, frame):
+    del frame
+    if train_lib.stop_requested() and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    logging.warning('Signal %d: saving a checkpoint after this step', signum)
+    train_lib.request_stop()
+
+  signal.signal(signal.SIGTERM, handler)
+  signal.signal(signal.SIGINT, handler)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -43,11 +61,14 @@ def main(argv):
   tf.config.set_visible_devices([], 'GPU')
   from cfcls import train_lib  # pylint: disable=g-import-not-at-top
 
+  _stop_on_signals(train_lib)
   config = FLAGS.config
   workdir = FLAGS.workdir
   output = FLAGS.output or os.path.join(workdir, 'predictions')
   if FLAGS.mode == 'train':
-    train_lib.train_and_evaluate(config, workdir)
+    result = train_lib.train_and_evaluate(config, workdir)
+    if result.get('stopped'):
+      return
     if config.predict_after_training:
       inputs = os.path.join(workdir, 'predict_inputs')
       train_lib.write_eval_images(config, inputs,

@@ -1,0 +1,117 @@
+"""Config files and config validation: typos and impossible values fail early."""
+
+import os
+
+from absl import flags
+from ml_collections import config_flags
+import pytest
+
+from cfcls import config_utils
+from cfcls import train_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = ('demo', 'voc', 'voc_full', 'cityscapes', 'folder')
+
+
+@pytest.fixture(autouse=True)
+def _repo_on_path(monkeypatch):
+  # Config files import `configs.base`, as with `python train.py` from ROOT.
+  monkeypatch.syspath_prepend(ROOT)
+
+
+def load(path, *overrides):
+  """Loads a config file with command-line overrides, as train.py does."""
+  values = flags.FlagValues()
+  argv = ['train.py', f'--config={path}', *overrides]
+  config_flags.DEFINE_config_file('config', path, flag_values=values,
+                                  lock_config=True, sys_argv=argv)
+  values(argv)
+  return values.config
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_config_files_are_valid(name):
+  config = load(os.path.join(ROOT, 'configs', f'{name}.py'))
+  config_utils.validate_config(config, device_count=2)
+  assert config.loss == 'cfm'
+
+
+def test_demo_is_the_default_and_small():
+  config = load(os.path.join(ROOT, 'configs', 'demo.py'))
+  assert config.data.name == 'synthetic_scenes'
+  assert config.model.backbone == 'resnet18'
+  voc = load(os.path.join(ROOT, 'configs', 'voc.py'))
+  # The paper's VOC settings (SPEC section 6).
+  assert (voc.model.backbone, voc.model.output_stride) == ('resnet101', 16)
+  assert (voc.data.crop_size, voc.batch_size, voc.lam, voc.beta) == (
+      321, 10, 100.0, 1.0)
+  assert (voc.optimizer, voc.learning_rate, voc.lr_schedule) == (
+      'adam', 1e-3, 'poly')
+
+
+def test_override_on_the_command_line():
+  path = os.path.join(ROOT, 'configs', 'demo.py')
+  config = load(path, '--config.loss=pce', '--config.batch_size=4',
+                '--config.data.annotation=dots',
+                '--config.init_from=/w/resnet18.npz')
+  assert (config.loss, config.batch_size, config.data.annotation) == (
+      'pce', 4, 'dots')
+  assert config.init_from == '/w/resnet18.npz'
+  with pytest.raises(Exception, match='learning_rat'):
+    load(path, '--config.learning_rat=1')
+
+
+def test_typo_in_a_config_file_names_the_field(tmp_path):
+  path = tmp_path / 'mine.py'
+  path.write_text(
+      'from configs import demo\n\n'
+      'def get_config():\n'
+      '  config = demo.get_config()\n'
+      '  config.learning_rat = 0.1\n'
+      '  config.data.crop_sise = 64\n'
+      '  return config\n')
+  config = load(str(path))
+  with pytest.raises(ValueError) as e:
+    config_utils.validate_config(config)
+  message = str(e.value)
+  assert 'unknown field learning_rat (did you mean learning_rate?)' in message
+  assert 'unknown field data.crop_sise (did you mean data.crop_size?)' in (
+      message)
+  # train_and_evaluate refuses before doing anything.
+  workdir = tmp_path / 'run'
+  with pytest.raises(ValueError, match='learning_rat'):
+    train_lib.train_and_evaluate(config, str(workdir))
+  assert not workdir.exists()
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'batch_size': 5}, 'batch_size=5 is not divisible by the 2 devices'),
+    ({'loss': 'cmf'}, "loss='cmf' is not one of"),
+    ({'data.crop_size': 5000}, 'data.crop_size=5000 must be an int in'),
+    ({'optimizer': 'rmsprop'}, "optimizer='rmsprop' is not one of"),
+    ({'threshold': 0.55}, 'threshold=0.55 must be one of thresholds'),
+    ({'warmup_steps': 10, 'num_train_steps': 10}, 'warmup_steps=10 must be'),
+    ({'data.annotation': 'boxes'}, "data.annotation='boxes' is not one of"),
+    ({'lam': 0.0}, 'lam=0.0 must be > 0'),
+])
+def test_impossible_values(overrides, message):
+  config = load(os.path.join(ROOT, 'configs', 'demo.py'))
+  with config.unlocked():
+    for key, value in overrides.items():
+      target = config
+      *parents, leaf = key.split('.')
+      for p in parents:
+        target = target[p]
+      target[leaf] = value
+  with pytest.raises(ValueError, match='invalid config: .*' + message.replace(
+      '(', r'\(').replace(')', r'\)')):
+    config_utils.validate_config(config, device_count=2)
+
+
+def test_class_weights_must_match_the_classes():
+  config = load(os.path.join(ROOT, 'configs', 'demo.py'),
+                '--config.class_weights=(1.0, 2.0)')
+  config_utils.validate_config(config)
+  with pytest.raises(ValueError, match='class_weights has 2 values but the '
+                     'dataset has 5 foreground classes'):
+    config_utils.check_class_weights(config, 6)
