@@ -274,3 +274,9 @@ def test_tall_image_spans_several_cpu_strips():
   sparse = laplacian.sparse_laplacian(image).toarray()
   np.testing.assert_allclose(sparse, reference_laplacian(image), rtol=0,
                              atol=1e-7)
+  # Other backends compute all rows at once: the same weights.
+  tiled = laplacian._tiled_window_weights(jnp.asarray(image[None]), EPS, 1,
+                                          None, jnp.float32)
+  whole = laplacian._window_weights(jnp.asarray(image[None]), EPS, 1, None,
+                                    jnp.float32)
+  np.testing.assert_allclose(np.asarray(tiled), np.asarray(whole), atol=1e-6)
