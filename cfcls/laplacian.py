@@ -216,55 +216,13 @@ def _window_pairs(radius: int):
   return [(a, b) for a in range(n) for b in range(a, n)]
 
 
-# Window-centre rows per strip when tiling on the CPU (cache locality).
-_STRIP_ROWS = 16
-_STRIP_BATCH = 2
+def _assemble(weights, radius: int):
+  """Window weights [B, P, hc, W - 2r] -> stencil rows [B, T, hc + 2r, W + 4r].
 
-
-def _tiled_window_weights(images, eps, radius, valid, dtype):
-  """`_window_weights` computed strip by strip (CPU: small working set)."""
+  Row u of the window centres covers pixel rows u .. u + 2r of the output;
+  columns get the 2r frame of WindowStats.stencil.
+  """
   r = radius
-  b, h, w, _ = images.shape
-  hk = h - 2 * r
-  strips = -(-hk // _STRIP_ROWS)
-  pad = strips * _STRIP_ROWS - hk
-  rows = (np.arange(strips)[:, None] * _STRIP_ROWS
-          + np.arange(_STRIP_ROWS + 2 * r)[None, :])
-
-  def split(x):  # [B, H, ...] -> [B * strips, S + 2r, ...]
-    x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
-    x = x[:, rows]
-    return x.reshape((b * strips,) + x.shape[2:])
-
-  def one(args):
-    img, vmask = args
-    return _window_weights(img[None], eps, r,
-                           None if vmask is None else vmask[None], dtype)[0]
-
-  out = jax.lax.map(one, (split(images),
-                          None if valid is None else split(valid)),
-                    batch_size=_STRIP_BATCH)
-  p = out.shape[1]
-  out = out.reshape(b, strips, p, _STRIP_ROWS, w - 2 * r)
-  out = out.transpose(0, 2, 1, 3, 4).reshape(b, p, strips * _STRIP_ROWS,
-                                             w - 2 * r)
-  return out[:, :, :hk]
-
-
-def _stencil(images, eps: float, radius: int, valid, dtype):
-  """Builds WindowStats.stencil; see `window_stats` (no input checks)."""
-  r = radius
-  images = jax.lax.stop_gradient(images)
-  if valid is not None:
-    valid = jax.lax.stop_gradient(valid) > 0.5
-  if jax.default_backend() == 'cpu':
-    weights = _tiled_window_weights(images, eps, r, valid, dtype)
-  else:
-    weights = _window_weights(images, eps, r, valid, dtype)
-  # Materialise once, so the assembly below does not recompute the chain.
-  weights = jax.lax.optimization_barrier(weights)
-  # W_ab sits at pixel centre + o_a and couples it to centre + o_b (tap
-  # o_b - o_a); stored at the upper-half tap of the pair.
   offsets = _window_offsets(r)
   half = half_offsets(r)
   index = {d: t for t, d in enumerate(half)}
@@ -274,14 +232,78 @@ def _stencil(images, eps: float, radius: int, valid, dtype):
     d = (by - ay, bx - ax)
     if d not in index:
       d, (ay, ax) = (ay - by, ax - bx), (by, bx)
-    # Place the window-centre grid at pixel rows/cols 2r + r + (ay, ax).
+    # W_ab sits at pixel centre + o_a and couples it to centre + o_b (tap
+    # o_b - o_a); stored at the upper-half tap of the pair.
     terms[index[d]].append(jnp.pad(
-        weights[:, p], ((0, 0), (3 * r + ay, 3 * r - ay),
-                        (3 * r + ax, 3 * r - ax))))
+        weights[:, p], ((0, 0), (r + ay, r - ay), (3 * r + ax, 3 * r - ax))))
+  return jnp.stack([sum(t[1:], t[0]) for t in terms], axis=1)
+
+
+# Window-centre rows per strip when tiling on the CPU (cache locality).
+_STRIP_ROWS = 16
+_STRIP_BATCH = 2
+
+
+def _tiled_stencil(images, eps, radius, valid, dtype):
+  """Stencil rows [B, T, H, W + 4r], computed strip by strip (CPU).
+
+  Each strip of S window-centre rows yields S + 2r stencil rows; consecutive
+  strips overlap by 2r rows, which are added.
+  """
+  r = radius
+  b, h, w, _ = images.shape
+  hk = h - 2 * r
+  rows_s = _STRIP_ROWS
+  strips = -(-hk // rows_s)
+  pad = strips * rows_s - hk
+  rows = (np.arange(strips)[:, None] * rows_s
+          + np.arange(rows_s + 2 * r)[None, :])
+
+  def split(x):  # [B, H, ...] -> [B * strips, S + 2r, ...]
+    x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+    x = x[:, rows]
+    return x.reshape((b * strips,) + x.shape[2:])
+
+  # Window-centre rows beyond the image (the last strip's padding): 0.
+  real = jnp.asarray(np.tile(rows[:, :rows_s] < hk, (b, 1)))
+
+  def one(args):
+    img, vmask, keep = args
+    weights = _window_weights(img[None], eps, r,
+                              None if vmask is None else vmask[None], dtype)
+    weights = jnp.where(keep[None, None, :, None], weights, 0.0)
+    return _assemble(jax.lax.optimization_barrier(weights), r)[0]
+
+  out = jax.lax.map(one, (split(images),
+                          None if valid is None else split(valid), real),
+                    batch_size=_STRIP_BATCH)
+  t, wp = out.shape[1], out.shape[3]
+  out = out.reshape(b, strips, t, rows_s + 2 * r, wp)
+  main, tail = out[:, :, :, :rows_s], out[:, :, :, rows_s:]
+  # Strip j's tail rows are strip j + 1's first rows.
+  tail = jnp.pad(tail, ((0, 0), (1, 0), (0, 0), (0, rows_s - 2 * r), (0, 0)))
+  full = jnp.concatenate([main, jnp.zeros_like(main[:, :1])], axis=1) + tail
+  full = full.transpose(0, 2, 1, 3, 4).reshape(b, t, (strips + 1) * rows_s,
+                                               wp)
+  return full[:, :, :h]
+
+
+def _stencil(images, eps: float, radius: int, valid, dtype):
+  """Builds WindowStats.stencil; see `window_stats` (no input checks)."""
+  r = radius
+  images = jax.lax.stop_gradient(images)
+  if valid is not None:
+    valid = jax.lax.stop_gradient(valid) > 0.5
+  if jax.default_backend() == 'cpu':
+    stencil = _tiled_stencil(images, eps, r, valid, dtype)
+  else:
+    weights = _window_weights(images, eps, r, valid, dtype)
+    # Materialise once, so the assembly does not recompute the chain.
+    stencil = _assemble(jax.lax.optimization_barrier(weights), r)
+  stencil = jnp.pad(stencil, ((0, 0), (0, 0), (2 * r, 2 * r), (0, 0)))
   # Materialised, also inside a caller's jit: otherwise XLA fuses the
   # assembly into every use of the stencil.
-  return jax.lax.optimization_barrier(
-      jnp.stack([sum(t[1:], t[0]) for t in terms], axis=1))
+  return jax.lax.optimization_barrier(stencil)
 
 
 _stencil_jit = jax.jit(_stencil, static_argnames=('eps', 'radius', 'dtype'))

@@ -271,12 +271,16 @@ def test_tall_image_spans_several_cpu_strips():
   # laplacian._STRIP_ROWS window rows; 37 rows make three strips.
   assert 37 - 2 > 2 * laplacian._STRIP_ROWS
   image = _float32(flat_grey_image(np.random.default_rng(6), 37, 9))
-  sparse = laplacian.sparse_laplacian(image).toarray()
-  np.testing.assert_allclose(sparse, reference_laplacian(image), rtol=0,
-                             atol=1e-7)
-  # Other backends compute all rows at once: the same weights.
-  tiled = laplacian._tiled_window_weights(jnp.asarray(image[None]), EPS, 1,
-                                          None, jnp.float32)
-  whole = laplacian._window_weights(jnp.asarray(image[None]), EPS, 1, None,
-                                    jnp.float32)
+  valid = np.ones((37, 9), np.float32)
+  valid[-5:] = 0  # bottom padding, as from a random crop
+  valid[15:18, 3] = 0  # a hole across a strip boundary
+  sparse = laplacian.sparse_laplacian(image, valid=valid).toarray()
+  np.testing.assert_allclose(sparse, reference_laplacian(image, valid=valid),
+                             rtol=0, atol=1e-7)
+  # Other backends compute all rows at once: the same stencil.
+  img = jnp.asarray(image[None])
+  vmask = jnp.asarray(valid[None] > 0.5)
+  tiled = laplacian._tiled_stencil(img, EPS, 1, vmask, jnp.float32)
+  whole = laplacian._assemble(
+      laplacian._window_weights(img, EPS, 1, vmask, jnp.float32), 1)
   np.testing.assert_allclose(np.asarray(tiled), np.asarray(whole), atol=1e-6)
