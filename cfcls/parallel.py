@@ -41,13 +41,16 @@ def local_batch_size(global_batch_size: int, mesh: Mesh) -> int:
   return global_batch_size // num_devices * local_devices
 
 
-def host_batch_to_global(batch: Dict[str, Any], mesh: Mesh) -> Dict[str, Any]:
+def host_batch_to_global(batch: Dict[str, Any], mesh: Mesh,
+                         keys: Optional[Sequence[str]] = None
+                         ) -> Dict[str, Any]:
   """This host's numpy batch -> global jax arrays sharded over 'data'.
 
   Args:
     batch: dict of numpy arrays `[b, ...]`, b = this host's share of the
       global batch. Non-numeric entries (file names) are dropped.
     mesh: the data mesh.
+    keys: the entries to transfer (default: all numeric ones).
 
   Returns:
     dict of jax.Array `[global_b, ...]` sharded along the first axis.
@@ -55,6 +58,8 @@ def host_batch_to_global(batch: Dict[str, Any], mesh: Mesh) -> Dict[str, Any]:
   sharding = data_sharding(mesh)
   out = {}
   for key, value in batch.items():
+    if keys is not None and key not in keys:
+      continue
     value = np.asarray(value)
     if value.dtype.kind not in 'biuf':
       continue

@@ -269,7 +269,8 @@ def evaluate_state(run: Run, state, split: str, *, full: bool = False,
   if full and config.matting_metrics and jax.process_index() == 0:
     matting_budget = config.matting_max_images or np.iinfo(np.int32).max
   for i, batch in enumerate(it):
-    c = eval_step(variables, parallel.host_batch_to_global(batch, run.mesh))
+    c = eval_step(variables, parallel.host_batch_to_global(
+        batch, run.mesh, keys=('image', 'mask', 'valid', 'example_mask')))
     confusion = c if confusion is None else confusion + c
     if i == 0 and writer is not None and jax.process_index() == 0:
       images = _summary_images(run, variables, batch, predict_fn,
@@ -424,7 +425,9 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
         every_steps=config.log_every_steps)
     for step in range(start_step + 1, config.num_train_steps + 1):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
-        batch = parallel.host_batch_to_global(next(train_iter), run.mesh)
+        batch = parallel.host_batch_to_global(
+            next(train_iter), run.mesh,
+            keys=('image', 'scribbles', 'mask', 'valid', 'presence'))
         state, metrics = train_step(state, batch)
       buffer.add(step, metrics)
       report(step)

@@ -188,3 +188,15 @@ def test_train_step_does_not_import_tensorflow():
   out = subprocess.run([sys.executable, '-c', code], capture_output=True,
                        text=True, check=False, cwd=root)
   assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_metrics_buffer_stops_on_nan_naming_the_step():
+  from cfcls import train_lib  # pylint: disable=g-import-not-at-top
+  buffer = train_lib._MetricsBuffer()
+  for step, loss in ((7, 1.0), (8, 3.0)):
+    buffer.add(step, {'loss': np.float32(loss), 'grad_norm': np.float32(1.0)})
+  assert buffer.flush() == {'train/loss': 2.0, 'train/grad_norm': 1.0}
+  for step, loss in ((9, 1.0), (10, np.inf), (11, np.nan)):
+    buffer.add(step, {'loss': np.float32(loss), 'grad_norm': np.float32(1.0)})
+  with pytest.raises(FloatingPointError, match='loss is inf at step 10'):
+    buffer.flush()
