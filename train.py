@@ -34,6 +34,22 @@ flags.DEFINE_integer('step', None, 'eval/predict: checkpoint step to restore '
 flags.DEFINE_string('input', None, 'predict: folder of images (or one image).')
 flags.DEFINE_string('output', None,
                     'predict: output folder (default WORKDIR/predictions).')
+# Several processes / hosts (cfcls.distributed); a flag wins over the
+# environment variable named in its help.
+flags.DEFINE_string('coordinator_address', None,
+                    'HOST:PORT of process 0 for a multi-process run '
+                    '(env JAX_COORDINATOR_ADDRESS).')
+flags.DEFINE_integer('num_processes', None,
+                     'Number of processes (hosts) of the run '
+                     '(env JAX_NUM_PROCESSES); unset = 1.')
+flags.DEFINE_integer('process_id', None,
+                     'This process, 0..num_processes-1 (env JAX_PROCESS_ID).')
+flags.DEFINE_bool('distributed_auto', False,
+                  'Let JAX detect the cluster (Slurm, Open MPI, Cloud TPU) '
+                  'for the unset multi-process settings.')
+flags.DEFINE_integer('cpu_devices', None,
+                     'CPU devices per process (jax_num_cpu_devices), e.g. to '
+                     'try data parallelism on one machine.')
 
 
 def _stop_on_signals(train_lib):
@@ -59,6 +75,12 @@ def main(argv):
   # Keep TensorFlow (the input pipeline) off the accelerators JAX uses.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')
+  from cfcls import distributed  # pylint: disable=g-import-not-at-top
+  # Before any JAX computation: join the other processes, if any.
+  distributed.initialize(
+      distributed.resolve(FLAGS.coordinator_address, FLAGS.num_processes,
+                          FLAGS.process_id, auto=FLAGS.distributed_auto),
+      cpu_devices=FLAGS.cpu_devices)
   from cfcls import train_lib  # pylint: disable=g-import-not-at-top
 
   _stop_on_signals(train_lib)
