@@ -31,6 +31,7 @@ import numpy as np
 
 from cfcls import checkpointing
 from cfcls import config_utils
+from cfcls import distributed
 from cfcls import inference
 from cfcls import metrics as metrics_lib
 from cfcls import models
@@ -444,7 +445,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
       if step % config.checkpoint_every_steps == 0 or last:
         log_train(step)
         ckpts.save(step, state, force=last)
-      if stop_requested() and not last:
+      # Every process stops at the same step (a signal may reach only one).
+      if not last and distributed.any_process(stop_requested()):
         _STOP.clear()
         log_train(step)
         ckpts.save(step, state, force=True)
@@ -547,7 +549,8 @@ def predict(config, workdir: str, input_path: str, output_dir: str,
   over the image), NAME_alpha_<id>_<class>.png (uint8 matte) for each class
   present (MLC probability >= 0.5, or in the label map) and NAME.json (class
   probabilities). Unreadable images are skipped, logged by name and listed in
-  output_dir/errors.json.
+  output_dir/errors.json. With several processes all restore the checkpoint
+  and process 0 alone labels the images and writes.
 
   Returns:
     {'written': [names], 'failed': {name: reason}, 'step': checkpoint step}.
@@ -560,7 +563,7 @@ def predict(config, workdir: str, input_path: str, output_dir: str,
   t = list(config.thresholds).index(config.threshold)
   matte = inference.is_matte_loss(config.loss)
   written, failed = [], {}
-  for path in files:
+  for path in files if jax.process_index() == 0 else []:
     name = os.path.basename(path)
     stem = os.path.splitext(name)[0]
     image = _read_rgb(path)
@@ -604,7 +607,13 @@ def predict(config, workdir: str, input_path: str, output_dir: str,
 
 
 def write_eval_images(config, output_dir: str, count: int) -> List[str]:
-  """Writes the first `count` images of the eval split as PNGs (for demos)."""
+  """Writes the first `count` images of the eval split as PNGs (for demos).
+
+  Process 0 writes; every process returns once the files are there.
+  """
+  if jax.process_index() != 0:
+    distributed.barrier('write_eval_images')
+    return []
   pipeline = _data_pipeline()
   os.makedirs(output_dir, exist_ok=True)
   names = []
@@ -625,4 +634,5 @@ def write_eval_images(config, output_dir: str, count: int) -> List[str]:
       names.append(f'{name}.png')
     if len(names) >= count:
       break
+  distributed.barrier('write_eval_images')
   return names
