@@ -7,6 +7,13 @@ Two orbax CheckpointManagers under the workdir:
 A checkpoint is the TrainState pytree {step, params, batch_stats, opt_state};
 the step is also the input position (the training iterator is a pure function
 of (seed, step)).
+
+Resuming takes the newest checkpoint that can be read: one that fails to
+restore (e.g. a truncated file) is logged, moved to WORKDIR/corrupt_checkpoints
+and the previous one is used. Checkpoints being written when the run was
+killed are orbax temporary folders, never listed as steps. With several
+processes every process calls save and restore (orbax coordinates them); the
+workdir must be on a filesystem all hosts see.
 """
 
 import os
@@ -16,7 +23,17 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from cfcls import distributed
+
 BEST_METRIC = 'miou'
+
+
+def _reason(error: BaseException) -> str:
+  """One line: the exception type and the start of its message."""
+  text = ' '.join(str(error).split())
+  if len(text) > 200:
+    text = text[:200] + '...'
+  return f'{type(error).__name__}: {text}' if text else type(error).__name__
 
 
 def abstract_like(tree):
@@ -76,14 +93,59 @@ class Checkpoints:
     return self.latest.latest_step()
 
   def restore_latest(self, state):
-    """(state restored from the latest checkpoint, step) or (state, 0)."""
-    step = self.latest.latest_step()
-    if step is None:
-      return state, 0
-    logging.info('Resuming from %s step %d', self.latest.directory, step)
-    restored = self.latest.restore(
-        step, args=ocp.args.StandardRestore(abstract_like(state)))
-    return restored, step
+    """(state restored from the newest readable checkpoint, step) or (state, 0).
+
+    A checkpoint that cannot be restored (truncated, corrupted, partly
+    written) is logged with the reason and moved to WORKDIR/corrupt_checkpoints
+    (so that its step can be written again); the previous one is tried next.
+
+    Raises:
+      RuntimeError if checkpoints exist but none of them can be read (rather
+      than silently starting from scratch).
+    """
+    steps = sorted(self.latest.all_steps(), reverse=True)
+    for step in steps:
+      try:
+        restored = self.latest.restore(
+            step, args=ocp.args.StandardRestore(abstract_like(state)))
+        error = None
+      except Exception as e:  # pylint: disable=broad-except
+        # orbax / tensorstore raise many types (ValueError, OSError, ...).
+        error = e
+      if not distributed.any_process(error is not None):
+        logging.info('Resuming from %s step %d', self.latest.directory, step)
+        return restored, step
+      reason = _reason(error) if error is not None else (
+          'unreadable on another process')
+      logging.error('Checkpoint %s is unreadable (%s); falling back to the '
+                    'previous checkpoint', self._path(step), reason)
+      self._set_aside(step)
+    if steps:
+      raise RuntimeError(
+          f'none of the checkpoints {sorted(steps)} in {self.latest.directory} '
+          f'can be read (moved to {self._corrupt_dir()}); remove the workdir '
+          'or start in a new one to train from scratch')
+    return state, 0
+
+  def _path(self, step: int) -> str:
+    return os.path.join(str(self.latest.directory), str(step))
+
+  def _corrupt_dir(self) -> str:
+    return os.path.join(os.path.abspath(self.workdir), 'corrupt_checkpoints')
+
+  def _set_aside(self, step: int):
+    """Moves checkpoints/<step> to corrupt_checkpoints/<step>[.n] (process 0)."""
+    if jax.process_index() == 0:
+      os.makedirs(self._corrupt_dir(), exist_ok=True)
+      target = os.path.join(self._corrupt_dir(), str(step))
+      n = 0
+      while os.path.exists(target):
+        n += 1
+        target = os.path.join(self._corrupt_dir(), f'{step}.{n}')
+      os.replace(self._path(step), target)
+      logging.warning('Moved %s to %s', self._path(step), target)
+    distributed.barrier(f'checkpoint_set_aside_{step}')
+    self.latest.reload()
 
   def restore_for_eval(self, state, step: Optional[int] = None):
     """(state, step, source): the best checkpoint, or `step` if given.
