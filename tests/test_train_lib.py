@@ -238,3 +238,20 @@ def test_predict_writes_the_expected_files(trained):
         assert names[c] in info['present_classes']
     for c, frac in info['pixel_fractions'].items():
       np.testing.assert_allclose(frac, np.mean(labels == names.index(c)))
+
+
+def test_colours_and_overlay():
+  from cfcls import visualize  # pylint: disable=g-import-not-at-top
+  labels = np.array([[0, 1], [2, 255]])
+  colours = visualize.colorize(labels)
+  # VOC colour map: 0 black, 1 (128, 0, 0), 2 (0, 128, 0); 255 shown white.
+  np.testing.assert_array_equal(colours.reshape(4, 3),
+                                [[0, 0, 0], [128, 0, 0], [0, 128, 0],
+                                 [255, 255, 255]])
+  image = np.full((2, 2, 3), 100, np.uint8)
+  out = visualize.overlay(image, labels, opacity=0.5)
+  np.testing.assert_array_equal(out[0, 0], [100, 100, 100])  # background
+  np.testing.assert_array_equal(out[1, 1], [100, 100, 100])  # unlabelled
+  np.testing.assert_array_equal(out[0, 1], [114, 50, 50])
+  np.testing.assert_array_equal(
+      visualize.matte_to_uint8(np.array([-0.2, 0.5, 1.3])), [0, 128, 255])
