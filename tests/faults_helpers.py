@@ -1,0 +1,176 @@
+"""Shared by tests/test_faults.py and tests/test_multihost.py.
+
+Runs `python train.py --config=tests/faults_tiny_config.py` in subprocesses
+(their own CPU device count, a shared persistent compilation cache so that
+later runs skip most of the compile time), and computes the reference
+parameters in the test process with the library's own train step.
+"""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+from absl import flags
+from ml_collections import config_flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, 'tests', 'faults_tiny_config.py')
+TRAIN_KEYS = ('image', 'scribbles', 'mask', 'valid', 'presence')
+
+
+def shared_dir(tmp_path_factory) -> str:
+  """One folder per test session: prepared data and the compile cache."""
+  path = tmp_path_factory.getbasetemp() / 'cfcls_faults'
+  path.mkdir(exist_ok=True)
+  return str(path)
+
+
+def load_config(data_dir: str, *overrides: str):
+  """tests/faults_tiny_config.py with overrides, exactly as train.py loads it."""
+  if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)  # the config imports configs.base
+  values = flags.FlagValues()
+  argv = ['train.py', f'--config={CONFIG}',
+          f'--config.data.data_dir={data_dir}', *overrides]
+  config_flags.DEFINE_config_file('config', CONFIG, flag_values=values,
+                                  lock_config=True, sys_argv=argv)
+  values(argv)
+  return values.config
+
+
+def prepare_data(data_dir: str):
+  """Prepares the tiny synthetic dataset once (subprocesses then only read)."""
+  from cfcls.data import pipeline  # pylint: disable=g-import-not-at-top
+  return pipeline.dataset_info(load_config(data_dir).data)
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def subprocess_env(cache_dir: str) -> dict:
+  env = dict(os.environ)
+  env.pop('XLA_FLAGS', None)  # devices come from --cpu_devices
+  env.update(CUDA_VISIBLE_DEVICES='', TF_CPP_MIN_LOG_LEVEL='2',
+             JAX_NUMPY_RANK_PROMOTION='raise',
+             JAX_COMPILATION_CACHE_DIR=cache_dir,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+  return env
+
+
+def train_command(workdir: str, data_dir: str, *args: str) -> list:
+  return [sys.executable, os.path.join(ROOT, 'train.py'),
+          f'--config={CONFIG}', f'--workdir={workdir}',
+          f'--config.data.data_dir={data_dir}', '--cpu_devices=2', *args]
+
+
+def start(command, log_path: str, env: dict) -> subprocess.Popen:
+  with open(log_path, 'w') as log:  # the child keeps its own descriptor
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+
+
+def read(path: str) -> str:
+  with open(path, errors='replace') as f:
+    return f.read()
+
+
+def logged_steps(log_path: str) -> list:
+  """Steps whose training loss the run logged (`[k] train/...loss=`)."""
+  return [int(k) for k in re.findall(r'\] \[(\d+)\] [^\n]*\btrain/loss=',
+                                     read(log_path))]
+
+
+def checkpoint_steps(workdir: str) -> list:
+  """Finished checkpoints (orbax writes to a temporary name, then renames)."""
+  path = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(path):
+    return []
+  return sorted(int(d) for d in os.listdir(path) if d.isdigit())
+
+
+def wait_until(predicate, proc: subprocess.Popen, log_path: str,
+               timeout: float = 300.0, poll: float = 0.02):
+  """Polls predicate() until it holds; fails if proc ends first."""
+  end = time.monotonic() + timeout
+  while time.monotonic() < end:
+    if predicate():
+      return
+    if proc.poll() is not None:
+      raise AssertionError(f'run ended (rc {proc.returncode}) before the '
+                           f'awaited point:\n{read(log_path)[-4000:]}')
+    time.sleep(poll)
+  proc.kill()
+  raise AssertionError(f'timed out:\n{read(log_path)[-4000:]}')
+
+
+def finish(proc: subprocess.Popen, log_path: str, timeout: float = 300.0):
+  proc.wait(timeout=timeout)
+  return proc.returncode, read(log_path)
+
+
+def build_run(config):
+  from cfcls import train_lib  # pylint: disable=g-import-not-at-top
+  from cfcls.data import pipeline  # pylint: disable=g-import-not-at-top
+  info = pipeline.dataset_info(config.data)
+  return train_lib.build(config, info.num_classes, info.class_names)
+
+
+def reference_states(config, batches, num_steps: int) -> list:
+  """Host copies of the train state after each of `num_steps` steps.
+
+  batches: iterator of host numpy batches holding the whole global batch,
+  fed to the library's compiled train step on this process's devices.
+  """
+  from cfcls import parallel  # pylint: disable=g-import-not-at-top
+  from cfcls import train_lib  # pylint: disable=g-import-not-at-top
+  run = build_run(config)
+  state = train_lib.initial_state(run)
+  train_step = train_lib.compiled('train', run)
+  out = []
+  for _ in range(num_steps):
+    batch = parallel.host_batch_to_global(next(batches), run.mesh,
+                                          keys=TRAIN_KEYS)
+    state, _ = train_step(state, batch)
+    out.append(jax.tree_util.tree_map(np.array, jax.device_get(state)))
+  return out
+
+
+def restore(config, workdir: str):
+  """(step, host state) of the newest readable checkpoint in workdir."""
+  from cfcls import checkpointing  # pylint: disable=g-import-not-at-top
+  from cfcls import train_lib  # pylint: disable=g-import-not-at-top
+  run = build_run(config)
+  ckpts = checkpointing.Checkpoints(workdir, keep=config.keep_checkpoints)
+  try:
+    state, step = ckpts.restore_latest(train_lib._abstract_state(run))  # pylint: disable=protected-access
+  finally:
+    ckpts.close()
+  return step, jax.tree_util.tree_map(np.array, jax.device_get(state))
+
+
+def assert_states_close(actual, expected, rtol=1e-4, atol=1e-5):
+  """Same step, params, BN statistics and optimiser state (float tolerance)."""
+  assert int(actual.step) == int(expected.step)
+  leaves_a, tree_a = jax.tree_util.tree_flatten(
+      (actual.params, actual.batch_stats, actual.opt_state))
+  leaves_e, tree_e = jax.tree_util.tree_flatten(
+      (expected.params, expected.batch_stats, expected.opt_state))
+  assert tree_a == tree_e
+  for a, e in zip(leaves_a, leaves_e):
+    np.testing.assert_allclose(a, e, rtol=rtol, atol=atol)
+
+
+def assert_params_differ(a, b):
+  """Guards against comparing a state with itself (training did change it)."""
+  diff = max(float(np.max(np.abs(x - y))) for x, y in zip(
+      jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)))
+  assert diff > 1e-4, diff

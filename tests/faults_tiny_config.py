@@ -1,0 +1,38 @@
+"""A tiny run for tests/test_faults.py and tests/test_multihost.py.
+
+A network and data small enough that a few steps run in seconds on 2 CPU
+cores; command-line overrides set data.data_dir and the step counts.
+"""
+
+from configs import base
+
+
+def get_config():
+  config = base.get_config()
+  config.model.backbone = 'resnet18'
+  config.model.width = 0.125
+  config.model.aspp_channels = 16
+  config.model.decoder_channels = 16
+  config.model.low_level_channels = 8
+  config.model.mlc_hidden = 16
+  config.data.name = 'synthetic_scenes'
+  config.data.builder_config = ''
+  config.data.synthetic.num_train = 16
+  config.data.synthetic.num_val = 4
+  config.data.synthetic.image_size = 40
+  config.data.crop_size = 32
+  config.data.eval_pad_size = 40
+  config.data.shuffle_buffer = 16
+  config.batch_size = 4
+  config.eval_batch_size = 4
+  config.learning_rate = 1e-3
+  config.lr_schedule = 'constant'
+  config.num_train_steps = 6
+  config.log_every_steps = 1
+  config.eval_every_steps = 0
+  config.checkpoint_every_steps = 1
+  config.keep_checkpoints = 3
+  config.num_summary_images = 0
+  config.matting_metrics = False
+  config.predict_after_training = 0
+  return config

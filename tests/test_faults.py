@@ -1,0 +1,159 @@
+"""Runs that get interrupted, and checkpoints that get damaged.
+
+One module fixture runs `python train.py` (tiny config, 2 CPU devices) three
+times in the same workdir: run A is stopped with SIGTERM after a random step,
+run B resumes and is killed with SIGKILL after a random later checkpoint, run
+C resumes and finishes. The reference is an uninterrupted run of the same
+length computed here with the library's train step on the same batches.
+"""
+
+import logging
+import os
+import random
+import shutil
+import signal
+
+import pytest
+
+import faults_helpers as helpers
+
+NUM_STEPS = 6  # num_train_steps of tests/faults_tiny_config.py
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+  shared = helpers.shared_dir(tmp_path_factory)
+  data_dir = os.path.join(shared, 'tfds')
+  helpers.prepare_data(data_dir)
+  config = helpers.load_config(data_dir)
+  assert config.num_train_steps == NUM_STEPS
+  return {'data_dir': data_dir, 'config': config,
+          'env': helpers.subprocess_env(os.path.join(shared, 'jax_cache'))}
+
+
+@pytest.fixture(scope='module')
+def reference(setup):
+  """States after steps 1..NUM_STEPS of an uninterrupted 1-process run."""
+  from cfcls.data import pipeline  # pylint: disable=g-import-not-at-top
+  config = setup['config']
+  batches = pipeline.create_train_iterator(
+      config.data, config.batch_size, seed=config.seed, process_index=0,
+      process_count=1)
+  return helpers.reference_states(config, batches, NUM_STEPS)
+
+
+@pytest.fixture(scope='module')
+def interrupted(setup, tmp_path_factory):
+  """Runs A (SIGTERM), B (SIGKILL) and C (to the end) in one workdir."""
+  rng = random.Random()
+  out = {'seed_info': {}}
+  base = tmp_path_factory.mktemp('interrupted')
+  workdir = str(base / 'run')
+  env, data_dir = setup['env'], setup['data_dir']
+
+  # A: checkpoints only at the end, so the SIGTERM save is the only one.
+  log_a = str(base / 'a.log')
+  term_after = rng.randint(1, 2)
+  proc = helpers.start(helpers.train_command(
+      workdir, data_dir, '--config.checkpoint_every_steps=100'), log_a, env)
+  helpers.wait_until(lambda: term_after in helpers.logged_steps(log_a), proc,
+                     log_a)
+  proc.send_signal(signal.SIGTERM)
+  out['a'] = helpers.finish(proc, log_a) + (helpers.logged_steps(log_a),
+                                            helpers.checkpoint_steps(workdir))
+  stopped = max(out['a'][3] or [0])
+
+  # B: resumes; killed once a random later checkpoint is complete.
+  log_b = str(base / 'b.log')
+  kill_after = rng.randint(stopped + 1, max(stopped + 1, NUM_STEPS - 2))
+  out['seed_info'] = {'term_after': term_after, 'kill_after': kill_after}
+  proc = helpers.start(helpers.train_command(workdir, data_dir), log_b, env)
+  helpers.wait_until(
+      lambda: max(helpers.checkpoint_steps(workdir)) >= kill_after, proc,
+      log_b)
+  proc.send_signal(signal.SIGKILL)
+  out['b'] = helpers.finish(proc, log_b) + (helpers.logged_steps(log_b),
+                                            helpers.checkpoint_steps(workdir))
+
+  # C: resumes from B's newest complete checkpoint and finishes.
+  log_c = str(base / 'c.log')
+  proc = helpers.start(helpers.train_command(workdir, data_dir), log_c, env)
+  out['c'] = helpers.finish(proc, log_c) + (helpers.logged_steps(log_c),
+                                            helpers.checkpoint_steps(workdir))
+  out['workdir'] = workdir
+  return out
+
+
+def test_sigterm_saves_the_last_completed_step(interrupted):
+  rc, log, steps, checkpoints = interrupted['a']
+  info = interrupted['seed_info']
+  assert rc == 0, log[-3000:]
+  assert steps and steps == list(range(1, max(steps) + 1)), (steps, info)
+  last = steps[-1]
+  assert last < NUM_STEPS, (steps, info)  # stopped, not finished
+  # No step lost: the one checkpoint is the last step that ran.
+  assert checkpoints == [last], (checkpoints, steps, info)
+  assert f'Stop requested: saved step {last} in' in log
+
+
+def test_sigkill_then_resume_continues_where_it_was(interrupted):
+  stopped = interrupted['a'][2][-1]
+  rc_b, log_b, steps_b, checkpoints_b = interrupted['b']
+  info = interrupted['seed_info']
+  assert rc_b == -signal.SIGKILL, log_b[-3000:]
+  assert steps_b[0] == stopped + 1, (steps_b, stopped, info)
+  killed_at = max(checkpoints_b)
+  assert stopped < killed_at < NUM_STEPS, (checkpoints_b, info)
+  rc_c, log_c, steps_c, _ = interrupted['c']
+  assert rc_c == 0, log_c[-3000:]
+  assert steps_c == list(range(killed_at + 1, NUM_STEPS + 1)), (steps_c, info)
+  assert f'step {killed_at}' in log_c and 'Resuming from' in log_c
+
+
+def test_interrupted_run_ends_like_an_uninterrupted_one(interrupted, setup,
+                                                        reference):
+  step, state = helpers.restore(setup['config'], interrupted['workdir'])
+  assert step == NUM_STEPS
+  helpers.assert_states_close(state, reference[-1])
+  helpers.assert_params_differ(state, reference[0])
+
+
+def _truncate_largest_file(folder):
+  files = [os.path.join(d, f) for d, _, names in os.walk(folder)
+           for f in names]
+  path = max(files, key=os.path.getsize)
+  size = os.path.getsize(path)
+  with open(path, 'r+b') as f:
+    f.truncate(size // 2)
+  return path
+
+
+def test_truncated_checkpoint_falls_back_to_the_previous_one(
+    interrupted, setup, reference, tmp_path, caplog):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(interrupted['workdir'], workdir)
+  newest = os.path.join(workdir, 'checkpoints', str(NUM_STEPS))
+  _truncate_largest_file(newest)
+  with caplog.at_level(logging.INFO):
+    step, state = helpers.restore(setup['config'], workdir)
+  assert step == NUM_STEPS - 1
+  helpers.assert_states_close(state, reference[NUM_STEPS - 2])
+  message = [r.getMessage() for r in caplog.records
+             if 'is unreadable' in r.getMessage()]
+  assert len(message) == 1 and message[0].startswith(
+      f'Checkpoint {newest} is unreadable (')
+  assert message[0].endswith('); falling back to the previous checkpoint')
+  # Set aside, so that the resumed run can write that step again.
+  assert helpers.checkpoint_steps(workdir) == [NUM_STEPS - 2, NUM_STEPS - 1]
+  assert os.listdir(os.path.join(workdir, 'corrupt_checkpoints')) == [
+      str(NUM_STEPS)]
+
+
+def test_all_checkpoints_unreadable_is_an_error(interrupted, setup, tmp_path):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(interrupted['workdir'], workdir)
+  for step in helpers.checkpoint_steps(workdir):
+    _truncate_largest_file(os.path.join(workdir, 'checkpoints', str(step)))
+  with pytest.raises(RuntimeError, match='none of the checkpoints .* can be '
+                     'read'):
+    helpers.restore(setup['config'], workdir)
