@@ -20,6 +20,7 @@ LOSSES = ('cfm', 'pce', 'ce')
 OPTIMIZERS = ('adam', 'sgd')
 LR_SCHEDULES = ('poly', 'constant')
 ANNOTATIONS = ('scribbles', 'dots')
+CFM_CLASSES = ('scribbles', 'all')
 # Largest training crop side; larger crops are almost surely a typo (and would
 # not fit in accelerator memory with any of the supported networks).
 MAX_CROP_SIZE = 2048
@@ -85,6 +86,7 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
   one_of('optimizer', config.optimizer, OPTIMIZERS)
   one_of('lr_schedule', config.lr_schedule, LR_SCHEDULES)
   one_of('data.annotation', config.data.annotation, ANNOTATIONS)
+  one_of('cfm_classes', config.cfm_classes, CFM_CLASSES)
   check(config.lam > 0, f'lam={config.lam!r} must be > 0')
   check(config.beta >= 0, f'beta={config.beta!r} must be >= 0')
   check(config.learning_rate > 0,

@@ -137,9 +137,13 @@ def loss_terms(config, num_classes: int, outputs, mlc_logits, batch,
     stats = laplacian.window_stats(batch['images'], eps=config.laplacian_eps,
                                    radius=config.laplacian_radius,
                                    valid=batch.get('valid'))
+    presence = None  # 'scribbles': gate by the scribbles of each crop
+    if config.cfm_classes == 'all':
+      presence = jnp.ones(outputs.shape[:1] + outputs.shape[-1:], jnp.float32)
     cfm, _ = losses.cfm_loss(stats, outputs, batch['scribbles'], num_classes,
                              lam=config.lam,
-                             class_weights=_class_weights(config))
+                             class_weights=_class_weights(config),
+                             presence=presence)
     shares['cfm'] = cfm / num_devices
     use_mlc = True
   elif config.loss == 'pce':

@@ -65,6 +65,10 @@ def get_config():
   config.beta = 1.0  # weight of the MLC loss
   config.baseline_mlc = False  # also train the MLC head (beta) with pce / ce
   config.class_weights = config_dict.placeholder(tuple)  # K-1 weights w_c, None = 1
+  # Which classes' matting systems count per image: 'scribbles' (the paper:
+  # only classes with a scribble in the crop) or 'all' (every class; for an
+  # absent class the system asks for alpha = 0 on every scribbled pixel).
+  config.cfm_classes = 'scribbles'
   config.laplacian_eps = 1e-7
   config.laplacian_radius = 1
 

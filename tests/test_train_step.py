@@ -128,8 +128,9 @@ def _sharded_loss_terms(config, outputs, mlc_logits, batch, devices):
   return jax.device_get(share), jax.device_get(terms)
 
 
-@pytest.mark.parametrize('loss', ['pce', 'ce', 'cfm'])
-def test_loss_is_the_global_mean_on_two_devices(loss):
+@pytest.mark.parametrize('loss, cfm_classes', [
+    ('pce', None), ('ce', None), ('cfm', 'scribbles'), ('cfm', 'all')])
+def test_loss_is_the_global_mean_on_two_devices(loss, cfm_classes):
   """The psum of the devices' shares is the loss of the whole batch.
 
   pCE / CE: the mean NLL over ALL labelled pixels (the images have very
@@ -138,7 +139,10 @@ def test_loss_is_the_global_mean_on_two_devices(loss):
   """
   config = tiny_config(loss)
   config.beta = 0.5
+  config.cfm_classes = cfm_classes or 'scribbles'
   batch = random_batch(3)
+  # Image 0 has no scribble of class 3: gated out unless cfm_classes='all'.
+  batch['scribbles'][0][batch['scribbles'][0] == 3] = 255
   rng = np.random.default_rng(4)
   channels = NUM_CLASSES - 1 if loss == 'cfm' else NUM_CLASSES
   outputs = rng.normal(size=(4, SIZE, SIZE, channels)).astype(np.float32)
@@ -146,9 +150,15 @@ def test_loss_is_the_global_mean_on_two_devices(loss):
   shares, terms = _sharded_loss_terms(config, outputs, mlc_logits, batch,
                                       jax.devices()[:2])
   if loss == 'cfm':
+    presence = np.ones((4, NUM_CLASSES - 1), np.float32)
+    if cfm_classes == 'scribbles':
+      presence = np.stack([(batch['scribbles'] == c).any(axis=(1, 2))
+                           for c in range(1, NUM_CLASSES)], -1)
+      assert not presence[0, 2] and presence.sum() > 4
     cfm, _ = losses.cfm_loss(
         laplacian.window_stats(batch['image'] / 255.0, valid=batch['valid']),
-        outputs, batch['scribbles'], NUM_CLASSES)
+        outputs, batch['scribbles'], NUM_CLASSES,
+        presence=presence.astype(np.float32))
     mlc = losses.mlc_bce(mlc_logits, batch['presence'])
     np.testing.assert_allclose(terms['cfm'], cfm, rtol=1e-5)
     np.testing.assert_allclose(terms['mlc'], mlc, rtol=1e-5)
