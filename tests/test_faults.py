@@ -152,8 +152,77 @@ def test_truncated_checkpoint_falls_back_to_the_previous_one(
 def test_all_checkpoints_unreadable_is_an_error(interrupted, setup, tmp_path):
   workdir = str(tmp_path / 'run')
   shutil.copytree(interrupted['workdir'], workdir)
-  for step in helpers.checkpoint_steps(workdir):
+  steps = helpers.checkpoint_steps(workdir)
+  for step in steps:
     _truncate_largest_file(os.path.join(workdir, 'checkpoints', str(step)))
   with pytest.raises(RuntimeError, match='none of the checkpoints .* can be '
                      'read'):
     helpers.restore(setup['config'], workdir)
+  # Nothing is moved when no checkpoint can be read (maybe a wrong config).
+  assert helpers.checkpoint_steps(workdir) == steps
+
+
+# ----------------------------------------------------------------------------
+# Bad input met during training.
+
+
+def _folder_with_undecodable_image(tmp_path, monkeypatch):
+  """A scribble folder whose image 'c' passed preparation but cannot decode.
+
+  (Preparation decodes every image, so this stands for a file that changed
+  or a decoder that differs after preparation.)
+  """
+  import test_data_builders as fixtures  # pylint: disable=g-import-not-at-top
+  from cfcls.data.builders import common  # pylint: disable=g-import-not-at-top
+  manual = tmp_path / 'site'
+  fixtures.make_folder(str(manual), names=('a', 'b', 'c', 'd', 'e'),
+                       splits=False)
+  bad = manual / 'images' / 'c.jpg'
+  bad.write_bytes(b'\xff\xd8\xff\xe0' + b'not a jpeg' * 20)
+  real = common.read_image_bytes
+
+  def lenient(path):
+    if os.fspath(path) == str(bad):
+      return bad.read_bytes(), (24, 20)
+    return real(path)
+
+  monkeypatch.setattr(common, 'read_image_bytes', lenient)
+  return manual
+
+
+def _folder_data_config(manual, data_dir, skip):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  return ml_collections.ConfigDict(dict(
+      name='scribble_folder', manual_dir=str(manual), data_dir=str(data_dir),
+      skip_corrupt=skip, crop_size=16, shuffle_buffer=8))
+
+
+def test_corrupt_training_image_is_named_and_skipped(tmp_path, monkeypatch,
+                                                     caplog):
+  from cfcls.data import pipeline  # pylint: disable=g-import-not-at-top
+  manual = _folder_with_undecodable_image(tmp_path, monkeypatch)
+  config = _folder_data_config(manual, tmp_path / 'tfds', skip=True)
+  it = pipeline.create_train_iterator(config, 2, seed=0, process_index=0,
+                                      process_count=1)
+  with caplog.at_level(logging.WARNING):
+    batches = [next(it) for _ in range(4)]  # 8 examples: all of epoch 0
+  for batch in batches:
+    assert batch['image'].shape == (2, 16, 16, 3) and 'index' not in batch
+  skipped = [r.getMessage() for r in caplog.records
+             if r.getMessage().startswith('Skipped corrupt training image')]
+  assert skipped and all("image 'c' of scribble_folder train" in m
+                         for m in skipped), skipped
+
+
+def test_corrupt_training_image_without_skip_is_an_error_naming_it(
+    tmp_path, monkeypatch):
+  from cfcls.data import pipeline  # pylint: disable=g-import-not-at-top
+  manual = _folder_with_undecodable_image(tmp_path, monkeypatch)
+  config = _folder_data_config(manual, tmp_path / 'tfds', skip=False)
+  it = pipeline.create_train_iterator(config, 2, seed=0, process_index=0,
+                                      process_count=1)
+  with pytest.raises(ValueError, match=r"training image 'c' of "
+                     r'scribble_folder train could not be decoded \(.+\); '
+                     r'set data.skip_corrupt=True'):
+    for _ in range(3):  # the 5 examples of epoch 0
+      next(it)

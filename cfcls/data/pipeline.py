@@ -24,10 +24,11 @@ valid = 0), in a fixed order; the last batch is filled with padding examples
 (example_mask 0). Every host gets the same number of batches.
 
 Bad data: preparation checks every file (see cfcls.data.builders.common). At
-training/eval time, with data_config.skip_corrupt an example whose decoding
-fails is dropped with a logged warning (tf.data `ignore_errors`; best effort,
-it shifts the later examples of that run by one); without it the error is
-raised.
+training time an example whose decoding still fails (e.g. data changed after
+preparation) is, with data_config.skip_corrupt, dropped (tf.data
+`ignore_errors`; it shifts the later examples of that run by one) and logged
+with its file name; without it a BadInputError names the file. At eval time
+skip_corrupt drops it with tf.data's own warning.
 
 Builders are prepared on first use into data_config.data_dir (default
 ~/tensorflow_datasets) from data_config.manual_dir. Where a folder dataset
@@ -293,16 +294,16 @@ def _augment(example, decode, seed, crop_size, scale_range, flip, annotation,
   }
 
 
-def create_train_dataset(data_config, global_batch_size, *, seed,
-                         start_step=0, process_index=None, process_count=None):
-  """The endless training tf.data.Dataset for this host (see module doc)."""
+def _train_dataset(data_config, global_batch_size, *, seed, start_step=0,
+                   process_index=None, process_count=None):
+  """(batched dataset with 'index' int64 [b], FaultNamer) for this host."""
   process_index, process_count = _process(process_index, process_count)
   batch = _per_host_batch(global_batch_size, process_count)
   annotation = _annotation(data_config)
   builder = get_builder(data_config)
   num_classes = len(builder.info.metadata['class_names'])
-  split, n, _ = _host_split(builder, _get(data_config, 'train_split', 'train'),
-                            process_index, process_count)
+  split_name = _get(data_config, 'train_split', 'train')
+  split, n, _ = _host_split(builder, split_name, process_index, process_count)
   base = _read(builder, split)
   buffer = int(min(_get(data_config, 'shuffle_buffer', n), n))
   seed = int(seed)
@@ -326,14 +327,91 @@ def create_train_dataset(data_config, global_batch_size, *, seed,
 
   def fn(index, example):
     ex_seed = tf.stack([tf.constant(host_seed, tf.int64), index])
-    return _augment(example, decode, ex_seed, crop, scale_range, flip,
-                    annotation, num_classes)
+    out = _augment(example, decode, ex_seed, crop, scale_range, flip,
+                   annotation, num_classes)
+    out['index'] = index
+    return out
 
   ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  if _get(data_config, 'skip_corrupt', False):
+  skip = bool(_get(data_config, 'skip_corrupt', False))
+  if skip:
     ds = ds.ignore_errors(log_warning=True)
   ds = ds.batch(batch, drop_remainder=True)
-  return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+  ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+  return ds, _FaultNamer(epoch, n, fn, first, batch, skip, builder.name,
+                         split_name)
+
+
+class _FaultNamer:
+  """Names the training examples that fail to decode.
+
+  Examples carry their number (`index`) through the pipeline; a number
+  missing from the batches is an example that tf.data `ignore_errors`
+  dropped. Its file name is read back from the (undecoded) shuffled epoch,
+  which is a pure function of the epoch number, and logged. Without
+  skip_corrupt the error is raised as a BadInputError naming the file (the
+  failing example is found by decoding the batch's examples one by one).
+  """
+
+  def __init__(self, epoch_fn, size, example_fn, first, batch, skip,
+               dataset_name, split):
+    self.epoch_fn, self.size, self.example_fn = epoch_fn, size, example_fn
+    self.expected, self.batch, self.skip = first, batch, skip
+    self.where = f'{dataset_name} {split}'
+
+  def example(self, index):
+    e, pos = divmod(int(index), self.size)
+    return next(iter(self.epoch_fn(e).skip(pos).take(1)))
+
+  def file_name(self, example) -> str:
+    name = example['file_name'].numpy()
+    return name.decode('utf-8', 'replace') if isinstance(name, bytes) else (
+        str(name))
+
+  def failure(self, index):
+    """(file name, error message) if example `index` fails, else None."""
+    example = self.example(index)
+    try:
+      self.example_fn(tf.constant(int(index), tf.int64), example)
+    except (tf.errors.OpError, ValueError) as e:
+      message = getattr(e, 'message', None) or str(e)
+      return self.file_name(example), ' '.join(message.split())[:200]
+    return None
+
+  def __call__(self, batches):
+    """Yields the batches (without 'index'), naming skipped examples."""
+    while True:
+      try:
+        batch = next(batches)
+      except StopIteration:
+        return
+      except tf.errors.OpError as e:
+        if not self.skip:
+          for index in range(self.expected, self.expected + self.batch):
+            failed = self.failure(index)
+            if failed:
+              raise common.BadInputError(
+                  f'training image {failed[0]!r} of {self.where} could not '
+                  f'be decoded ({failed[1]}); set data.skip_corrupt=True to '
+                  'skip such images') from e
+        raise
+      for index in batch.pop('index'):
+        for missing in range(self.expected, int(index)):
+          name = self.file_name(self.example(missing))
+          logging.warning('Skipped corrupt training image %r of %s (example '
+                          '%d): it could not be decoded', name, self.where,
+                          missing)
+        self.expected = int(index) + 1
+      yield batch
+
+
+def create_train_dataset(data_config, global_batch_size, *, seed,
+                         start_step=0, process_index=None, process_count=None):
+  """The endless training tf.data.Dataset for this host (see module doc)."""
+  ds, _ = _train_dataset(data_config, global_batch_size, seed=seed,
+                         start_step=start_step, process_index=process_index,
+                         process_count=process_count)
+  return ds.map(lambda b: {k: v for k, v in b.items() if k != 'index'})
 
 
 def create_train_iterator(data_config, global_batch_size, *, seed,
@@ -345,11 +423,14 @@ def create_train_iterator(data_config, global_batch_size, *, seed,
   annotation data_config.annotation selects), mask int32 [b, h, w], valid
   float32 [b, h, w], presence float32 [b, K-1]; b = global_batch_size //
   process_count, (h, w) = crop_size. Batch s depends only on (seed, s, host).
+  An image that fails to decode is logged by file name and skipped with
+  data_config.skip_corrupt, else raises BadInputError naming it.
   """
-  return create_train_dataset(
-      data_config, global_batch_size, seed=seed, start_step=start_step,
-      process_index=process_index,
-      process_count=process_count).as_numpy_iterator()
+  ds, namer = _train_dataset(data_config, global_batch_size, seed=seed,
+                             start_step=start_step,
+                             process_index=process_index,
+                             process_count=process_count)
+  return namer(ds.as_numpy_iterator())
 
 
 def max_image_size(builder, split) -> tuple[int, int]:
