@@ -24,6 +24,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from cfcls import distributed
+from cfcls import parallel
 
 BEST_METRIC = 'miou'
 
@@ -36,9 +37,24 @@ def _reason(error: BaseException) -> str:
   return f'{type(error).__name__}: {text}' if text else type(error).__name__
 
 
-def abstract_like(tree):
-  """ShapeDtypeStructs (with shardings) to restore a tree like `tree` into."""
-  return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
+def abstract_like(tree, sharding=None):
+  """ShapeDtypeStructs (with shardings) to restore a tree like `tree` into.
+
+  Leaves keep their sharding; leaves without one (from jax.eval_shape) get
+  `sharding`, by default replicated over all devices of all hosts, so that a
+  checkpoint written on another topology (other hosts or device counts)
+  restores onto this one.
+  """
+  if sharding is None:
+    sharding = parallel.replicated_sharding(parallel.create_mesh())
+
+  def leaf(x):
+    out = ocp.utils.to_shape_dtype_struct(x)
+    if isinstance(out, jax.ShapeDtypeStruct) and out.sharding is None:
+      out = jax.ShapeDtypeStruct(out.shape, out.dtype, sharding=sharding)
+    return out
+
+  return jax.tree_util.tree_map(leaf, tree)
 
 
 class Checkpoints:
@@ -95,15 +111,17 @@ class Checkpoints:
   def restore_latest(self, state):
     """(state restored from the newest readable checkpoint, step) or (state, 0).
 
-    A checkpoint that cannot be restored (truncated, corrupted, partly
-    written) is logged with the reason and moved to WORKDIR/corrupt_checkpoints
-    (so that its step can be written again); the previous one is tried next.
+    A checkpoint that cannot be restored (truncated, corrupted) is logged
+    with the reason and the previous one is tried next; once an older one
+    restores, the unreadable newer ones are moved to
+    WORKDIR/corrupt_checkpoints (so that their steps can be written again).
 
     Raises:
       RuntimeError if checkpoints exist but none of them can be read (rather
       than silently starting from scratch).
     """
     steps = sorted(self.latest.all_steps(), reverse=True)
+    unreadable = []
     for step in steps:
       try:
         restored = self.latest.restore(
@@ -113,18 +131,24 @@ class Checkpoints:
         # orbax / tensorstore raise many types (ValueError, OSError, ...).
         error = e
       if not distributed.any_process(error is not None):
+        # Only checkpoints newer than a readable one are set aside: when none
+        # can be read the cause is more likely the run (e.g. another model)
+        # than the files, and nothing is moved.
+        for bad in unreadable:
+          self._set_aside(bad)
         logging.info('Resuming from %s step %d', self.latest.directory, step)
         return restored, step
       reason = _reason(error) if error is not None else (
           'unreadable on another process')
       logging.error('Checkpoint %s is unreadable (%s); falling back to the '
                     'previous checkpoint', self._path(step), reason)
-      self._set_aside(step)
+      unreadable.append(step)
     if steps:
       raise RuntimeError(
           f'none of the checkpoints {sorted(steps)} in {self.latest.directory} '
-          f'can be read (moved to {self._corrupt_dir()}); remove the workdir '
-          'or start in a new one to train from scratch')
+          f'can be read (last error: {reason}); if they belong to another '
+          'config, use another workdir; if they are damaged, remove them to '
+          'train from scratch')
     return state, 0
 
   def _path(self, step: int) -> str:
