@@ -115,8 +115,11 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
         f'threshold={config.threshold!r} must be one of thresholds='
         f'{thresholds!r}')
   crop = config.data.crop_size
-  check(isinstance(crop, int) and 1 <= crop <= MAX_CROP_SIZE,
-        f'data.crop_size={crop!r} must be an int in [1, {MAX_CROP_SIZE}]')
+  sides = tuple(crop) if isinstance(crop, (tuple, list)) else (crop,)
+  check(len(sides) in (1, 2) and all(
+      isinstance(s, int) and 1 <= s <= MAX_CROP_SIZE for s in sides),
+        f'data.crop_size={crop!r} must be an int (or a (height, width) pair) '
+        f'in [1, {MAX_CROP_SIZE}]')
   lo, hi = tuple(config.data.scale_range)
   check(0 < lo <= hi, f'data.scale_range={(lo, hi)!r} must be 0 < min <= max')
   if device_count:
@@ -145,6 +148,14 @@ def validate_config(config, schema=None, device_count: Optional[int] = None):
     problems = _value_problems(config, device_count)
   if problems:
     raise ValueError('invalid config: ' + '; '.join(problems))
+
+
+def crop_shape(config):
+  """(height, width) of a training crop from data.crop_size (int or pair)."""
+  crop = config.data.crop_size
+  if isinstance(crop, (tuple, list)):
+    return int(crop[0]), int(crop[1])
+  return int(crop), int(crop)
 
 
 def check_class_weights(config, num_classes: int):

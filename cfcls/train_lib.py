@@ -96,7 +96,7 @@ def build(config, num_classes: int, class_names: Sequence[str],
 def initial_state(run: Run, pretrained: Optional[str] = None):
   """Freshly initialised train state (replicated), optionally with weights."""
   config = run.config
-  crop = (config.data.crop_size, config.data.crop_size)
+  crop = config_utils.crop_shape(config)
   variables = None
   if pretrained:
     from cfcls.models import pretrained as pretrained_lib  # pylint: disable=g-import-not-at-top
@@ -122,7 +122,7 @@ def _compiled(kind: str, config_json: str, num_classes: int, devices: tuple):
   run = build(config, num_classes, [''] * num_classes,
               parallel.create_mesh(list(devices)))
   if kind == 'init':
-    crop = (config.data.crop_size, config.data.crop_size)
+    crop = config_utils.crop_shape(config)
     return train_step_lib.make_init_fn(run.model, run.tx, crop, run.mesh)
   if kind == 'train':
     return train_step_lib.make_train_step(config, run.model, run.tx,

@@ -87,7 +87,7 @@ def test_typo_in_a_config_file_names_the_field(tmp_path):
 @pytest.mark.parametrize('overrides, message', [
     ({'batch_size': 5}, 'batch_size=5 is not divisible by the 2 devices'),
     ({'loss': 'cmf'}, "loss='cmf' is not one of"),
-    ({'data.crop_size': 5000}, 'data.crop_size=5000 must be an int in'),
+    ({'data.crop_size': 5000}, 'data.crop_size=5000 must be an int'),
     ({'optimizer': 'rmsprop'}, "optimizer='rmsprop' is not one of"),
     ({'threshold': 0.55}, 'threshold=0.55 must be one of thresholds'),
     ({'warmup_steps': 10, 'num_train_steps': 10}, 'warmup_steps=10 must be'),
