@@ -12,6 +12,7 @@ Everything but flag parsing lives in cfcls.train_lib.
 
 import os
 import signal
+import sys
 
 from absl import app
 from absl import flags
@@ -76,14 +77,31 @@ def main(argv):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')
   from cfcls import distributed  # pylint: disable=g-import-not-at-top
+  try:
+    settings = distributed.resolve(FLAGS.coordinator_address,
+                                   FLAGS.num_processes, FLAGS.process_id,
+                                   auto=FLAGS.distributed_auto)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   # Before any JAX computation: join the other processes, if any.
-  distributed.initialize(
-      distributed.resolve(FLAGS.coordinator_address, FLAGS.num_processes,
-                          FLAGS.process_id, auto=FLAGS.distributed_auto),
-      cpu_devices=FLAGS.cpu_devices)
-  from cfcls import train_lib  # pylint: disable=g-import-not-at-top
+  distributed.initialize(settings, cpu_devices=FLAGS.cpu_devices)
+  # pylint: disable=g-import-not-at-top
+  from cfcls import checkpointing
+  from cfcls import config_utils
+  from cfcls import train_lib
+  from cfcls.data.builders import common
+  # pylint: enable=g-import-not-at-top
 
   _stop_on_signals(train_lib)
+  try:
+    _run(train_lib)
+  except (config_utils.ConfigError, common.BadInputError,
+          checkpointing.CheckpointError) as e:
+    # A bad config, data folder or workdir: the message says what and where.
+    sys.exit(f'train.py: {e}')
+
+
+def _run(train_lib):
   config = FLAGS.config
   workdir = FLAGS.workdir
   output = FLAGS.output or os.path.join(workdir, 'predictions')

@@ -29,6 +29,10 @@ from cfcls import parallel
 BEST_METRIC = 'miou'
 
 
+class CheckpointError(RuntimeError):
+  """Checkpoints exist but none can be restored."""
+
+
 def _reason(error: BaseException) -> str:
   """One line: the exception type and the start of its message."""
   text = ' '.join(str(error).split())
@@ -117,7 +121,7 @@ class Checkpoints:
     WORKDIR/corrupt_checkpoints (so that their steps can be written again).
 
     Raises:
-      RuntimeError if checkpoints exist but none of them can be read (rather
+      CheckpointError if checkpoints exist but none of them can be read (rather
       than silently starting from scratch).
     """
     steps = sorted(self.latest.all_steps(), reverse=True)
@@ -144,7 +148,7 @@ class Checkpoints:
                     'previous checkpoint', self._path(step), reason)
       unreadable.append(step)
     if steps:
-      raise RuntimeError(
+      raise CheckpointError(
           f'none of the checkpoints {sorted(steps)} in {self.latest.directory} '
           f'can be read (last error: {reason}); if they belong to another '
           'config, use another workdir; if they are damaged, remove them to '

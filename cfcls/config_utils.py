@@ -25,6 +25,12 @@ CFM_CLASSES = ('scribbles', 'all')
 # not fit in accelerator memory with any of the supported networks).
 MAX_CROP_SIZE = 2048
 
+
+
+class ConfigError(ValueError):
+  """A config with unknown fields or impossible values (message names them)."""
+
+
 _BASE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), 'configs', 'base.py')
 
@@ -147,7 +153,7 @@ def validate_config(config, schema=None, device_count: Optional[int] = None):
   if not problems:  # Value checks need the fields.
     problems = _value_problems(config, device_count)
   if problems:
-    raise ValueError('invalid config: ' + '; '.join(problems))
+    raise ConfigError('invalid config: ' + '; '.join(problems))
 
 
 def crop_shape(config):
@@ -162,6 +168,6 @@ def check_class_weights(config, num_classes: int):
   """class_weights, if set, must have one weight per foreground class."""
   if config.class_weights is not None and len(
       config.class_weights) != num_classes - 1:
-    raise ValueError(
+    raise ConfigError(
         f'invalid config: class_weights has {len(config.class_weights)} '
         f'values but the dataset has {num_classes - 1} foreground classes')

@@ -226,3 +226,71 @@ def test_corrupt_training_image_without_skip_is_an_error_naming_it(
                      r'set data.skip_corrupt=True'):
     for _ in range(3):  # the 5 examples of epoch 0
       next(it)
+
+
+# ----------------------------------------------------------------------------
+# Bad config or data: one clear error at start (train.py prints it alone).
+
+
+def _bad_input_cases(data_dir, tmp_path):
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  return {
+      'unknown field': (('--config.learning_rat=1',), None),
+      'batch not divisible by the devices': (
+          ('--config.batch_size=3',),
+          'invalid config: batch_size=3 is not divisible by the 2 devices'),
+      'crop too large': (
+          ('--config.data.crop_size=5000',),
+          'invalid config: data.crop_size=5000 must be an int'),
+      'unknown loss': (
+          ('--config.loss=dice',),
+          "invalid config: loss='dice' is not one of ('cfm', 'pce', 'ce')"),
+      'missing data folder': (
+          ('--config.data.name=scribble_folder',
+           f'--config.data.manual_dir={tmp_path / "nowhere"}'),
+          f'{tmp_path / "nowhere"}: missing folder'),
+      'empty data folder': (
+          ('--config.data.name=scribble_folder',
+           f'--config.data.manual_dir={empty}'),
+          f'{empty}/classes.txt: missing file (class names, one per line, '
+          'line 0 = background)'),
+  }
+
+
+@pytest.mark.parametrize('case', [
+    'batch not divisible by the devices', 'crop too large', 'unknown loss',
+    'missing data folder', 'empty data folder'])
+def test_bad_config_or_data_fails_at_start_with_one_message(case, tmp_path):
+  from cfcls import config_utils  # pylint: disable=g-import-not-at-top
+  from cfcls import train_lib  # pylint: disable=g-import-not-at-top
+  from cfcls.data.builders import common  # pylint: disable=g-import-not-at-top
+  data_dir = str(tmp_path / 'tfds')
+  overrides, message = _bad_input_cases(data_dir, tmp_path)[case]
+  config = helpers.load_config(data_dir, *overrides)
+  with pytest.raises((config_utils.ConfigError, common.BadInputError)) as e:
+    train_lib.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert str(e.value).startswith(message), str(e.value)
+  assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
+
+
+def test_train_py_prints_the_message_alone(setup, tmp_path):
+  """What the user sees: `train.py: <message>`, exit code 1, no traceback."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  command = helpers.train_command(
+      str(tmp_path / 'run'), setup['data_dir'], '--config.learning_rat=1',
+      '--config.loss=dice')
+  out = subprocess.run(command, env=setup['env'], capture_output=True,
+                       text=True, check=False, timeout=300)
+  # A field that does not exist is refused while the flags are parsed.
+  assert out.returncode == 1
+  assert 'Traceback' not in out.stderr
+  assert "learning_rat" in out.stderr and 'learning_rate' in out.stderr
+  command = helpers.train_command(str(tmp_path / 'run'), setup['data_dir'],
+                                  '--config.loss=dice')
+  out = subprocess.run(command, env=setup['env'], capture_output=True,
+                       text=True, check=False, timeout=300)
+  assert out.returncode == 1 and 'Traceback' not in out.stderr
+  assert out.stderr.strip().splitlines()[-1] == (
+      "train.py: invalid config: loss='dice' is not one of ('cfm', 'pce', "
+      "'ce')")

@@ -111,8 +111,8 @@ def _builder_and_config(data_config):
     return synthetic_scenes.SyntheticScenes, cfg, None
   if name == 'scribble_folder':
     if not manual_dir:  # the folder names the dataset
-      raise ValueError('data_config.manual_dir must be set for '
-                       'scribble_folder')
+      raise common.BadInputError('data_config.manual_dir must be set for '
+                                 'scribble_folder')
     cfg = scribble_folder.ScribbleFolderConfig(
         name=_folder_config_name(manual_dir, skip), folder=manual_dir,
         skip_corrupt=skip, description=f'scribble folder {manual_dir}')
@@ -124,7 +124,7 @@ def _builder_and_config(data_config):
   if name == 'scribble_cityscapes':
     return scribble_cityscapes.ScribbleCityscapes, (
         scribble_cityscapes.make_config(skip)), manual_dir
-  raise ValueError(
+  raise common.BadInputError(
       f'unknown data_config.name {name!r}; expected synthetic_scenes, '
       'scribble_folder, scribble_voc or scribble_cityscapes')
 
@@ -137,11 +137,13 @@ def get_builder(data_config, prepare: bool = True):
   builder = common.make_builder(cls, cfg, data_dir)
   if prepare and not builder.is_prepared():
     if cls is not synthetic_scenes.SyntheticScenes and not manual_dir:
-      raise ValueError(f'data_config.manual_dir must be set to prepare '
-                       f'{builder.name} (not prepared in {data_dir})')
+      raise common.BadInputError(
+          f'data_config.manual_dir must be set to prepare {builder.name} (not '
+          f'prepared in {data_dir})')
     if manual_dir and not os.path.isdir(manual_dir):
-      raise ValueError(f'{manual_dir}: missing folder (data_config.manual_dir '
-                       f'for {builder.name})')
+      raise common.BadInputError(
+          f'{manual_dir}: missing folder (data_config.manual_dir for '
+          f'{builder.name})')
     logging.info('Preparing %s into %s (manual_dir=%s)', builder.name,
                  builder.data_dir, manual_dir)
     builder.download_and_prepare(
