@@ -70,6 +70,20 @@ def _stop_on_signals(train_lib):
   signal.signal(signal.SIGINT, handler)
 
 
+def _parse_flags(argv):
+  """absl's flag parsing, with one line for a config field that does not exist.
+
+  (ml_collections raises AttributeError for --config.learning_rat=...)
+  """
+  try:
+    return FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    text = str(e).replace('\\n', ' ').replace('\n', ' ').replace('\\', '')
+    field, _, hint = ' '.join(text.replace("'", ' ').split()).partition(' ')
+    text = f'{field} ({hint.strip()})' if hint.strip() else field
+    sys.exit(f'train.py: unknown config field on the command line: {text}')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -126,4 +140,4 @@ def _run(train_lib):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
