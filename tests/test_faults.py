@@ -31,15 +31,18 @@ def setup(tmp_path_factory):
           'env': helpers.subprocess_env(os.path.join(shared, 'jax_cache'))}
 
 
-@pytest.fixture(scope='module')
-def reference(setup):
+def _reference_states(config):
   """States after steps 1..NUM_STEPS of an uninterrupted 1-process run."""
   from cfcls.data import pipeline  # pylint: disable=g-import-not-at-top
-  config = setup['config']
   batches = pipeline.create_train_iterator(
       config.data, config.batch_size, seed=config.seed, process_index=0,
       process_count=1)
   return helpers.reference_states(config, batches, NUM_STEPS)
+
+
+@pytest.fixture(scope='module')
+def reference(interrupted):
+  return interrupted['reference']
 
 
 @pytest.fixture(scope='module')
@@ -75,9 +78,11 @@ def interrupted(setup, tmp_path_factory):
   out['b'] = helpers.finish(proc, log_b) + (helpers.logged_steps(log_b),
                                             helpers.checkpoint_steps(workdir))
 
-  # C: resumes from B's newest complete checkpoint and finishes.
+  # C: resumes from B's newest complete checkpoint and finishes; meanwhile
+  # (the other core) the reference is computed here.
   log_c = str(base / 'c.log')
   proc = helpers.start(helpers.train_command(workdir, data_dir), log_c, env)
+  out['reference'] = _reference_states(setup['config'])
   out['c'] = helpers.finish(proc, log_c) + (helpers.logged_steps(log_c),
                                             helpers.checkpoint_steps(workdir))
   out['workdir'] = workdir
