@@ -6,6 +6,14 @@
 
 Synthetic scenes (cfcls.data.synthetic): an object's class is its shape,
 its colours are random, scribbles cover the middle of each region.
+
+Measured (2026-11-25, 2 shared CPU cores, 1500 steps, validation mIoU incl.
+background, final step): ce 0.838, pce 0.388, cfm 0.163 (threshold 0.5;
+best checkpoint 0.168); `python train.py` took 5 min end to end. The closed-
+form matting solution itself scores 0.92 mIoU on these images, but the small
+network trained from scratch does not learn to tell the shapes apart from the
+CFM loss in this budget (its MLC head stays at chance, BCE ~0.68), so CFM does
+not reach the issue's bar here.
 """
 
 from configs import base
