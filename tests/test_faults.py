@@ -299,3 +299,16 @@ def test_train_py_prints_the_message_alone(setup, tmp_path):
   assert out.stderr.strip().splitlines()[-1] == (
       "train.py: invalid config: loss='dice' is not one of ('cfm', 'pce', "
       "'ce')")
+
+
+def test_corrupt_eval_image_becomes_a_padding_example(tmp_path, monkeypatch):
+  from cfcls.data import pipeline  # pylint: disable=g-import-not-at-top
+  manual = _folder_with_undecodable_image(tmp_path, monkeypatch)
+  config = _folder_data_config(manual, tmp_path / 'tfds', skip=True)
+  batches = list(pipeline.create_eval_iterator(
+      config, 2, split='train', process_index=0, process_count=1))
+  # 5 examples, 'c' unreadable: 3 full batches, 4 real examples.
+  assert [len(b['example_mask']) for b in batches] == [2, 2, 2]
+  names = [n for b in batches for n, m in zip(b['file_name'],
+                                              b['example_mask']) if m]
+  assert sorted(names) == [b'a', b'b', b'd', b'e']

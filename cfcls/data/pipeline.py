@@ -28,7 +28,8 @@ training time an example whose decoding still fails (e.g. data changed after
 preparation) is, with data_config.skip_corrupt, dropped (tf.data
 `ignore_errors`; it shifts the later examples of that run by one) and logged
 with its file name; without it a BadInputError names the file. At eval time
-skip_corrupt drops it with tf.data's own warning.
+skip_corrupt replaces it by a padding example (tf.data's own warning, no
+file name), so the batches keep their shape and count.
 
 Builders are prepared on first use into data_config.data_dir (default
 ~/tensorflow_datasets) from data_config.manual_dir. Where a folder dataset
@@ -492,8 +493,10 @@ def create_eval_dataset(data_config, global_batch_size, *, split=None,
       file_name=tf.constant(b''), height=tf.constant(0, tf.int32),
       width=tf.constant(0, tf.int32),
       scribbles=tf.fill([ph, pw], 255), mask=tf.fill([ph, pw], 255))
-  ds = ds.concatenate(
-      tf.data.Dataset.from_tensors(filler).repeat(num_batches * batch - n))
+  # Fillers without end, then exactly num_batches full batches: an example
+  # that skip_corrupt dropped is replaced by a padding example, so every host
+  # still yields num_batches batches of the same shape.
+  ds = ds.concatenate(tf.data.Dataset.from_tensors(filler).repeat())
   ds = ds.batch(batch).take(num_batches)
   return ds.prefetch(tf.data.AUTOTUNE).with_options(_options()), num_batches
 
