@@ -127,14 +127,8 @@ class Checkpoints:
     steps = sorted(self.latest.all_steps(), reverse=True)
     unreadable = []
     for step in steps:
-      try:
-        restored = self.latest.restore(
-            step, args=ocp.args.StandardRestore(abstract_like(state)))
-        error = None
-      except Exception as e:  # pylint: disable=broad-except
-        # orbax / tensorstore raise many types (ValueError, OSError, ...).
-        error = e
-      if not distributed.any_process(error is not None):
+      restored, error = self._try_restore(self.latest, step, state)
+      if error is None:
         # Only checkpoints newer than a readable one are set aside: when none
         # can be read the cause is more likely the run (e.g. another model)
         # than the files, and nothing is moved.
@@ -142,8 +136,7 @@ class Checkpoints:
           self._set_aside(bad)
         logging.info('Resuming from %s step %d', self.latest.directory, step)
         return restored, step
-      reason = _reason(error) if error is not None else (
-          'unreadable on another process')
+      reason = error
       logging.error('Checkpoint %s is unreadable (%s); falling back to the '
                     'previous checkpoint', self._path(step), reason)
       unreadable.append(step)
@@ -154,6 +147,19 @@ class Checkpoints:
           'config, use another workdir; if they are damaged, remove them to '
           'train from scratch')
     return state, 0
+
+  def _try_restore(self, manager, step: int, state):
+    """(restored, None), or (None, reason) if any process cannot read it."""
+    try:
+      restored = manager.restore(
+          step, args=ocp.args.StandardRestore(abstract_like(state)))
+      error = None
+    except Exception as e:  # pylint: disable=broad-except
+      # orbax / tensorstore raise many types (ValueError, OSError, ...).
+      restored, error = None, _reason(e)
+    if distributed.any_process(error is not None):
+      return None, error or 'unreadable on another process'
+    return restored, None
 
   def _path(self, step: int) -> str:
     return os.path.join(str(self.latest.directory), str(step))
@@ -178,9 +184,12 @@ class Checkpoints:
   def restore_for_eval(self, state, step: Optional[int] = None):
     """(state, step, source): the best checkpoint, or `step` if given.
 
-    Without a best checkpoint (no evaluation yet) the latest one is used.
-    Raises FileNotFoundError when there is nothing to restore.
+    Without a best checkpoint (no evaluation yet) the latest one is used; an
+    unreadable best checkpoint is logged and the newest readable of the latest
+    ones is used instead (not when `step` is given). Raises FileNotFoundError
+    when there is nothing to restore, CheckpointError when nothing can be read.
     """
+    fallback = step is None
     if step is None:
       step, manager = self.best.best_step(), self.best
       if step is None:
@@ -196,10 +205,23 @@ class Checkpoints:
     if step is None:
       raise FileNotFoundError(f'no checkpoint in {self.workdir}/checkpoints or '
                               f'{self.workdir}/best: train first')
-    restored = manager.restore(
-        step, args=ocp.args.StandardRestore(abstract_like(state)))
-    source = os.path.basename(str(manager.directory))
-    return restored, step, source
+    candidates = [(manager, step)]
+    if fallback:
+      candidates += [(self.latest, s) for s in sorted(
+          self.latest.all_steps(), reverse=True)
+                     if (self.latest, s) != (manager, step)]
+    for manager, step in candidates:
+      restored, error = self._try_restore(manager, step, state)
+      path = os.path.join(str(manager.directory), str(step))
+      if error is None:
+        return restored, step, os.path.basename(str(manager.directory))
+      logging.error('Checkpoint %s is unreadable (%s)%s', path, error,
+                    '; falling back to the newest readable one in '
+                    f'{self.latest.directory}' if fallback else '')
+    if not fallback:
+      raise CheckpointError(f'checkpoint {path} cannot be read ({error})')
+    raise CheckpointError(f'no checkpoint in {self.workdir} can be read (last '
+                          f'error: {error})')
 
   def wait(self):
     self.latest.wait_until_finished()

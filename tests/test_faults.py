@@ -13,6 +13,7 @@ import random
 import shutil
 import signal
 
+import jax
 import pytest
 
 import faults_helpers as helpers
@@ -312,3 +313,25 @@ def test_corrupt_eval_image_becomes_a_padding_example(tmp_path, monkeypatch):
   names = [n for b in batches for n, m in zip(b['file_name'],
                                               b['example_mask']) if m]
   assert sorted(names) == [b'a', b'b', b'd', b'e']
+
+
+def test_unreadable_best_checkpoint_eval_uses_the_newest_readable(
+    interrupted, setup, reference, tmp_path, caplog):
+  from cfcls import checkpointing  # pylint: disable=g-import-not-at-top
+  from cfcls import train_lib  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(interrupted['workdir'], workdir)
+  best = os.listdir(os.path.join(workdir, 'best'))
+  assert best == [str(NUM_STEPS)]  # the final evaluation's checkpoint
+  _truncate_largest_file(os.path.join(workdir, 'best', best[0]))
+  run = helpers.build_run(setup['config'])
+  ckpts = checkpointing.Checkpoints(workdir, read_only=True)
+  with caplog.at_level(logging.ERROR):
+    state, step, source = ckpts.restore_for_eval(
+        train_lib._abstract_state(run))  # pylint: disable=protected-access
+  ckpts.close()
+  assert (step, source) == (NUM_STEPS, 'checkpoints')
+  helpers.assert_states_close(jax.device_get(state), reference[-1])
+  assert any(r.getMessage().startswith(
+      f'Checkpoint {workdir}/best/{NUM_STEPS} is unreadable (')
+             for r in caplog.records)
