@@ -7,14 +7,19 @@ cores; command-line overrides set data.data_dir and the step counts.
 from configs import base
 
 
+def set_tiny_model(model):
+  """The tests' tiny ResNet-18 DeepLabV3+ (width 1/8, 16-channel heads)."""
+  model.backbone = 'resnet18'
+  model.width = 0.125
+  model.aspp_channels = 16
+  model.decoder_channels = 16
+  model.low_level_channels = 8
+  model.mlc_hidden = 16
+
+
 def get_config():
   config = base.get_config()
-  config.model.backbone = 'resnet18'
-  config.model.width = 0.125
-  config.model.aspp_channels = 16
-  config.model.decoder_channels = 16
-  config.model.low_level_channels = 8
-  config.model.mlc_hidden = 16
+  set_tiny_model(config.model)
   config.data.name = 'synthetic_scenes'
   config.data.builder_config = ''
   config.data.synthetic.num_train = 16

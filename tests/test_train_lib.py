@@ -17,6 +17,7 @@ from cfcls import checkpointing
 from cfcls import config_utils
 from cfcls import train_lib
 from cfcls import train_step as train_step_lib
+import faults_tiny_config
 from cfcls.data import pipeline
 
 IMAGE = 40
@@ -24,12 +25,7 @@ IMAGE = 40
 
 def tiny_config(data_dir):
   config = config_utils.default_schema()
-  config.model.backbone = 'resnet18'
-  config.model.width = 0.125
-  config.model.aspp_channels = 16
-  config.model.decoder_channels = 16
-  config.model.low_level_channels = 8
-  config.model.mlc_hidden = 16
+  faults_tiny_config.set_tiny_model(config.model)
   config.data.name = 'synthetic_scenes'
   config.data.builder_config = ''
   config.data.data_dir = str(data_dir)

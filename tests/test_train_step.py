@@ -15,6 +15,7 @@ from cfcls import inference
 from cfcls import optim
 from cfcls import parallel
 from cfcls import train_step as train_step_lib
+import faults_tiny_config
 
 NUM_CLASSES = 4
 DATA = parallel.DATA_AXIS
@@ -23,12 +24,7 @@ SIZE = 32
 
 def tiny_config(loss):
   config = config_utils.default_schema()
-  config.model.backbone = 'resnet18'
-  config.model.width = 0.125
-  config.model.aspp_channels = 16
-  config.model.decoder_channels = 16
-  config.model.low_level_channels = 8
-  config.model.mlc_hidden = 16
+  faults_tiny_config.set_tiny_model(config.model)
   config.data.crop_size = SIZE
   config.loss = loss
   # SGD: Adam's first step is lr * sign(g), which turns float noise in
