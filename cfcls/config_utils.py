@@ -21,6 +21,7 @@ OPTIMIZERS = ('adam', 'sgd')
 LR_SCHEDULES = ('poly', 'constant')
 ANNOTATIONS = ('scribbles', 'dots')
 CFM_CLASSES = ('scribbles', 'all')
+CFM_NORMS = ('residual', 'energy')
 # Largest training crop side; larger crops are almost surely a typo (and would
 # not fit in accelerator memory with any of the supported networks).
 MAX_CROP_SIZE = 2048
@@ -93,6 +94,7 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
   one_of('lr_schedule', config.lr_schedule, LR_SCHEDULES)
   one_of('data.annotation', config.data.annotation, ANNOTATIONS)
   one_of('cfm_classes', config.cfm_classes, CFM_CLASSES)
+  one_of('cfm_norm', config.cfm_norm, CFM_NORMS)
   check(config.lam > 0, f'lam={config.lam!r} must be > 0')
   check(config.beta >= 0, f'beta={config.beta!r} must be >= 0')
   check(config.learning_rate > 0,

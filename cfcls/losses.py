@@ -40,13 +40,27 @@ def matting_residual(stats: laplacian.WindowStats, alpha, labelled, targets,
           + lam * labelled * (alpha - targets))
 
 
+CFM_NORMS = ('residual', 'energy')
+
+
 def cfm_loss(stats: laplacian.WindowStats, alpha, scribbles,
              num_classes: int, lam: float = 100.0, class_weights=None,
-             presence=None) -> Tuple[jax.Array, jax.Array]:
+             presence=None, norm: str = 'residual'
+             ) -> Tuple[jax.Array, jax.Array]:
   """Closed-form matting loss: residual of (L + lam D_c) alpha_c = lam D_c S_c.
 
-  Scale: for image b, sum_c w_c g_bc ||r_bc||^2 / N with N = H * W pixels and
-  g_bc the presence gate, then the mean over the batch.
+  Scale: for image b, sum_c w_c g_bc e_bc / N with N = H * W pixels and
+  g_bc the presence gate, then the mean over the batch, where e_bc measures
+  the residual r = A alpha - b (A = L + lam D_c, b = lam D_c S_c):
+
+  * norm='residual' (the paper): e = ||r||^2, whose Hessian in alpha is
+    2 A^2;
+  * norm='energy': e = ||r||^2 in the A^-1 norm, up to a constant: the
+    matting energy alpha^T L alpha + lam (alpha - S)^T D (alpha - S). Same
+    minimiser (the closed-form matte A^-1 b), Hessian 2 A, so its condition
+    number is the square root of the residual form's; its gradient at an
+    unscribbled pixel is 2 (L alpha)_i (pull towards the colour-affine model
+    of its windows) where the residual form's is 2 (L r)_i.
 
   Args:
     stats: WindowStats of the B input images (no gradient flows to them).
@@ -59,6 +73,7 @@ def cfm_loss(stats: laplacian.WindowStats, alpha, scribbles,
     presence: optional [B, K-1] gate (1 = class counts in that image). None
       gates by the scribbles: class c counts in image b iff some scribble
       pixel of b is c.
+    norm: 'residual' or 'energy' (see above).
 
   Returns:
     (loss scalar, per_class [K-1]) with loss = sum(per_class); per_class[c] is
@@ -75,10 +90,17 @@ def cfm_loss(stats: laplacian.WindowStats, alpha, scribbles,
     _validate.check_shape('class_weights', class_weights, (k1,), '[K-1]')
   if presence is not None:
     _validate.check_shape('presence', presence, (b, k1), '[B, K-1]')
+  if norm not in CFM_NORMS:
+    raise ValueError(f'norm={norm!r} is not one of {CFM_NORMS}')
   scribbles = jnp.asarray(scribbles)
   labelled, targets = scribble_constraints(scribbles, num_classes)
-  residual = matting_residual(stats, alpha, labelled, targets, lam)
-  per_image = jnp.sum(jnp.square(residual), axis=(1, 2)) / (h * w)  # [B, K-1]
+  if norm == 'residual':
+    residual = matting_residual(stats, alpha, labelled, targets, lam)
+    error = jnp.square(residual)
+  else:
+    error = (alpha * laplacian.laplacian_matvec(stats, alpha)
+             + lam * labelled * jnp.square(alpha - targets))
+  per_image = jnp.sum(error, axis=(1, 2)) / (h * w)  # [B, K-1]
   if presence is None:
     gate = jnp.max(targets, axis=(1, 2))
   else:

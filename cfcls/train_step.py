@@ -143,7 +143,7 @@ def loss_terms(config, num_classes: int, outputs, mlc_logits, batch,
     cfm, _ = losses.cfm_loss(stats, outputs, batch['scribbles'], num_classes,
                              lam=config.lam,
                              class_weights=_class_weights(config),
-                             presence=presence)
+                             presence=presence, norm=config.cfm_norm)
     shares['cfm'] = cfm / num_devices
     use_mlc = True
   elif config.loss == 'pce':

@@ -22,6 +22,8 @@ def get_model_config():
   model.decoder_channels = 256
   model.low_level_channels = 48
   model.mlc_hidden = 256
+  model.mlc_features = 'backbone'  # backbone (the paper) | decoder: what the
+  # MLC head pools
   model.bn_momentum = 0.9  # flax decay of the BatchNorm running averages
   return model
 
@@ -69,6 +71,11 @@ def get_config():
   # only classes with a scribble in the crop) or 'all' (every class; for an
   # absent class the system asks for alpha = 0 on every scribbled pixel).
   config.cfm_classes = 'scribbles'
+  # How the residual r = (L + lam D) alpha - lam D S is measured: 'residual'
+  # (the paper: ||r||^2) or 'energy' (r in the A^-1 norm = the matting energy
+  # alpha^T L alpha + lam ||D (alpha - S)||^2; same minimiser, better
+  # conditioned; see cfcls.losses.cfm_loss).
+  config.cfm_norm = 'residual'
   config.laplacian_eps = 1e-7
   config.laplacian_radius = 1
 

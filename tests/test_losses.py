@@ -136,6 +136,39 @@ def test_cfm_loss_is_zero_for_exact_solution_and_images_get_no_gradient(
   assert np.all(np.asarray(g_img) == 0)
 
 
+def test_cfm_energy_norm_matches_sparse_and_its_gradient_is_the_residual(
+    setup):
+  # norm='energy': alpha^T L alpha + lam ||D (alpha - S)||^2 per class and
+  # image (scipy's L), and its gradient is 2 r / N / B: the residual of the
+  # same system, so the minimiser is the closed-form matte.
+  _, scribbles, alpha, stats, lmats = setup
+  b, h, w, k1 = alpha.shape
+  fn = jax.jit(jax.value_and_grad(
+      lambda a: losses.cfm_loss(stats, a, scribbles, NUM_CLASSES, lam=LAM,
+                                norm='energy'), has_aux=True))
+  (loss, per_class), grad = fn(jnp.asarray(alpha))
+  terms = np.zeros((b, k1))
+  want_grad = np.zeros(alpha.shape)
+  for i in range(b):
+    labelled = (scribbles[i] != 255).ravel().astype(np.float64)
+    a_mat = lmats[i] + LAM * scipy.sparse.diags(labelled)
+    for c in range(k1):
+      s = (scribbles[i] == c + 1).ravel().astype(np.float64)
+      a = alpha[i, ..., c].ravel().astype(np.float64)
+      gate = float(s.any())
+      terms[i, c] = gate * (a @ (lmats[i] @ a)
+                            + LAM * np.sum(labelled * (a - s) ** 2)) / (h * w)
+      r = a_mat @ a - LAM * labelled * s
+      want_grad[i, ..., c] = (gate * 2 * r / (h * w) / b).reshape(h, w)
+  np.testing.assert_allclose(np.asarray(per_class), terms.mean(0), rtol=1e-4)
+  np.testing.assert_allclose(float(loss), terms.mean(0).sum(), rtol=1e-4)
+  scale = np.abs(want_grad).max()
+  assert np.abs(np.asarray(grad) - want_grad).max() < 1e-4 * scale
+  with pytest.raises(ValueError, match="norm='l1' is not one of"):
+    losses.cfm_loss(stats, jnp.asarray(alpha), scribbles, NUM_CLASSES,
+                    norm='l1')
+
+
 def _np_log_softmax(x):
   x = x - x.max(-1, keepdims=True)
   return x - np.log(np.exp(x).sum(-1, keepdims=True))

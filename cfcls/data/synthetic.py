@@ -1,11 +1,17 @@
 """Synthetic scenes: the demo's dataset, generated here (numpy + OpenCV only).
 
 Each scene is a textured background with a few objects. An object's class is
-its SHAPE (disc, square, triangle, ring, cross); its colours are random per
-instance (two flat colour pieces split by a line across the object's
-scribble, light noise) and chosen to contrast with the background under it,
-so colour does not give away the class while colour edges do give away the
-object's extent. Edges are soft
+its SHAPE (disc, square, triangle, ring, cross) and a class-specific fine
+pattern (horizontal, vertical or diagonal stripes, checks, dots) printed on
+its CORE only, the part deeper than CORE_DEPTH of its largest depth, where
+the scribbles run. Its colours are random per instance (two flat colour
+pieces split by a line across the object's scribble, light noise) and chosen
+to contrast with the background under it, so colour does not give away the
+class while colour edges do give away the object's extent. So, as with a
+pretrained network on photos, what an object is can be learnt from the
+scribbled pixels, but where it ends cannot: the plain band between the core
+and the edge is never scribbled, and only the image's colour edges (the
+matting Laplacian) or full masks say how far it reaches. Edges are soft
 (anti-aliased from signed distance functions). Scribbles are synthesised from
 the masks with `scribbles.synthesize_scribbles` (also on the background), so
 they cover the middle of each region and leave its extent to be inferred.
@@ -21,6 +27,12 @@ from cfcls.data import scribbles as scribbles_lib
 
 CLASS_NAMES = ('background', 'disc', 'square', 'triangle', 'ring', 'cross')
 NUM_CLASSES = len(CLASS_NAMES)
+# The class patterns on the object cores (index = class id - 1), their
+# brightness amplitude, and the core: depth > CORE_DEPTH * the object's
+# largest depth (distance from its edge).
+PATTERNS = ('hstripes', 'vstripes', 'checks', 'diagonal', 'dots')
+PATTERN_AMPLITUDE = 0.14
+CORE_DEPTH = 0.45
 _SPLIT_CODES = {'train': 0, 'validation': 1}
 
 
@@ -60,6 +72,31 @@ def shape_sdf(cls: int, dx, dy, r: float, theta: float) -> np.ndarray:
     arm = 0.3 * r
     return np.minimum(_box_sdf(px, py, r, arm), _box_sdf(px, py, arm, r))
   raise ValueError(f'unknown shape class {cls}')
+
+
+def class_pattern(cls: int, xx, yy, scale: float = 1.0) -> np.ndarray:
+  """Class `cls`'s pattern in {-1, 1} at pixel coordinates xx, yy [H, W].
+
+  Axis-aligned in image coordinates, periods of 4-6 px at 128 px images
+  (times `scale`).
+  """
+  name = PATTERNS[cls - 1]
+  p = 4.0 * scale
+  if name == 'hstripes':
+    v = np.sin(2 * np.pi * (yy + 0.5) / p)
+  elif name == 'vstripes':
+    v = np.sin(2 * np.pi * (xx + 0.5) / p)
+  elif name == 'checks':
+    v = np.sin(np.pi * (xx + 0.5) / (1.5 * p)) * np.sin(
+        np.pi * (yy + 0.5) / (1.5 * p))
+  elif name == 'diagonal':
+    v = np.sin(2 * np.pi * (xx + yy + 0.5) / (1.4 * p))
+  elif name == 'dots':
+    v = np.where((np.mod(xx, 1.25 * p) < 0.5 * p)
+                 & (np.mod(yy, 1.25 * p) < 0.5 * p), 1.0, -1.0)
+  else:
+    raise ValueError(f'unknown pattern {name!r}')
+  return np.where(v >= 0, 1.0, -1.0).astype(np.float32)
 
 
 def _smooth_noise(rng, size, cells, channels):
@@ -123,7 +160,8 @@ def render_scene(rng: np.random.Generator, size: int = 128,
 
   Geometry first (shapes, mask, scribbles from the mask), then colours: each
   object gets two random colour pieces that contrast with the background
-  under it, split by a line across its stroke.
+  under it, split by a line across its stroke, and its class pattern on its
+  core.
 
   Returns:
     image uint8 [size, size, 3], mask uint8 [size, size] (ids 0..5),
@@ -154,10 +192,11 @@ def render_scene(rng: np.random.Generator, size: int = 128,
     inside = alpha > 0.5
     mask[box][inside] = cls
     instance[box][inside] = len(objects)
-    objects.append((cls, cx, cy, r, box, alpha.astype(np.float32)))
+    core = sdf < CORE_DEPTH * np.min(sdf)
+    objects.append((cls, cx, cy, r, box, alpha.astype(np.float32), core))
   scribbles = scribbles_lib.synthesize_scribbles(mask)
   img = bg.copy()
-  for k, (cls, cx, cy, r, box, alpha) in enumerate(objects):
+  for k, (cls, cx, cy, r, box, alpha, core) in enumerate(objects):
     inside = alpha > 0.5
     # Contrast with what lies under the object (background, earlier objects).
     under = img[box]
@@ -167,6 +206,8 @@ def render_scene(rng: np.random.Generator, size: int = 128,
     rows, cols = np.nonzero((instance == k) & (scribbles == cls))
     side = _split_side(rng, xx[box], yy[box], rows, cols, cx, cy, r)
     obj = np.where(side[..., None], col_a, col_b).astype(np.float32)
+    pattern = class_pattern(cls, xx[box], yy[box], scale)
+    obj = obj + (PATTERN_AMPLITUDE * pattern * core)[..., None]
     obj = np.clip(obj + rng.normal(0, 0.015, obj.shape), 0, 1)
     a = alpha[..., None]
     img[box] = img[box] * (1 - a) + obj * a

@@ -18,7 +18,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 MODEL_DEFAULTS = dict(
     backbone="resnet101", output_stride=16, dtype="float32", width=1.0,
     aspp_channels=256, decoder_channels=256, low_level_channels=48,
-    mlc_hidden=256, bn_momentum=0.9)
+    mlc_hidden=256, mlc_features="backbone", bn_momentum=0.9)
 
 
 def create_model(model_config, num_classes: int, num_outputs: int | None = None,
@@ -30,7 +30,8 @@ def create_model(model_config, num_classes: int, num_outputs: int | None = None,
       'resnet34' | 'resnet50' | 'resnet101' | 'resnet152'), ``output_stride``
       (8 | 16), ``dtype`` ('float32' | 'bfloat16'), ``width``,
       ``aspp_channels``, ``decoder_channels``, ``low_level_channels``,
-      ``mlc_hidden`` and optionally ``bn_momentum`` (flax decay, default 0.9);
+      ``mlc_hidden`` and optionally ``mlc_features`` ('backbone' | 'decoder')
+      and ``bn_momentum`` (flax decay, default 0.9);
       missing fields take the defaults in ``MODEL_DEFAULTS``.
     num_classes: K, classes including background (>= 2).
     num_outputs: per-pixel output channels; default K-1 (one linear alpha
@@ -75,6 +76,7 @@ def create_model(model_config, num_classes: int, num_outputs: int | None = None,
       num_outputs=num_outputs, num_mlc_logits=int(num_classes) - 1,
       depth=BACKBONES[backbone], output_stride=int(output_stride), width=width,
       dtype=DTYPES[dtype], axis_name=axis_name,
+      mlc_features=str(get("mlc_features")),
       bn_momentum=float(get("bn_momentum")), **channels)
 
 

@@ -13,8 +13,10 @@ Structure (Chen et al. 2018, as used by the CFM paper, SPEC section 6):
   activation: the CFM loss wants unconstrained alpha mattes), computed in
   float32 and bilinearly resized to the input size (``jax.image.resize``, half-
   pixel centres; any size, odd ones included);
-* ``mlc_head``: global average pooling of the backbone output, Dense + ReLU,
-  Dense to ``num_classes - 1`` logits (one per foreground class).
+* ``mlc_head``: global average pooling of the backbone output (the paper's
+  encoder features; ``mlc_features='decoder'``: of the decoder output),
+  Dense + ReLU, Dense to ``num_classes - 1`` logits (one per foreground
+  class).
 
 Every channel count is multiplied by ``width``. No dropout anywhere, so a
 forward pass is deterministic given the BN mode.
@@ -36,6 +38,9 @@ def resize_bilinear(x, height: int, width: int):
     return x
   return jax.image.resize(x, (x.shape[0], height, width, x.shape[3]),
                           method="bilinear")
+
+
+MLC_FEATURES = ("backbone", "decoder")
 
 
 class ConvBNReLU(nn.Module):
@@ -134,6 +139,8 @@ class DeepLabV3Plus(nn.Module):
     dtype: compute dtype of backbone, ASPP and decoder.
     aspp_channels, decoder_channels, low_level_channels, mlc_hidden: channel
       counts before the width multiplier.
+    mlc_features: what the MLC head pools: "backbone" (the encoder output)
+      or "decoder" (the decoder output the mattes come from).
     axis_name: mapped axis over which BatchNorm averages batch statistics.
     bn_momentum: decay of the BatchNorm running averages.
   """
@@ -147,6 +154,7 @@ class DeepLabV3Plus(nn.Module):
   decoder_channels: int = 256
   low_level_channels: int = 48
   mlc_hidden: int = 256
+  mlc_features: str = "backbone"
   axis_name: str | None = None
   bn_momentum: float = 0.9
 
@@ -163,6 +171,9 @@ class DeepLabV3Plus(nn.Module):
       ``(outputs, mlc_logits)``: float32 ``[B, H, W, num_outputs]`` and float32
       ``[B, num_mlc_logits]``.
     """
+    if self.mlc_features not in MLC_FEATURES:
+      raise ValueError(f"mlc_features={self.mlc_features!r} is not one of "
+                       f"{MLC_FEATURES}")
     if self.output_stride not in (8, 16):
       raise ValueError(
           f"output_stride={self.output_stride!r} is not supported by "
@@ -179,10 +190,11 @@ class DeepLabV3Plus(nn.Module):
         features["out"], train)
     x = Decoder(scale(self.low_level_channels), scale(self.decoder_channels),
                 name="decoder", **shared)(x, features["stride4"], train)
+    mlc_input = x if self.mlc_features == "decoder" else features["out"]
     x = nn.Conv(self.num_outputs, (1, 1), dtype=jnp.float32,
                 param_dtype=jnp.float32, name="classifier")(
                     x.astype(jnp.float32))
     outputs = resize_bilinear(x, height, width_px)
     mlc_logits = MLCHead(self.num_mlc_logits, scale(self.mlc_hidden),
-                         name="mlc_head")(features["out"])
+                         name="mlc_head")(mlc_input)
     return outputs, mlc_logits

@@ -1,0 +1,246 @@
+"""Quality sweep of demo recipes, without tensorflow (runs on the GPU machine).
+
+Trains variants of configs/demo.py (config overrides, see VARIANTS) on the
+synthetic scenes and prints the validation mIoU of each, at several
+thresholds, with and without the MLC presence gate, plus the MLC head's
+accuracy. The input is a numpy re-implementation of the training pipeline
+(random scale, crop, flip; presence from the crop's annotation), so the
+numbers are close to, not the same as, `python train.py`'s: use it to rank
+recipes, then confirm the chosen one with train.py.
+
+  python benchmarks/demo_sweep.py --variants=cfm,pce,ce --steps=1500
+  python benchmarks/demo_sweep.py --variants=all --parallel=8   # on a GPU
+
+Each variant runs in its own process (`--parallel` at once; on one GPU each
+gets 1/parallel of its memory). Results: one JSON line per variant on stdout
+and in --out.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# name -> config overrides on top of configs/demo.py ('a.b' = nested field).
+VARIANTS = {
+    'ce': {'loss': 'ce'},
+    'pce': {'loss': 'pce'},
+    'cfm': {},
+    'cfm_all': {'cfm_classes': 'all'},
+    'cfm_energy': {'cfm_norm': 'energy'},
+    'cfm_energy_all': {'cfm_norm': 'energy', 'cfm_classes': 'all'},
+    'cfm_energy_all_lam10': {'cfm_norm': 'energy', 'cfm_classes': 'all',
+                             'lam': 10.0},
+    'cfm_mlcdec': {'model.mlc_features': 'decoder'},
+    'cfm_energy_mlcdec': {'cfm_norm': 'energy',
+                          'model.mlc_features': 'decoder'},
+    'cfm_lam1_all': {'cfm_classes': 'all', 'lam': 1.0},
+    'cfm_energy_all_lr1e3': {'cfm_norm': 'energy', 'cfm_classes': 'all',
+                             'learning_rate': 1e-3},
+    'cfm_energy_all_3k': {'cfm_norm': 'energy', 'cfm_classes': 'all',
+                          'num_train_steps': 3000},
+    'cfm_energy_all_mlcdec': {'cfm_norm': 'energy', 'cfm_classes': 'all',
+                              'model.mlc_features': 'decoder'},
+    'cfm_energy_3k': {'cfm_norm': 'energy', 'num_train_steps': 3000},
+    'cfm_energy_lam10': {'cfm_norm': 'energy', 'lam': 10.0},
+    'cfm_energy_lam1000': {'cfm_norm': 'energy', 'lam': 1000.0},
+    'cfm_energy_w05': {'cfm_norm': 'energy', 'model.width': 0.5},
+    'cfm_energy_all_w05': {'cfm_norm': 'energy', 'cfm_classes': 'all',
+                           'model.width': 0.5},
+}
+THRESHOLDS = (0.4, 0.5, 0.6, 0.7)
+
+
+def make_config(name, steps):
+  from configs import demo  # pylint: disable=g-import-not-at-top
+  config = demo.get_config()
+  for key, value in VARIANTS[name].items():
+    node = config
+    *path, leaf = key.split('.')
+    for p in path:
+      node = node[p]
+    node[leaf] = value
+  if steps:
+    config.num_train_steps = steps
+  return config
+
+
+def make_data(config, path):
+  """Renders the demo's train/validation scenes into an npz (once)."""
+  from cfcls.data import synthetic  # pylint: disable=g-import-not-at-top
+  syn = config.data.synthetic
+  out = {}
+  for split, num in (('train', syn.num_train), ('validation', syn.num_val)):
+    exs = [synthetic.generate_example(syn.seed, split, i, syn.image_size)
+           for i in range(num)]
+    for key in ('image', 'mask', 'scribbles'):
+      out[f'{split}_{key}'] = np.stack([e[key] for e in exs])
+  np.savez(path, **out)
+
+
+def crop_example(rng, image, scribbles, mask, crop, scale_range, num_classes):
+  """Random scale / crop / flip of one example (numpy, nearest for labels)."""
+  import cv2  # pylint: disable=g-import-not-at-top
+  s = rng.uniform(*scale_range)
+  h, w = image.shape[:2]
+  sh, sw = max(int(round(h * s)), 1), max(int(round(w * s)), 1)
+  image = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_LINEAR)
+  scribbles = cv2.resize(scribbles, (sw, sh), interpolation=cv2.INTER_NEAREST)
+  mask = cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_NEAREST)
+  out_img = np.zeros((crop, crop, 3), np.uint8)
+  out_scr = np.full((crop, crop), 255, np.uint8)
+  out_mask = np.full((crop, crop), 255, np.uint8)
+  valid = np.zeros((crop, crop), np.float32)
+  y0 = rng.integers(0, max(sh - crop, 0) + 1)
+  x0 = rng.integers(0, max(sw - crop, 0) + 1)
+  oy = rng.integers(0, max(crop - sh, 0) + 1)
+  ox = rng.integers(0, max(crop - sw, 0) + 1)
+  ch, cw = min(crop, sh), min(crop, sw)
+  src = (slice(y0, y0 + ch), slice(x0, x0 + cw))
+  dst = (slice(oy, oy + ch), slice(ox, ox + cw))
+  out_img[dst], out_scr[dst], out_mask[dst] = image[src], scribbles[src], mask[src]
+  valid[dst] = 1
+  if rng.random() < 0.5:
+    out_img, out_scr = out_img[:, ::-1], out_scr[:, ::-1]
+    out_mask, valid = out_mask[:, ::-1], valid[:, ::-1]
+  present = np.zeros(num_classes - 1, np.float32)
+  ids = np.unique(out_scr)
+  ids = ids[(ids > 0) & (ids < num_classes)]
+  present[ids - 1] = 1
+  return out_img, out_scr.astype(np.int32), out_mask.astype(np.int32), valid, present
+
+
+def run_variant(name, steps, data_path):
+  """Trains one variant; returns its result dict."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from cfcls import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  from cfcls import parallel, train_lib, train_step  # pylint: disable=g-import-not-at-top
+  from cfcls.data import synthetic  # pylint: disable=g-import-not-at-top
+
+  config = make_config(name, steps)
+  k = synthetic.NUM_CLASSES
+  data = np.load(data_path)
+  mesh = parallel.create_mesh(jax.devices()[:1])
+  run = train_lib.build(config, k, synthetic.CLASS_NAMES, mesh)
+  state = train_step.make_init_fn(run.model, run.tx, (config.data.crop_size,) * 2,
+                                  mesh)(jax.random.key(config.seed))
+  step_fn = train_step.make_train_step(config, run.model, run.tx, k, mesh,
+                                       run.learning_rate_fn)
+  rng = np.random.default_rng(config.seed)
+  n_train = data['train_image'].shape[0]
+  t0 = time.time()
+  history = []
+  for step in range(config.num_train_steps):
+    idx = rng.integers(0, n_train, config.batch_size)
+    parts = [crop_example(rng, data['train_image'][i], data['train_scribbles'][i],
+                          data['train_mask'][i], config.data.crop_size,
+                          tuple(config.data.scale_range), k) for i in idx]
+    batch = {key: np.stack([p[j] for p in parts]) for j, key in enumerate(
+        ('image', 'scribbles', 'mask', 'valid', 'presence'))}
+    state, m = step_fn(state, parallel.host_batch_to_global(batch, mesh))
+    if (step + 1) % 100 == 0:
+      history.append({kk: float(v) for kk, v in jax.device_get(m).items()})
+  jax.block_until_ready(state)
+  train_s = time.time() - t0
+
+  # Evaluation on the full validation images: scores without the gate, then
+  # labels with and without it on the host.
+  config.mlc_gate = False
+  fwd = jax.jit(lambda v, x: train_step.forward(config, run.eval_model, v, x))
+  variables = state.variables()
+  images, masks = data['validation_image'], data['validation_mask']
+  scrib = data['validation_scribbles']
+  conf = {}
+  mlc_correct = mlc_total = 0
+  for start in range(0, images.shape[0], 20):
+    out = jax.device_get(fwd(variables, jnp.asarray(images[start:start + 20])))
+    scores, probs = out['scores'], out['probs']
+    gt = masks[start:start + 20].astype(np.int64)
+    present = np.stack([np.isin(np.arange(1, k), np.unique(s)) for s in
+                        scrib[start:start + 20]])
+    mlc_correct += int(np.sum((probs >= 0.5) == present))
+    mlc_total += present.size
+    if config.loss == 'cfm':
+      gated = scores * (probs >= 0.5)[:, None, None, :]
+      cases = {}
+      for t in THRESHOLDS:
+        for gname, sc in (('gate', gated), ('nogate', scores)):
+          best = np.argmax(sc, -1) + 1
+          cases[f'{gname}_{t}'] = np.where(sc.max(-1) >= t, best, 0)
+    else:
+      cases = {'argmax': out['labels'][0]}
+    for key, labels in cases.items():
+      valid = gt != 255
+      idx = gt[valid] * k + labels[valid]
+      conf[key] = conf.get(key, 0) + np.bincount(idx, minlength=k * k).reshape(k, k)
+  miou = {key: round(metrics_lib.segmentation_metrics(c)['miou'], 4)
+          for key, c in conf.items()}
+  return {'variant': name, 'overrides': VARIANTS[name],
+          'steps': config.num_train_steps, 'train_s': round(train_s, 1),
+          'device': jax.devices()[0].device_kind, 'miou': miou,
+          'best': max(miou.items(), key=lambda kv: kv[1]),
+          'mlc_accuracy': round(mlc_correct / max(mlc_total, 1), 3),
+          'last_train': history[-1] if history else {},
+          'loss_every_100': [round(h['loss'], 4) for h in history]}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--variants', default='cfm,pce,ce',
+                      help=f'comma-separated, or "all": {", ".join(VARIANTS)}')
+  parser.add_argument('--steps', type=int, default=0,
+                      help='training steps (0 = the demo config\'s)')
+  parser.add_argument('--parallel', type=int, default=1)
+  parser.add_argument('--data', default='/tmp/cfcls_demo_sweep.npz')
+  parser.add_argument('--out', default='')
+  parser.add_argument('--worker', default='', help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.worker:
+    print('RESULT ' + json.dumps(run_variant(args.worker, args.steps, args.data)),
+          flush=True)
+    return
+  names = list(VARIANTS) if args.variants == 'all' else args.variants.split(',')
+  unknown = [n for n in names if n not in VARIANTS]
+  if unknown:
+    parser.error(f'unknown variants {unknown}; known: {list(VARIANTS)}')
+  if not os.path.exists(args.data):
+    t = time.time()
+    make_data(make_config(names[0], args.steps), args.data)
+    print(f'data: {args.data} ({time.time() - t:.1f} s)', flush=True)
+  env = dict(os.environ)
+  if args.parallel > 1:
+    env['XLA_PYTHON_CLIENT_MEM_FRACTION'] = f'{0.9 / args.parallel:.3f}'
+
+  def launch(name):
+    cmd = [sys.executable, os.path.abspath(__file__), f'--worker={name}',
+           f'--steps={args.steps}', f'--data={args.data}']
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                          check=False)
+    for line in proc.stdout.splitlines():
+      if line.startswith('RESULT '):
+        return json.loads(line[len('RESULT '):])
+    return {'variant': name, 'error': proc.stderr[-2000:]}
+
+  results = []
+  with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
+    for future in concurrent.futures.as_completed(
+        [pool.submit(launch, n) for n in names]):
+      results.append(future.result())
+      print(json.dumps(results[-1]), flush=True)
+      if args.out:  # after each variant: a time limit keeps what finished
+        with open(args.out, 'w') as f:
+          json.dump(results, f, indent=1)
+
+
+if __name__ == '__main__':
+  main()
