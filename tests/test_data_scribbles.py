@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 
+import cv2
 import numpy as np
 import pytest
 
@@ -120,6 +121,32 @@ def test_class_presence():
                                 [False, False, True, False, True])
   np.testing.assert_array_equal(S.class_presence(np.full((2, 2), 255), 3),
                                 [False, False])
+
+
+def test_synthetic_class_patterns_differ_and_sit_on_object_cores(monkeypatch):
+  yy, xx = np.mgrid[0:24, 0:24].astype(np.float32)
+  pats = [synthetic.class_pattern(c, xx, yy)
+          for c in range(1, synthetic.NUM_CLASSES)]
+  for a in range(len(pats)):
+    assert set(np.unique(pats[a])) == {-1.0, 1.0}
+    for b in range(a):
+      assert np.mean(pats[a] != pats[b]) > 0.25, (a, b)
+  # The same scenes without the patterns differ only on the object cores:
+  # never on the background nor within 1 px of an object's edge, and the
+  # objects' scribbles run mostly over the patterned cores.
+  on_scribbles = []
+  for i in range(6):
+    ex = synthetic.generate_example(2, 'train', i, size=128)
+    with monkeypatch.context() as m:
+      m.setattr(synthetic, 'PATTERN_AMPLITUDE', 0.0)
+      plain = synthetic.generate_example(2, 'train', i, size=128)
+    np.testing.assert_array_equal(ex['mask'], plain['mask'])
+    changed = np.any(ex['image'] != plain['image'], axis=-1)
+    depth = cv2.distanceTransform((ex['mask'] > 0).astype(np.uint8), cv2.DIST_L2, 3)
+    assert changed.any() and not np.any(changed & (depth <= 1))
+    obj_scribbles = (ex['scribbles'] > 0) & (ex['scribbles'] != 255)
+    on_scribbles.append(np.mean(changed[obj_scribbles]))
+  assert np.mean(on_scribbles) > 0.6, on_scribbles
 
 
 def test_synthetic_scenes_deterministic_and_varied():

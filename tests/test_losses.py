@@ -48,8 +48,13 @@ def setup():
   return images, scribbles, alpha, stats, lmats
 
 
-def _sparse_terms(lmats, alpha, scribbles, weights=None, presence=None):
-  """Per-image, per-class ||r||^2 / N and dloss/dalpha with scipy."""
+def _sparse_terms(lmats, alpha, scribbles, weights=None, presence=None,
+                  norm='residual'):
+  """Per-image, per-class loss terms and dloss/dalpha with scipy.
+
+  norm='residual': ||r||^2 / N with gradient 2 A^T r / N / B; 'energy':
+  (alpha^T L alpha + lam ||D (alpha - S)||^2) / N with gradient 2 r / N / B.
+  """
   b, h, w, k1 = alpha.shape
   n = h * w
   weights = np.ones(k1) if weights is None else np.asarray(weights)
@@ -63,9 +68,12 @@ def _sparse_terms(lmats, alpha, scribbles, weights=None, presence=None):
       gate = s.any() if presence is None else presence[i, c]
       a = alpha[i, ..., c].ravel().astype(np.float64)
       r = a_mat @ a - LAM * labelled * s
-      terms[i, c] = weights[c] * gate * (r @ r) / n
-      grad[i, ..., c] = (weights[c] * gate * 2 * (a_mat.T @ r) / n / b
-                         ).reshape(h, w)
+      if norm == 'residual':
+        term, g = r @ r, a_mat.T @ r
+      else:
+        term, g = a @ (lmats[i] @ a) + LAM * np.sum(labelled * (a - s)**2), r
+      terms[i, c] = weights[c] * gate * term / n
+      grad[i, ..., c] = (weights[c] * gate * 2 * g / n / b).reshape(h, w)
   return terms, grad
 
 
@@ -139,27 +147,17 @@ def test_cfm_loss_is_zero_for_exact_solution_and_images_get_no_gradient(
 def test_cfm_energy_norm_matches_sparse_and_its_gradient_is_the_residual(
     setup):
   # norm='energy': alpha^T L alpha + lam ||D (alpha - S)||^2 per class and
-  # image (scipy's L), and its gradient is 2 r / N / B: the residual of the
-  # same system, so the minimiser is the closed-form matte.
+  # image (scipy's L); its gradient is 2 r / N / B, the residual of the same
+  # system, so its minimiser is the closed-form matte.
   _, scribbles, alpha, stats, lmats = setup
-  b, h, w, k1 = alpha.shape
+  weights = np.array([1.0, 0.5, 2.0], np.float32)
   fn = jax.jit(jax.value_and_grad(
       lambda a: losses.cfm_loss(stats, a, scribbles, NUM_CLASSES, lam=LAM,
-                                norm='energy'), has_aux=True))
+                                class_weights=weights, norm='energy'),
+      has_aux=True))
   (loss, per_class), grad = fn(jnp.asarray(alpha))
-  terms = np.zeros((b, k1))
-  want_grad = np.zeros(alpha.shape)
-  for i in range(b):
-    labelled = (scribbles[i] != 255).ravel().astype(np.float64)
-    a_mat = lmats[i] + LAM * scipy.sparse.diags(labelled)
-    for c in range(k1):
-      s = (scribbles[i] == c + 1).ravel().astype(np.float64)
-      a = alpha[i, ..., c].ravel().astype(np.float64)
-      gate = float(s.any())
-      terms[i, c] = gate * (a @ (lmats[i] @ a)
-                            + LAM * np.sum(labelled * (a - s) ** 2)) / (h * w)
-      r = a_mat @ a - LAM * labelled * s
-      want_grad[i, ..., c] = (gate * 2 * r / (h * w) / b).reshape(h, w)
+  terms, want_grad = _sparse_terms(lmats, alpha, scribbles, weights,
+                                   norm='energy')
   np.testing.assert_allclose(np.asarray(per_class), terms.mean(0), rtol=1e-4)
   np.testing.assert_allclose(float(loss), terms.mean(0).sum(), rtol=1e-4)
   scale = np.abs(want_grad).max()

@@ -95,6 +95,18 @@ def test_deeplab_resnet101_parameter_count():
   assert total == expected
 
 
+def test_mlc_head_on_decoder_features():
+  # mlc_features='decoder': the MLC head pools the 256-channel decoder output
+  # instead of the 2048-channel backbone output; nothing else changes.
+  k1 = 6
+  base = init_shapes(create_model(model_config(), k1 + 1))["params"]
+  dec = init_shapes(create_model(model_config(mlc_features="decoder"),
+                                 k1 + 1))["params"]
+  assert dec["mlc_head"]["hidden"]["kernel"].shape == (256, 256)
+  assert base["mlc_head"]["hidden"]["kernel"].shape == (2048, 256)
+  assert count_params(base) - count_params(dec) == (2048 - 256) * 256
+
+
 @pytest.mark.parametrize("output_stride", [8, 16])
 def test_output_shapes_resnet101(output_stride):
   num_classes, batch = 7, 2
@@ -139,6 +151,7 @@ def test_num_outputs_for_softmax_baselines():
     ("backbone", "resnet42", "resnet101"),
     ("output_stride", 32, "(8, 16)"),
     ("dtype", "float16", "bfloat16"),
+    ("mlc_features", "aspp", "('backbone', 'decoder')"),
 ])
 def test_bad_config_values_raise(field, value, allowed):
   with pytest.raises(ValueError) as err:

@@ -7,7 +7,7 @@ ImageNet weights into its backbone.
 
 import jax.numpy as jnp
 
-from cfcls.models.deeplab import DeepLabV3Plus
+from cfcls.models.deeplab import MLC_FEATURES, DeepLabV3Plus
 from cfcls.models.resnet import RESNET_STAGES, ResNet, normalize_images
 
 BACKBONES = {f"resnet{depth}": depth for depth in RESNET_STAGES}
@@ -57,6 +57,10 @@ def create_model(model_config, num_classes: int, num_outputs: int | None = None,
   if dtype not in DTYPES:
     raise ValueError(f"model.dtype={dtype!r} is not supported; allowed: "
                      f"{tuple(DTYPES)}")
+  mlc_features = get("mlc_features")
+  if mlc_features not in MLC_FEATURES:
+    raise ValueError(f"model.mlc_features={mlc_features!r} is not supported; "
+                     f"allowed: {MLC_FEATURES}")
   width = float(get("width"))
   if not width > 0:
     raise ValueError(f"model.width={width!r} must be positive")
@@ -76,7 +80,7 @@ def create_model(model_config, num_classes: int, num_outputs: int | None = None,
       num_outputs=num_outputs, num_mlc_logits=int(num_classes) - 1,
       depth=BACKBONES[backbone], output_stride=int(output_stride), width=width,
       dtype=DTYPES[dtype], axis_name=axis_name,
-      mlc_features=str(get("mlc_features")),
+      mlc_features=mlc_features,
       bn_momentum=float(get("bn_momentum")), **channels)
 
 
