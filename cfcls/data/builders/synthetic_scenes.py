@@ -33,12 +33,17 @@ def make_config(num_train=300, num_val=100, image_size=128, seed=0):
 class SyntheticScenes(tfds.core.GeneratorBasedBuilder):
   """Shapes with random colours on textured backgrounds, with scribbles."""
 
-  VERSION = tfds.core.Version('1.0.0')
+  VERSION = tfds.core.Version('2.0.0')
+  RELEASE_NOTES = {
+      '1.0.0': 'Class = shape; random colours.',
+      '2.0.0': 'Class patterns on the object cores (extent from colour '
+               'edges only).',
+  }
   BUILDER_CONFIGS = [make_config()]
 
   def _info(self):
     return common.dataset_info(
-        self, 'Synthetic scenes: object class = shape, colours random.',
+        self, 'Synthetic scenes: object class = shape + core pattern, colours random.',
         synthetic.CLASS_NAMES)
 
   def _split_generators(self, dl_manager):
