@@ -47,6 +47,9 @@ def test_demo_is_the_default_and_small():
       321, 10, 100.0, 1.0)
   assert (voc.optimizer, voc.learning_rate, voc.lr_schedule) == (
       'adam', 1e-3, 'poly')
+  # The paper's loss and inference (the demo departs from them, measured).
+  assert (voc.cfm_norm, voc.cfm_classes, voc.mlc_gate) == (
+      'residual', 'scribbles', True)
 
 
 def test_override_on_the_command_line():
@@ -93,6 +96,7 @@ def test_typo_in_a_config_file_names_the_field(tmp_path):
     ({'warmup_steps': 10, 'num_train_steps': 10}, 'warmup_steps=10 must be'),
     ({'data.annotation': 'boxes'}, "data.annotation='boxes' is not one of"),
     ({'lam': 0.0}, 'lam=0.0 must be > 0'),
+    ({'cfm_norm': 'l1'}, "cfm_norm='l1' is not one of ('residual', 'energy')"),
 ])
 def test_impossible_values(overrides, message):
   config = load(os.path.join(ROOT, 'configs', 'demo.py'))
