@@ -171,22 +171,22 @@ def assert_states_close(actual, expected, rtol=1e-4, trace_rtol=1e-3):
   every parameter and BN statistic agrees to < 1e-4).
   """
   assert int(actual.step) == int(expected.step)
-  leaves_a, tree_a = jax.tree_util.tree_flatten_with_path(
-      (actual.params, actual.batch_stats, actual.opt_state))
-  leaves_e, tree_e = jax.tree_util.tree_flatten(
-      (expected.params, expected.batch_stats, expected.opt_state))
-  assert tree_a == tree_e
   worst = []
-  for (path, a), e in zip(leaves_a, leaves_e):
-    a, e = np.asarray(a), np.asarray(e)
-    assert a.shape == e.shape and a.dtype == e.dtype, jax.tree_util.keystr(path)
-    if not e.size:
-      continue
-    scale = max(float(np.max(np.abs(e))), 1e-30)
-    error = float(np.max(np.abs(a.astype(np.float64) - e))) / scale
-    name = jax.tree_util.keystr(path)
-    tol = trace_rtol if name.startswith('[2]') else rtol  # [2]: opt_state
-    worst.append((error / tol, error, name))
+  for group, tol in (('params', rtol), ('batch_stats', rtol),
+                     ('opt_state', trace_rtol)):
+    leaves_a, tree_a = jax.tree_util.tree_flatten_with_path(
+        getattr(actual, group))
+    leaves_e, tree_e = jax.tree_util.tree_flatten(getattr(expected, group))
+    assert tree_a == tree_e, group
+    for (path, a), e in zip(leaves_a, leaves_e):
+      a, e = np.asarray(a), np.asarray(e)
+      name = group + jax.tree_util.keystr(path)
+      assert a.shape == e.shape and a.dtype == e.dtype, name
+      if not e.size:
+        continue
+      scale = max(float(np.max(np.abs(e))), 1e-30)
+      error = float(np.max(np.abs(a.astype(np.float64) - e))) / scale
+      worst.append((error / tol, error, name))
   worst.sort(reverse=True)
   assert worst and worst[0][0] <= 1.0, worst[:5]
 
