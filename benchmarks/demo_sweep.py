@@ -129,6 +129,7 @@ def run_variant(name, steps, data_path):
   """Trains one variant; returns its result dict."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from cfcls import inference  # pylint: disable=g-import-not-at-top
   from cfcls import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   from cfcls import parallel, train_lib, train_step  # pylint: disable=g-import-not-at-top
   from cfcls.data import synthetic  # pylint: disable=g-import-not-at-top
@@ -171,7 +172,7 @@ def run_variant(name, steps, data_path):
   for start in range(0, images.shape[0], 20):
     out = jax.device_get(fwd(variables, jnp.asarray(images[start:start + 20])))
     scores, probs = out['scores'], out['probs']
-    gt = masks[start:start + 20].astype(np.int64)
+    gt = masks[start:start + 20].astype(np.int32)
     present = np.stack([np.isin(np.arange(1, k), np.unique(s)) for s in
                         scrib[start:start + 20]])
     mlc_correct += int(np.sum((probs >= 0.5) == present))
@@ -181,14 +182,12 @@ def run_variant(name, steps, data_path):
       cases = {}
       for t in THRESHOLDS:
         for gname, sc in (('gate', gated), ('nogate', scores)):
-          best = np.argmax(sc, -1) + 1
-          cases[f'{gname}_{t}'] = np.where(sc.max(-1) >= t, best, 0)
+          cases[f'{gname}_{t}'] = inference.labels_from_scores(sc, t)
     else:
       cases = {'argmax': out['labels'][0]}
     for key, labels in cases.items():
-      valid = gt != 255
-      idx = gt[valid] * k + labels[valid]
-      conf[key] = conf.get(key, 0) + np.bincount(idx, minlength=k * k).reshape(k, k)
+      conf[key] = conf.get(key, 0) + np.asarray(
+          metrics_lib.confusion_matrix(gt, labels, k))
   miou = {key: round(metrics_lib.segmentation_metrics(c)['miou'], 4)
           for key, c in conf.items()}
   return {'variant': name, 'overrides': VARIANTS[name],
