@@ -62,6 +62,26 @@ VARIANTS = {
     'cfm_energy_w05': {'cfm_norm': 'energy', 'model.width': 0.5},
     'cfm_energy_all_w05': {'cfm_norm': 'energy', 'cfm_classes': 'all',
                            'model.width': 0.5},
+    # Session 3: levers on top of configs/demo.py (energy, all, no gate).
+    'ce_os8': {'loss': 'ce', 'model.output_stride': 8},
+    'pce_os8': {'loss': 'pce', 'model.output_stride': 8},
+    'cfm_os8': {'model.output_stride': 8},
+    'cfm_beta01': {'beta': 0.1},
+    'cfm_beta0': {'beta': 0.0},
+    'cfm_lr1e2': {'learning_rate': 1e-2},
+    'cfm_scale05': {'data.scale_range': (0.5, 1.0)},
+    'cfm_crop128': {'data.crop_size': 128},
+    'cfm_bs16': {'batch_size': 16},
+    'cfm_low64': {'model.low_level_channels': 64},
+    'cfm_eps1e5': {'laplacian_eps': 1e-5},
+    'cfm_lam30': {'lam': 30.0},
+    'cfm_s1015': {'data.scale_range': (1.0, 1.5)},
+    'ce_s1015': {'loss': 'ce', 'data.scale_range': (1.0, 1.5)},
+    'cfm_s11': {'data.scale_range': (1.0, 1.0)},
+    'cfm_s0912': {'data.scale_range': (0.9, 1.2)},
+    'cfm_affine': {'model.upsampling': 'colour_affine'},
+    'ce_affine': {'loss': 'ce', 'model.upsampling': 'colour_affine'},
+    'pce_affine': {'loss': 'pce', 'model.upsampling': 'colour_affine'},
 }
 THRESHOLDS = (0.4, 0.5, 0.6, 0.7)
 

@@ -24,6 +24,10 @@ def get_model_config():
   model.mlc_hidden = 256
   model.mlc_features = 'backbone'  # backbone (the paper) | decoder: what the
   # MLC head pools
+  # bilinear (the paper) | colour_affine: outputs a . I + b per pixel, with
+  # a (3 per output) and b upsampled from stride 4 and I the input colours
+  # (the matting Laplacian's local model; cfcls/models/deeplab.py)
+  model.upsampling = 'bilinear'
   model.bn_momentum = 0.9  # flax decay of the BatchNorm running averages
   return model
 
