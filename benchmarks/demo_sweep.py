@@ -79,9 +79,6 @@ VARIANTS = {
     'ce_s1015': {'loss': 'ce', 'data.scale_range': (1.0, 1.5)},
     'cfm_s11': {'data.scale_range': (1.0, 1.0)},
     'cfm_s0912': {'data.scale_range': (0.9, 1.2)},
-    'cfm_affine': {'model.upsampling': 'colour_affine'},
-    'ce_affine': {'loss': 'ce', 'model.upsampling': 'colour_affine'},
-    'pce_affine': {'loss': 'pce', 'model.upsampling': 'colour_affine'},
 }
 THRESHOLDS = (0.4, 0.5, 0.6, 0.7)
 

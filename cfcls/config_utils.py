@@ -116,6 +116,12 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
   check(config.eval_every_steps >= 0,
         f'eval_every_steps={config.eval_every_steps!r} must be >= 0 '
         '(0 = only at the end)')
+  check(isinstance(config.guided_filter_radius, int)
+        and config.guided_filter_radius >= 0,
+        f'guided_filter_radius={config.guided_filter_radius!r} must be an '
+        'int >= 0 (0 = off)')
+  check(config.guided_filter_eps > 0,
+        f'guided_filter_eps={config.guided_filter_eps!r} must be > 0')
   thresholds = tuple(config.thresholds)
   check(len(thresholds) >= 1 and all(0 < t <= 1 for t in thresholds),
         f'thresholds={thresholds!r} must be values in (0, 1]')

@@ -21,6 +21,8 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from cfcls import guided_filter
+
 MATTE_LOSSES = ('cfm',)
 SOFTMAX_LOSSES = ('pce', 'ce')
 
@@ -37,6 +39,32 @@ def is_matte_loss(loss: str) -> bool:
 def num_outputs_for_loss(loss: str, num_classes: int) -> int:
   """K-1 mattes for 'cfm', K logits for 'pce' and 'ce'."""
   return num_classes - 1 if is_matte_loss(loss) else num_classes
+
+
+def refine_outputs(outputs, images, *, loss: str, radius: int,
+                   eps: float = 1e-3):
+  """Guided filter of the raw outputs with the image (radius 0: unchanged).
+
+  Matte networks: each matte is filtered. Softmax networks: the class
+  probabilities are filtered (they still sum to 1: the filter is linear and
+  keeps constants) and returned as their logarithms, so `class_scores` and
+  the argmax see the filtered probabilities (where the filter overshoots
+  below 0, floored at 1e-6 and renormalised).
+
+  Args:
+    outputs: raw network outputs (see `class_scores`).
+    images: float `[B, H, W, 3]` in [0, 1], the guide.
+    loss: 'cfm', 'pce' or 'ce'.
+    radius, eps: see `cfcls.guided_filter.guided_filter`.
+  """
+  if not radius:
+    return outputs
+  if is_matte_loss(loss):
+    return guided_filter.guided_filter(images, outputs, radius, eps)
+  probs = guided_filter.guided_filter(
+      images, jax.nn.softmax(outputs.astype(jnp.float32), axis=-1), radius,
+      eps)
+  return jnp.log(jnp.maximum(probs, 1e-6))
 
 
 def class_scores(outputs, mlc_logits, *, loss: str, mlc_gate: bool = True,

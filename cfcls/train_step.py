@@ -218,7 +218,8 @@ def forward(config, model, variables, images):
   """The one inference path: images -> scores, class probs, labels.
 
   Args:
-    config: uses loss, mlc_gate, thresholds.
+    config: uses loss, mlc_gate, thresholds, guided_filter_radius and
+      guided_filter_eps.
     model: the flax module (BN in inference mode).
     variables: `{'params', 'batch_stats'}`.
     images: uint8 or float `[B, H, W, 3]`.
@@ -228,8 +229,12 @@ def forward(config, model, variables, images):
     of the foreground classes), 'probs' float32 `[B, K-1]`, 'labels' int32
     `[T, B, H, W]` (one map per config.thresholds entry).
   """
-  outputs, mlc_logits = model.apply(variables, images_to_float(images),
-                                    train=False)
+  images = images_to_float(images)
+  outputs, mlc_logits = model.apply(variables, images, train=False)
+  outputs = inference.refine_outputs(
+      outputs, images, loss=config.loss,
+      radius=config.guided_filter_radius,
+      eps=config.guided_filter_eps)
   scores, probs = inference.class_scores(outputs, mlc_logits, loss=config.loss,
                                          mlc_gate=config.mlc_gate)
   labels = inference.predict_labels(outputs, scores, loss=config.loss,

@@ -24,10 +24,6 @@ def get_model_config():
   model.mlc_hidden = 256
   model.mlc_features = 'backbone'  # backbone (the paper) | decoder: what the
   # MLC head pools
-  # bilinear (the paper) | colour_affine: outputs a . I + b per pixel, with
-  # a (3 per output) and b upsampled from stride 4 and I the input colours
-  # (the matting Laplacian's local model; cfcls/models/deeplab.py)
-  model.upsampling = 'bilinear'
   model.bn_momentum = 0.9  # flax decay of the BatchNorm running averages
   return model
 
@@ -109,6 +105,12 @@ def get_config():
   config.thresholds = (0.4, 0.5, 0.6, 0.7)  # reported label thresholds
   config.threshold = 0.5  # the one used to pick the best checkpoint
   config.mlc_gate = True  # zero the mattes of classes the MLC head rejects
+  # Evaluation and prediction only (not in the paper; 0 = off): filter the
+  # network's per-pixel outputs (mattes, or class probabilities for pce/ce)
+  # with the guided filter of this window radius, the image as the guide
+  # (cfcls/guided_filter.py), before labels are taken.
+  config.guided_filter_radius = 0
+  config.guided_filter_eps = 1e-3  # its ridge weight (colours in [0, 1])
 
   # Prediction (train.py --mode=predict).
   config.predict_pad_multiple = 32  # pad images to a multiple (fewer compiles)

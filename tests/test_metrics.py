@@ -1,10 +1,12 @@
 """Metrics against hand-computed confusion matrices and numbers."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.ndimage
 
+from cfcls import guided_filter
 from cfcls import inference
 from cfcls import metrics
 
@@ -122,3 +124,35 @@ def test_inference_softmax_argmax():
   np.testing.assert_array_equal(labels[:, 0, 0], [[0, 2], [0, 2]])
   with pytest.raises(ValueError, match='unknown loss'):
     inference.is_matte_loss('cmf')
+
+
+def test_refine_outputs_with_the_guided_filter():
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.uniform(size=(2, 12, 10, 3)), jnp.float32)
+  mattes = jnp.asarray(rng.normal(size=(2, 12, 10, 3)), jnp.float32)
+  logits = jnp.asarray(rng.normal(size=(2, 12, 10, 4)) * 3, jnp.float32)
+  # Radius 0: unchanged (the paper's inference).
+  assert inference.refine_outputs(mattes, images, loss='cfm',
+                                  radius=0) is mattes
+  # Mattes: the filter itself.
+  np.testing.assert_allclose(
+      inference.refine_outputs(mattes, images, loss='cfm', radius=2,
+                               eps=1e-2),
+      guided_filter.guided_filter(images, mattes, 2, 1e-2), rtol=1e-6)
+  # Softmax networks: the filtered probabilities, which still sum to 1, come
+  # back as logits, so class_scores and the argmax see them.
+  probs = jax.nn.softmax(logits, axis=-1)
+  filtered = np.asarray(guided_filter.guided_filter(images, probs, 2, 1e-2))
+  np.testing.assert_allclose(filtered.sum(-1), 1.0, atol=1e-5)
+  refined = inference.refine_outputs(logits, images, loss='ce', radius=2,
+                                     eps=1e-2)
+  scores, _ = inference.class_scores(refined, jnp.zeros((2, 3)), loss='ce')
+  # (The filter can overshoot below 0 at edges: those are floored at 1e-6
+  # and the rest renormalised.)
+  floored = np.maximum(filtered, 1e-6)
+  np.testing.assert_allclose(
+      scores, (floored / floored.sum(-1, keepdims=True))[..., 1:], atol=1e-5)
+  labels = inference.predict_labels(refined, scores, loss='ce',
+                                    thresholds=(0.5,))
+  np.testing.assert_array_equal(labels[0], np.argmax(filtered, -1))
+  assert not np.array_equal(labels[0], np.argmax(np.asarray(logits), -1))

@@ -107,47 +107,6 @@ def test_mlc_head_on_decoder_features():
   assert count_params(base) - count_params(dec) == (2048 - 256) * 256
 
 
-def test_colour_affine_upsampling_parameters():
-  # upsampling='colour_affine' adds one 1x1 conv from the 256-channel decoder
-  # output to 3 colour coefficients per output; nothing else changes.
-  k1 = 6
-  base = init_shapes(create_model(model_config(), k1 + 1))["params"]
-  affine = init_shapes(create_model(model_config(upsampling="colour_affine"),
-                                    k1 + 1))["params"]
-  assert affine["colour_coefficients"]["kernel"].shape == (1, 1, 256, 3 * k1)
-  assert count_params(affine) - count_params(base) == 256 * 3 * k1 + 3 * k1
-
-
-def test_colour_affine_output_is_offset_plus_coefficients_dot_colour():
-  k = 4
-  bilinear = create_model(model_config(**TINY), k)
-  affine = create_model(model_config(**TINY, upsampling="colour_affine"), k)
-  variables = init_tiny(affine, size=33)
-  params = dict(variables["params"])
-  coefficients = params.pop("colour_coefficients")
-  plain = {"params": params, "batch_stats": variables["batch_stats"]}
-  images = random_images((2, 29, 35, 3))
-  apply = lambda m, v: np.asarray(jax.jit(functools.partial(
-      m.apply, train=False))(v, images)[0], np.float64)
-  # Zero-initialised coefficients: at initialisation it is the bilinear net.
-  np.testing.assert_array_equal(apply(affine, variables),
-                                apply(bilinear, plain))
-  # Constant coefficients (bias only): the output moves by a_c . I at every
-  # pixel, I the ImageNet-normalised colours; a[c, j] sits at bias[3c + j].
-  a = np.arange(1.0, 3 * (k - 1) + 1).reshape(k - 1, 3) / 10
-  a[1] *= -1
-  set_a = dict(params, colour_coefficients={
-      "kernel": np.zeros_like(coefficients["kernel"]),
-      "bias": a.reshape(-1).astype(np.float32)})
-  moved = {"params": set_a, "batch_stats": variables["batch_stats"]}
-  mean = np.array([0.485, 0.456, 0.406])
-  std = np.array([0.229, 0.224, 0.225])
-  colours = (np.asarray(images, np.float64) - mean) / std
-  expected = apply(bilinear, plain) + np.einsum("bhwj,cj->bhwc", colours, a)
-  np.testing.assert_allclose(apply(affine, moved), expected, rtol=1e-5,
-                             atol=1e-5)
-
-
 @pytest.mark.parametrize("output_stride", [8, 16])
 def test_output_shapes_resnet101(output_stride):
   num_classes, batch = 7, 2
@@ -193,7 +152,6 @@ def test_num_outputs_for_softmax_baselines():
     ("output_stride", 32, "(8, 16)"),
     ("dtype", "float16", "bfloat16"),
     ("mlc_features", "aspp", "('backbone', 'decoder')"),
-    ("upsampling", "nearest", "('bilinear', 'colour_affine')"),
 ])
 def test_bad_config_values_raise(field, value, allowed):
   with pytest.raises(ValueError) as err:

@@ -48,8 +48,8 @@ def test_demo_is_the_default_and_small():
   assert (voc.optimizer, voc.learning_rate, voc.lr_schedule) == (
       'adam', 1e-3, 'poly')
   # The paper's loss and inference (the demo departs from them, measured).
-  assert (voc.cfm_norm, voc.cfm_classes, voc.mlc_gate) == (
-      'residual', 'scribbles', True)
+  assert (voc.cfm_norm, voc.cfm_classes, voc.mlc_gate,
+          voc.guided_filter_radius) == ('residual', 'scribbles', True, 0)
 
 
 def test_override_on_the_command_line():
@@ -97,6 +97,9 @@ def test_typo_in_a_config_file_names_the_field(tmp_path):
     ({'data.annotation': 'boxes'}, "data.annotation='boxes' is not one of"),
     ({'lam': 0.0}, 'lam=0.0 must be > 0'),
     ({'cfm_norm': 'l1'}, "cfm_norm='l1' is not one of ('residual', 'energy')"),
+    ({'guided_filter_radius': -1},
+     'guided_filter_radius=-1 must be an int >= 0'),
+    ({'guided_filter_eps': 0.0}, 'guided_filter_eps=0.0 must be > 0'),
 ])
 def test_impossible_values(overrides, message):
   config = load(os.path.join(ROOT, 'configs', 'demo.py'))

@@ -7,7 +7,7 @@ ImageNet weights into its backbone.
 
 import jax.numpy as jnp
 
-from cfcls.models.deeplab import MLC_FEATURES, UPSAMPLINGS, DeepLabV3Plus
+from cfcls.models.deeplab import MLC_FEATURES, DeepLabV3Plus
 from cfcls.models.resnet import RESNET_STAGES, ResNet, normalize_images
 
 BACKBONES = {f"resnet{depth}": depth for depth in RESNET_STAGES}
@@ -18,8 +18,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 MODEL_DEFAULTS = dict(
     backbone="resnet101", output_stride=16, dtype="float32", width=1.0,
     aspp_channels=256, decoder_channels=256, low_level_channels=48,
-    mlc_hidden=256, mlc_features="backbone", upsampling="bilinear",
-    bn_momentum=0.9)
+    mlc_hidden=256, mlc_features="backbone", bn_momentum=0.9)
 
 
 def create_model(model_config, num_classes: int, num_outputs: int | None = None,
@@ -31,9 +30,8 @@ def create_model(model_config, num_classes: int, num_outputs: int | None = None,
       'resnet34' | 'resnet50' | 'resnet101' | 'resnet152'), ``output_stride``
       (8 | 16), ``dtype`` ('float32' | 'bfloat16'), ``width``,
       ``aspp_channels``, ``decoder_channels``, ``low_level_channels``,
-      ``mlc_hidden`` and optionally ``mlc_features`` ('backbone' | 'decoder'),
-      ``upsampling`` ('bilinear' | 'colour_affine') and ``bn_momentum``
-      (flax decay, default 0.9);
+      ``mlc_hidden`` and optionally ``mlc_features`` ('backbone' | 'decoder')
+      and ``bn_momentum`` (flax decay, default 0.9);
       missing fields take the defaults in ``MODEL_DEFAULTS``.
     num_classes: K, classes including background (>= 2).
     num_outputs: per-pixel output channels; default K-1 (one linear alpha
@@ -63,10 +61,6 @@ def create_model(model_config, num_classes: int, num_outputs: int | None = None,
   if mlc_features not in MLC_FEATURES:
     raise ValueError(f"model.mlc_features={mlc_features!r} is not supported; "
                      f"allowed: {MLC_FEATURES}")
-  upsampling = get("upsampling")
-  if upsampling not in UPSAMPLINGS:
-    raise ValueError(f"model.upsampling={upsampling!r} is not supported; "
-                     f"allowed: {UPSAMPLINGS}")
   width = float(get("width"))
   if not width > 0:
     raise ValueError(f"model.width={width!r} must be positive")
@@ -86,7 +80,7 @@ def create_model(model_config, num_classes: int, num_outputs: int | None = None,
       num_outputs=num_outputs, num_mlc_logits=int(num_classes) - 1,
       depth=BACKBONES[backbone], output_stride=int(output_stride), width=width,
       dtype=DTYPES[dtype], axis_name=axis_name,
-      mlc_features=mlc_features, upsampling=upsampling,
+      mlc_features=mlc_features,
       bn_momentum=float(get("bn_momentum")), **channels)
 
 

@@ -13,15 +13,6 @@ Structure (Chen et al. 2018, as used by the CFM paper, SPEC section 6):
   activation: the CFM loss wants unconstrained alpha mattes), computed in
   float32 and bilinearly resized to the input size (``jax.image.resize``, half-
   pixel centres; any size, odd ones included);
-* ``upsampling='colour_affine'`` (not in the paper; off by default): a second
-  1x1 conv, ``colour_coefficients``, gives 3 coefficients a_c per output c on
-  the same stride-4 grid; they are resized like the classifier output b_c and
-  the output is a_c . I + b_c with I the normalised input colours. That is
-  the matting Laplacian's own local model (alpha affine in colour in every
-  window, Levin et al. 2008; the guided filter's output model), so the
-  output can have edges as sharp as the image's where bilinear upsampling
-  smears them over 4+ pixels. Its kernel and bias start at zero, so at
-  initialisation the network equals the bilinear one;
 * ``mlc_head``: global average pooling of the backbone output (the paper's
   encoder features; ``mlc_features='decoder'``: of the decoder output),
   Dense + ReLU, Dense to ``num_classes - 1`` logits (one per foreground
@@ -50,7 +41,6 @@ def resize_bilinear(x, height: int, width: int):
 
 
 MLC_FEATURES = ("backbone", "decoder")
-UPSAMPLINGS = ("bilinear", "colour_affine")
 
 
 class ConvBNReLU(nn.Module):
@@ -151,8 +141,6 @@ class DeepLabV3Plus(nn.Module):
       counts before the width multiplier.
     mlc_features: what the MLC head pools: "backbone" (the encoder output)
       or "decoder" (the decoder output the mattes come from).
-    upsampling: "bilinear" (the paper) or "colour_affine" (see the module
-      docstring).
     axis_name: mapped axis over which BatchNorm averages batch statistics.
     bn_momentum: decay of the BatchNorm running averages.
   """
@@ -167,7 +155,6 @@ class DeepLabV3Plus(nn.Module):
   low_level_channels: int = 48
   mlc_hidden: int = 256
   mlc_features: str = "backbone"
-  upsampling: str = "bilinear"
   axis_name: str | None = None
   bn_momentum: float = 0.9
 
@@ -187,9 +174,6 @@ class DeepLabV3Plus(nn.Module):
     if self.mlc_features not in MLC_FEATURES:
       raise ValueError(f"mlc_features={self.mlc_features!r} is not one of "
                        f"{MLC_FEATURES}")
-    if self.upsampling not in UPSAMPLINGS:
-      raise ValueError(f"upsampling={self.upsampling!r} is not one of "
-                       f"{UPSAMPLINGS}")
     if self.output_stride not in (8, 16):
       raise ValueError(
           f"output_stride={self.output_stride!r} is not supported by "
@@ -198,32 +182,19 @@ class DeepLabV3Plus(nn.Module):
     scale = lambda c: resnet.scaled_channels(c, self.width)
     shared = dict(dtype=self.dtype, axis_name=self.axis_name,
                   bn_momentum=self.bn_momentum)
-    normalized = resnet.normalize_images(images)
     features = resnet.ResNet(
         self.depth, self.output_stride, self.width, name="backbone",
-        **shared)(normalized, train)
+        **shared)(resnet.normalize_images(images), train)
     rates = tuple(r * 16 // self.output_stride for r in (6, 12, 18))
     x = ASPP(scale(self.aspp_channels), rates, name="aspp", **shared)(
         features["out"], train)
     x = Decoder(scale(self.low_level_channels), scale(self.decoder_channels),
                 name="decoder", **shared)(x, features["stride4"], train)
     mlc_input = x if self.mlc_features == "decoder" else features["out"]
-    x = x.astype(jnp.float32)
-    head = nn.Conv(self.num_outputs, (1, 1), dtype=jnp.float32,
-                   param_dtype=jnp.float32, name="classifier")(x)
-    if self.upsampling == "colour_affine":
-      coefficients = nn.Conv(
-          3 * self.num_outputs, (1, 1), dtype=jnp.float32,
-          param_dtype=jnp.float32, kernel_init=nn.initializers.zeros,
-          name="colour_coefficients")(x)
-      head = jnp.concatenate([head, coefficients], axis=-1)
-    outputs = resize_bilinear(head, height, width_px)
-    if self.upsampling == "colour_affine":
-      offsets = outputs[..., :self.num_outputs]
-      a = outputs[..., self.num_outputs:].reshape(
-          outputs.shape[:3] + (self.num_outputs, 3))
-      outputs = offsets + jnp.einsum("bhwcj,bhwj->bhwc", a,
-                                     normalized.astype(jnp.float32))
+    x = nn.Conv(self.num_outputs, (1, 1), dtype=jnp.float32,
+                param_dtype=jnp.float32, name="classifier")(
+                    x.astype(jnp.float32))
+    outputs = resize_bilinear(x, height, width_px)
     mlc_logits = MLCHead(self.num_mlc_logits, scale(self.mlc_hidden),
                          name="mlc_head")(mlc_input)
     return outputs, mlc_logits
