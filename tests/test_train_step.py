@@ -10,6 +10,7 @@ from jax.sharding import PartitionSpec as P
 from cfcls import config_utils
 from cfcls import laplacian
 from cfcls import losses
+from cfcls import metrics as metrics_lib
 from cfcls import models
 from cfcls import inference
 from cfcls import optim
@@ -206,3 +207,44 @@ def test_metrics_buffer_stops_on_nan_naming_the_step():
     buffer.add(step, {'loss': np.float32(loss), 'grad_norm': np.float32(1.0)})
   with pytest.raises(FloatingPointError, match='loss is inf at step 10'):
     buffer.flush()
+
+
+@pytest.mark.parametrize('loss', ['cfm', 'ce'])
+def test_eval_step_applies_the_guided_filter(loss):
+  # The sharded eval step (2 devices) with guided_filter_radius > 0 counts
+  # the labels of: network -> guided filter with the image -> scores ->
+  # labels, computed here on one device step by step.
+  config = tiny_config(loss)
+  config.mlc_gate = False
+  config.guided_filter_radius = 3
+  config.guided_filter_eps = 1e-2
+  mesh = parallel.create_mesh(jax.devices()[:2])
+  num_outputs = inference.num_outputs_for_loss(loss, NUM_CLASSES)
+  model = models.create_model(config.model, NUM_CLASSES, num_outputs)
+  variables = model.init(jax.random.key(0), np.zeros((1, SIZE, SIZE, 3),
+                                                     np.float32), train=False)
+  batch = random_batch(3)
+  batch['example_mask'] = np.ones(4, np.float32)
+  eval_step = train_step_lib.make_eval_step(config, model, NUM_CLASSES, mesh)
+  confusion = np.asarray(eval_step(
+      variables, parallel.host_batch_to_global(
+          {k: batch[k] for k in ('image', 'mask', 'valid', 'example_mask')},
+          mesh)))
+
+  images = batch['image'].astype(np.float32) / 255.0
+  outputs, mlc_logits = model.apply(variables, images, train=False)
+  refined = inference.refine_outputs(outputs, images, loss=loss, radius=3,
+                                     eps=1e-2)
+  scores, _ = inference.class_scores(refined, mlc_logits, loss=loss,
+                                     mlc_gate=False)
+  labels = inference.predict_labels(refined, scores, loss=loss,
+                                    thresholds=tuple(config.thresholds))
+  unfiltered = inference.predict_labels(
+      outputs, inference.class_scores(outputs, mlc_logits, loss=loss,
+                                      mlc_gate=False)[0],
+      loss=loss, thresholds=tuple(config.thresholds))
+  assert not np.array_equal(np.asarray(labels), np.asarray(unfiltered))
+  for t in range(len(config.thresholds)):
+    expected = metrics_lib.confusion_matrix(batch['mask'], labels[t],
+                                            NUM_CLASSES, weights=batch['valid'])
+    np.testing.assert_array_equal(confusion[t], np.asarray(expected))
