@@ -6,7 +6,10 @@ thresholds, with and without the MLC presence gate, plus the MLC head's
 accuracy. The input is a numpy re-implementation of the training pipeline
 (random scale, crop, flip; presence from the crop's annotation), so the
 numbers are close to, not the same as, `python train.py`'s: use it to rank
-recipes, then confirm the chosen one with train.py.
+recipes, then confirm the chosen one with train.py. Evaluation goes through
+`train_step.forward`, so it applies configs/demo.py's guided filter
+(radius 8) unless a variant sets `guided_filter_radius` to 0; the tables in
+benchmarks/README.md were measured before the demo had the filter.
 
   python benchmarks/demo_sweep.py --variants=cfm,pce,ce --steps=1500
   python benchmarks/demo_sweep.py --variants=all --parallel=8   # on a GPU
