@@ -7,7 +7,9 @@
   python train.py --config=configs/voc.py --workdir=runs/voc --mode=predict \
       --input=photos/ --output=runs/voc/predictions
 
-Everything but flag parsing lives in cfcls.train_lib.
+Everything but flag parsing lives in cfcls (train_lib, predict_lib). The
+console shows cfcls's own progress lines; --verbose adds the libraries' INFO
+logs (orbax, clu, tfds).
 """
 
 import os
@@ -48,6 +50,8 @@ flags.DEFINE_integer('process_id', None,
 flags.DEFINE_bool('distributed_auto', False,
                   'Let JAX detect the cluster (Slurm, Open MPI, Cloud TPU) '
                   'for the unset multi-process settings.')
+flags.DEFINE_bool('verbose', False,
+                  "Also show the libraries' INFO logs (orbax, clu, tfds).")
 flags.DEFINE_integer('cpu_devices', None,
                      'CPU devices per process (jax_num_cpu_devices), e.g. to '
                      'try data parallelism on one machine.')
@@ -87,6 +91,16 @@ def _parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  # Fields and values first, before anything is imported or prepared (the
+  # batch's divisibility by the devices is checked once JAX has them).
+  from cfcls import config_utils  # pylint: disable=g-import-not-at-top
+  try:
+    config_utils.validate_config(FLAGS.config)
+  except config_utils.ConfigError as e:
+    sys.exit(f'train.py: {e}')
+  from cfcls import console  # pylint: disable=g-import-not-at-top
+  if not FLAGS.verbose:
+    console.quiet_libraries()
   # Keep TensorFlow (the input pipeline) off the accelerators JAX uses.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')
@@ -101,40 +115,33 @@ def main(argv):
   distributed.initialize(settings, cpu_devices=FLAGS.cpu_devices)
   # pylint: disable=g-import-not-at-top
   from cfcls import checkpointing
-  from cfcls import config_utils
+  from cfcls import predict_lib
   from cfcls import train_lib
   from cfcls.data.builders import common
   # pylint: enable=g-import-not-at-top
 
   _stop_on_signals(train_lib)
   try:
-    _run(train_lib)
+    _run(train_lib, predict_lib)
   except (config_utils.ConfigError, common.BadInputError,
           checkpointing.CheckpointError) as e:
     # A bad config, data folder or workdir: the message says what and where.
     sys.exit(f'train.py: {e}')
 
 
-def _run(train_lib):
+def _run(train_lib, predict_lib):
   config = FLAGS.config
   workdir = FLAGS.workdir
   output = FLAGS.output or os.path.join(workdir, 'predictions')
   if FLAGS.mode == 'train':
-    result = train_lib.train_and_evaluate(config, workdir)
-    if result.get('stopped'):
-      return
-    if config.predict_after_training:
-      inputs = os.path.join(workdir, 'predict_inputs')
-      train_lib.write_eval_images(config, inputs,
-                                  config.predict_after_training)
-      train_lib.predict(config, workdir, inputs, output)
+    train_lib.train_and_evaluate(config, workdir)
   elif FLAGS.mode == 'eval':
     train_lib.evaluate(config, workdir, step=FLAGS.step)
   else:
     if not FLAGS.input:
       raise app.UsageError('--mode=predict needs --input (a folder of images)')
-    report = train_lib.predict(config, workdir, FLAGS.input, output,
-                               step=FLAGS.step)
+    report = predict_lib.predict(config, workdir, FLAGS.input, output,
+                                 step=FLAGS.step)
     if report['failed']:
       logging.warning('could not read: %s', ', '.join(sorted(report['failed'])))
 

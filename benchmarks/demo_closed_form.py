@@ -1,8 +1,8 @@
 """mIoU of the closed-form mattes themselves on the demo's validation split.
 
 No network: for each validation scene, the closed-form matte of every class
-from its scribbles (SPEC section 2, `cfcls.matting.solve_alpha_direct`,
-scipy), then the labels of SPEC section 3 (argmax over the clipped mattes,
+from its scribbles (docs/method.md, section 2, `cfcls.matting.solve_alpha_direct`,
+scipy), then the labels of docs/method.md, section 3 (argmax over the clipped mattes,
 background below the threshold; every class with a scribble is kept). This
 is what the CFM loss asks the network to reproduce, so it bounds what a
 network trained with it can reach from these scribbles.
@@ -12,7 +12,6 @@ network trained with it can reach from these scribbles.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
@@ -21,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cfcls import inference, matting  # pylint: disable=g-import-not-at-top
+from cfcls import config_schema, matting, objectives  # pylint: disable=g-import-not-at-top
 from cfcls import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
 from cfcls.data import synthetic  # pylint: disable=g-import-not-at-top
 
@@ -30,10 +29,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--config', default='configs/demo.py')
   args = parser.parse_args()
-  spec = importlib.util.spec_from_file_location('demo_config', args.config)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = config_schema.load_config_file(args.config)
   syn = config.data.synthetic
   k = synthetic.NUM_CLASSES
   thresholds = tuple(config.thresholds)
@@ -47,7 +43,7 @@ def main():
                                        radius=config.laplacian_radius)
     scores = np.clip(alpha, 0, 1)[None]
     for t, thr in enumerate(thresholds):
-      labels = np.asarray(inference.labels_from_scores(scores, thr))[0]
+      labels = np.asarray(objectives.labels_from_scores(scores, thr))[0]
       confusion[t] += np.asarray(metrics_lib.confusion_matrix(
           ex['mask'].astype(np.int32), labels, k))
   print(f'{syn.num_val} validation scenes, lam={config.lam}, '

@@ -1,10 +1,10 @@
 """How far trained networks are from the CFM optimum, on the demo's scenes.
 
 For each scene (full 128x128 images, no crops), the matting energy of the
-energy-norm CFM loss (SPEC section 2; `cfcls.losses.cfm_loss(norm='energy')`,
+energy-norm CFM loss (docs/method.md, section 2; `cfcls.losses.cfm_loss(norm='energy')`,
 every class counted), split into its Laplacian part alpha^T L alpha / N and
 its scribble part lam ||D (alpha - S)||^2 / N, and the mIoU of the labels
-(threshold rule of SPEC section 3), for:
+(threshold rule of docs/method.md, section 3), for:
 
 * each run's network mattes (raw outputs; CFM runs only),
 * the closed-form mattes (scipy, `matting.solve_alpha_direct`): the optimum,
@@ -26,11 +26,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-from cfcls import inference, laplacian, losses, matting  # pylint: disable=g-import-not-at-top
+from cfcls import config_schema, inference, laplacian, losses, matting  # pylint: disable=g-import-not-at-top
 from cfcls import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
-from cfcls import train_lib, train_step  # pylint: disable=g-import-not-at-top
+from cfcls import objectives, run_lib  # pylint: disable=g-import-not-at-top
 from cfcls.data import synthetic  # pylint: disable=g-import-not-at-top
-from configs import demo  # pylint: disable=g-import-not-at-top
 
 
 def energy_parts(stats, alpha, scribbles, num_classes, lam):
@@ -50,6 +49,12 @@ def _merge(config, values):
       config[key] = tuple(value) if isinstance(value, list) else value
 
 
+def _demo_config():
+  return config_schema.load_config_file(os.path.join(
+      os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs',
+      'demo.py'))
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--runs', default='runs/demo',
@@ -58,17 +63,16 @@ def main():
                       choices=('train', 'validation'))
   parser.add_argument('--num', type=int, default=30)
   args = parser.parse_args()
-  config = demo.get_config()
+  config = _demo_config()
   syn, k = config.data.synthetic, synthetic.NUM_CLASSES
   nets = {}
   for workdir in args.runs.split(','):
-    run_config = demo.get_config()  # updated with the run's own values
+    run_config = _demo_config()  # updated with the run's own values
     with open(os.path.join(workdir, 'config.json')) as f:
       _merge(run_config, json.load(f))
-    run, state, step, _ = train_lib._restore_for_eval(  # pylint: disable=protected-access
-        run_config, workdir, None)
+    run, state, step, _ = run_lib.restore_for_eval(run_config, workdir, None)
     apply = jax.jit(lambda v, x, m=run.eval_model: m.apply(
-        v, train_step.images_to_float(x), train=False)[0])
+        v, inference.images_to_float(x), train=False)[0])
     nets[f'{workdir} (step {step})'] = (apply, state.variables())
 
   sums, confusion = {}, {}
@@ -90,7 +94,7 @@ def main():
       alpha = jnp.asarray(alpha, jnp.float32)
       parts = energy_parts(stats, alpha, scribbles, k, config.lam)
       sums[name] = np.add(sums.get(name, 0.0), parts)
-      labels = inference.labels_from_scores(jnp.clip(alpha, 0, 1),
+      labels = objectives.labels_from_scores(jnp.clip(alpha, 0, 1),
                                             config.threshold)[0]
       confusion[name] = confusion.get(name, 0) + np.asarray(
           metrics_lib.confusion_matrix(mask, labels, k))

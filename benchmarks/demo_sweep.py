@@ -7,7 +7,7 @@ accuracy. The input is a numpy re-implementation of the training pipeline
 (random scale, crop, flip; presence from the crop's annotation), so the
 numbers are close to, not the same as, `python train.py`'s: use it to rank
 recipes, then confirm the chosen one with train.py. Evaluation goes through
-`train_step.forward`, so it applies configs/demo.py's guided filter
+`inference.forward`, so it applies configs/demo.py's guided filter
 (radius 8) unless a variant sets `guided_filter_radius` to 0; the tables in
 benchmarks/README.md were measured before the demo had the filter.
 
@@ -87,8 +87,9 @@ THRESHOLDS = (0.4, 0.5, 0.6, 0.7)
 
 
 def make_config(name, steps):
-  from configs import demo  # pylint: disable=g-import-not-at-top
-  config = demo.get_config()
+  from cfcls import config_schema  # pylint: disable=g-import-not-at-top
+  config = config_schema.load_config_file(os.path.join(ROOT, 'configs',
+                                                       'demo.py'))
   for key, value in VARIANTS[name].items():
     node = config
     *path, leaf = key.split('.')
@@ -150,19 +151,18 @@ def run_variant(name, steps, data_path):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from cfcls import inference  # pylint: disable=g-import-not-at-top
+  from cfcls import objectives  # pylint: disable=g-import-not-at-top
   from cfcls import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
-  from cfcls import parallel, train_lib, train_step  # pylint: disable=g-import-not-at-top
+  from cfcls import parallel, run_lib  # pylint: disable=g-import-not-at-top
   from cfcls.data import synthetic  # pylint: disable=g-import-not-at-top
 
   config = make_config(name, steps)
   k = synthetic.NUM_CLASSES
   data = np.load(data_path)
   mesh = parallel.create_mesh(jax.devices()[:1])
-  run = train_lib.build(config, k, synthetic.CLASS_NAMES, mesh)
-  state = train_step.make_init_fn(run.model, run.tx, (config.data.crop_size,) * 2,
-                                  mesh)(jax.random.key(config.seed))
-  step_fn = train_step.make_train_step(config, run.model, run.tx, k, mesh,
-                                       run.learning_rate_fn)
+  run = run_lib.build(config, k, synthetic.CLASS_NAMES, mesh)
+  state = run_lib.initial_state(run)
+  step_fn = run.train_step
   rng = np.random.default_rng(config.seed)
   n_train = data['train_image'].shape[0]
   t0 = time.time()
@@ -183,7 +183,7 @@ def run_variant(name, steps, data_path):
   # Evaluation on the full validation images: scores without the gate, then
   # labels with and without it on the host.
   config.mlc_gate = False
-  fwd = jax.jit(lambda v, x: train_step.forward(config, run.eval_model, v, x))
+  fwd = jax.jit(lambda v, x: inference.forward(config, run.eval_model, v, x))
   variables = state.variables()
   images, masks = data['validation_image'], data['validation_mask']
   scrib = data['validation_scribbles']
@@ -197,12 +197,12 @@ def run_variant(name, steps, data_path):
                         scrib[start:start + 20]])
     mlc_correct += int(np.sum((probs >= 0.5) == present))
     mlc_total += present.size
-    if config.loss == 'cfm':
+    if objectives.get(config.loss).matte:
       gated = scores * (probs >= 0.5)[:, None, None, :]
       cases = {}
       for t in THRESHOLDS:
         for gname, sc in (('gate', gated), ('nogate', scores)):
-          cases[f'{gname}_{t}'] = inference.labels_from_scores(sc, t)
+          cases[f'{gname}_{t}'] = objectives.labels_from_scores(sc, t)
     else:
       cases = {'argmax': out['labels'][0]}
     for key, labels in cases.items():

@@ -10,6 +10,8 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
+from cfcls import labels as labels_lib
+
 
 def is_concrete(x) -> bool:
   """True if `x` holds values we may read on the host (not a jax tracer)."""
@@ -57,7 +59,8 @@ def check_unit_range(name: str, x):
         f'{values.max()}] (uint8 images must be divided by 255)')
 
 
-def check_labels(name: str, labels, num_classes: int, ignore: int = 255):
+def check_labels(name: str, labels, num_classes: int,
+                 ignore: int = labels_lib.IGNORE):
   """Raises ValueError if a concrete label map has ids outside 0..K-1, ignore.
 
   Args:

@@ -1,7 +1,7 @@
 """Config checks run before any work starts.
 
-`validate_config(config)` compares a config against the schema (the defaults in
-configs/base.py) and checks that its values are possible, so that a typo or an
+`validate_config(config)` compares a config against the schema
+(cfcls/config_schema.py) and checks that its values are possible, so that a typo or an
 impossible setting fails at start with one message instead of hours later:
 
   config has unknown field(s): learning_rat (did you mean learning_rate?)
@@ -9,47 +9,29 @@ impossible setting fails at start with one message instead of hours later:
 """
 
 import difflib
-import functools
-import importlib.util
-import os
 from typing import List, Optional
 
 import ml_collections
 
-LOSSES = ('cfm', 'pce', 'ce')
-OPTIMIZERS = ('adam', 'sgd')
-LR_SCHEDULES = ('poly', 'constant')
-ANNOTATIONS = ('scribbles', 'dots')
-CFM_CLASSES = ('scribbles', 'all')
-CFM_NORMS = ('residual', 'energy')
+from cfcls import config_schema
+from cfcls import labels
+from cfcls import losses
+from cfcls import models
+from cfcls import objectives
+from cfcls import optim
+
 # Largest training crop side; larger crops are almost surely a typo (and would
 # not fit in accelerator memory with any of the supported networks).
 MAX_CROP_SIZE = 2048
-
 
 
 class ConfigError(ValueError):
   """A config with unknown fields or impossible values (message names them)."""
 
 
-_BASE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), 'configs', 'base.py')
-
-
-@functools.lru_cache(maxsize=1)
-def _load_base_module():
-  if not os.path.exists(_BASE_CONFIG):
-    raise FileNotFoundError(f'config schema {_BASE_CONFIG} not found')
-  spec = importlib.util.spec_from_file_location('_cfcls_base_config',
-                                                _BASE_CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def default_schema() -> ml_collections.ConfigDict:
-  """A fresh copy of configs/base.py's config: the set of valid fields."""
-  return _load_base_module().get_config()
+  """A fresh copy of the schema's config: the set of valid fields."""
+  return config_schema.get_config()
 
 
 def _is_dict(x) -> bool:
@@ -89,12 +71,13 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
   def one_of(name, value, allowed):
     check(value in allowed, f'{name}={value!r} is not one of {allowed}')
 
-  one_of('loss', config.loss, LOSSES)
-  one_of('optimizer', config.optimizer, OPTIMIZERS)
-  one_of('lr_schedule', config.lr_schedule, LR_SCHEDULES)
-  one_of('data.annotation', config.data.annotation, ANNOTATIONS)
-  one_of('cfm_classes', config.cfm_classes, CFM_CLASSES)
-  one_of('cfm_norm', config.cfm_norm, CFM_NORMS)
+  one_of('loss', config.loss, objectives.NAMES)
+  one_of('optimizer', config.optimizer, optim.OPTIMIZERS)
+  one_of('lr_schedule', config.lr_schedule, optim.LR_SCHEDULES)
+  one_of('data.annotation', config.data.annotation, labels.ANNOTATIONS)
+  one_of('cfm_classes', config.cfm_classes, objectives.CFM_CLASSES)
+  one_of('cfm_norm', config.cfm_norm, losses.CFM_NORMS)
+  problems += models.config_problems(config.model)
   check(config.lam > 0, f'lam={config.lam!r} must be > 0')
   check(config.beta >= 0, f'beta={config.beta!r} must be >= 0')
   check(config.learning_rate > 0,
@@ -162,14 +145,6 @@ def validate_config(config, schema=None, device_count: Optional[int] = None):
     problems = _value_problems(config, device_count)
   if problems:
     raise ConfigError('invalid config: ' + '; '.join(problems))
-
-
-def crop_shape(config):
-  """(height, width) of a training crop from data.crop_size (int or pair)."""
-  crop = config.data.crop_size
-  if isinstance(crop, (tuple, list)):
-    return int(crop[0]), int(crop[1])
-  return int(crop), int(crop)
 
 
 def check_class_weights(config, num_classes: int):

@@ -10,9 +10,10 @@ import jax
 import jax.numpy as jnp
 
 from cfcls import _validate
+from cfcls import labels as labels_lib
 from cfcls import laplacian
 
-IGNORE = 255
+IGNORE = labels_lib.IGNORE  # TODO(refactor): callers import cfcls.labels
 
 
 def scribble_constraints(scribbles, num_classes: int):
@@ -27,7 +28,7 @@ def scribble_constraints(scribbles, num_classes: int):
     (the diagonal of D_c, the same for every class); targets float32
     [B, H, W, K-1], S_c = 1 where the scribble is class c, else 0.
   """
-  labelled = (scribbles != IGNORE)[..., None].astype(jnp.float32)
+  labelled = (scribbles != labels_lib.IGNORE)[..., None].astype(jnp.float32)
   classes = jnp.arange(1, num_classes, dtype=scribbles.dtype)
   targets = (scribbles[..., None] == classes[None, None, None, :])
   return labelled, targets.astype(jnp.float32)
@@ -119,7 +120,7 @@ def _masked_cross_entropy(name: str, logits, labels):
   _validate.check_shape(name, labels, logits.shape[:3], '[B, H, W]')
   _validate.check_labels(name, labels, logits.shape[-1])
   labels = jnp.asarray(labels)
-  mask = labels != IGNORE
+  mask = labels != labels_lib.IGNORE
   safe = jnp.where(mask, labels, 0)
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   nll = -jnp.take_along_axis(log_probs, safe[..., None], axis=-1)[..., 0]

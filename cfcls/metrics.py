@@ -1,4 +1,4 @@
-"""Segmentation and matting metrics (SPEC section 4).
+"""Segmentation and matting metrics (docs/method.md, section 4).
 
 Segmentation metrics come from a confusion matrix summed over all evaluated
 pixels (rows: ground truth, columns: prediction, both over all K classes
@@ -18,8 +18,6 @@ from typing import Dict, Optional
 import jax.numpy as jnp
 import numpy as np
 import scipy.ndimage
-
-IGNORE_LABEL = 255
 
 
 def confusion_matrix(labels, predictions, num_classes: int, weights=None):
@@ -75,7 +73,7 @@ def segmentation_metrics(confusion) -> Dict[str, object]:
 
   Returns a dict with per-class lists 'iou', 'precision', 'recall', 'f1' and
   scalars 'miou', 'mean_precision', 'mean_recall', 'f1' (= 2 mP mR /
-  (mP + mR), SPEC section 4), 'mean_class_f1', 'pixel_accuracy' and
+  (mP + mR), docs/method.md, section 4), 'mean_class_f1', 'pixel_accuracy' and
   'num_pixels'.
   """
   confusion = np.asarray(confusion, np.float64)

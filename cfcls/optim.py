@@ -14,6 +14,8 @@ import jax
 import optax
 
 BACKBONE_KEY = 'backbone'  # top-level params entry of the ResNet (cfcls.models)
+OPTIMIZERS = ('adam', 'sgd')
+LR_SCHEDULES = ('poly', 'constant')
 
 
 def create_learning_rate_fn(config) -> Callable:

@@ -1,4 +1,4 @@
-"""Train state, the loss dispatch and the data-parallel train and eval steps.
+"""Train state and the data-parallel train, eval and predict steps.
 
 The per-device code is written in the pmap style (an axis name, psum/pmean)
 and mapped over a 1-D device mesh with `jax.shard_map` under `jax.jit`:
@@ -12,11 +12,8 @@ BatchNorm statistics are averaged over the 'data' axis (synchronised BN: the
 model is created with `axis_name='data'`), so 2 devices with 2 images each
 compute exactly what 1 device does with the 4 images.
 
-Global means. Each loss term is a mean over something (images for CFM and
-MLC, scribbled pixels for pCE, labelled pixels for CE). A device's share of
-the global loss is its local mean times its count divided by the global count
-(psum of the counts), so the psum of the shares is the global mean whatever
-the distribution of labelled pixels over devices.
+The loss of each device's rows is its share of the global loss, as the
+config's objective computes it (`cfcls.objectives`: exact global means).
 
 This module does not import tensorflow (only cfcls.data does).
 """
@@ -32,9 +29,8 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from cfcls import inference
-from cfcls import laplacian
-from cfcls import losses
 from cfcls import metrics as metrics_lib
+from cfcls import objectives
 from cfcls import parallel
 
 DATA_AXIS = parallel.DATA_AXIS
@@ -54,13 +50,6 @@ class TrainState(flax.struct.PyTreeNode):
 
   def variables(self):
     return {'params': self.params, 'batch_stats': self.batch_stats}
-
-
-def images_to_float(images):
-  """uint8 `[B, H, W, 3]` -> float32 in [0, 1] (float input passes through)."""
-  if images.dtype == jnp.uint8:
-    return images.astype(jnp.float32) / 255.0
-  return images.astype(jnp.float32)
 
 
 def make_init_fn(model, tx, image_shape: Sequence[int], mesh) -> Callable:
@@ -83,93 +72,9 @@ def make_init_fn(model, tx, image_shape: Sequence[int], mesh) -> Callable:
   return jax.jit(init, out_shardings=parallel.replicated_sharding(mesh))
 
 
-def create_train_state(model, tx, image_shape: Sequence[int], seed: int,
-                       mesh, variables=None) -> TrainState:
-  """Initialised (or given) variables and optimiser state, replicated on mesh.
-
-  Args:
-    model: the flax module.
-    tx: optax optimiser.
-    image_shape: `(H, W)` of a training crop.
-    seed: init seed.
-    mesh: the data mesh; the state is replicated over it.
-    variables: optional initial `{'params', 'batch_stats'}` (e.g. with
-      pretrained backbone weights); default: `model.init`.
-  """
-  init = make_init_fn(model, tx, image_shape, mesh)
-  return init(jax.random.key(seed), variables)
-
-
-def _class_weights(config):
-  if config.class_weights is None:
-    return None
-  return jnp.asarray(config.class_weights, jnp.float32)
-
-
-def loss_terms(config, num_classes: int, outputs, mlc_logits, batch,
-               axis_name: str = DATA_AXIS):
-  """This device's share of the global loss (its psum is the global loss).
-
-  Args:
-    config: the config (loss, lam, beta, class_weights, baseline_mlc, ...).
-    num_classes: K.
-    outputs: `[b, H, W, K-1]` mattes ('cfm') or `[b, H, W, K]` logits.
-    mlc_logits: `[b, K-1]`.
-    batch: dict with images float32 `[b, H, W, 3]`, scribbles int32
-      `[b, H, W]`, mask int32 `[b, H, W]`, valid float32 `[b, H, W]`,
-      presence float32 `[b, K-1]`.
-    axis_name: the mapped device axis.
-
-  Returns:
-    (share, terms): the scalar share and a dict of the global value of each
-    term (already summed over devices).
-  """
-  num_devices = jax.lax.psum(1, axis_name)
-
-  def global_mean(value, count):
-    """Share of a mean over items of which this device holds `count`."""
-    count = jnp.asarray(count, jnp.float32)
-    total = jax.lax.psum(count, axis_name)
-    return value * count / jnp.maximum(total, 1.0)
-
-  shares = {}
-  if config.loss == 'cfm':
-    stats = laplacian.window_stats(batch['images'], eps=config.laplacian_eps,
-                                   radius=config.laplacian_radius,
-                                   valid=batch.get('valid'))
-    presence = None  # 'scribbles': gate by the scribbles of each crop
-    if config.cfm_classes == 'all':
-      presence = jnp.ones(outputs.shape[:1] + outputs.shape[-1:], jnp.float32)
-    cfm, _ = losses.cfm_loss(stats, outputs, batch['scribbles'], num_classes,
-                             lam=config.lam,
-                             class_weights=_class_weights(config),
-                             presence=presence, norm=config.cfm_norm)
-    shares['cfm'] = cfm / num_devices
-    use_mlc = True
-  elif config.loss == 'pce':
-    scribbles = batch['scribbles']
-    shares['pce'] = global_mean(losses.partial_ce(outputs, scribbles),
-                                jnp.sum(scribbles != 255))
-    use_mlc = config.baseline_mlc
-  elif config.loss == 'ce':
-    mask = batch['mask']
-    labelled = (mask != 255) & (mask < num_classes)
-    shares['ce'] = global_mean(losses.full_ce(outputs, mask),
-                               jnp.sum(labelled))
-    use_mlc = config.baseline_mlc
-  else:
-    raise ValueError(f'unknown loss {config.loss!r}')
-  if use_mlc:
-    shares['mlc'] = losses.mlc_bce(mlc_logits, batch['presence']) / num_devices
-  share = sum(shares[k] * (config.beta if k == 'mlc' else 1.0) for k in shares)
-  terms = {k: jax.lax.psum(jax.lax.stop_gradient(v), axis_name)
-           for k, v in shares.items()}
-  return share, terms
-
-
 def _prepare(batch):
   batch = dict(batch)
-  batch['images'] = images_to_float(batch.pop('image'))
+  batch['images'] = inference.images_to_float(batch.pop('image'))
   return batch
 
 
@@ -184,6 +89,8 @@ def make_train_step(config, model, tx, num_classes: int, mesh,
   learning_rate (the rate used for this update).
   """
 
+  objective = objectives.get(config.loss)
+
   def per_device(state: TrainState, batch):
     batch = _prepare(batch)
 
@@ -191,8 +98,8 @@ def make_train_step(config, model, tx, num_classes: int, mesh,
       (outputs, mlc_logits), new_vars = model.apply(
           {'params': params, 'batch_stats': state.batch_stats},
           batch['images'], train=True, mutable=['batch_stats'])
-      share, terms = loss_terms(config, num_classes, outputs, mlc_logits,
-                                batch)
+      share, terms = objective.loss_shares(config, num_classes, outputs,
+                                           mlc_logits, batch)
       return share, (terms, new_vars['batch_stats'])
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -214,34 +121,6 @@ def make_train_step(config, model, tx, num_classes: int, mesh,
   return jax.jit(mapped, donate_argnums=(0,))
 
 
-def forward(config, model, variables, images):
-  """The one inference path: images -> scores, class probs, labels.
-
-  Args:
-    config: uses loss, mlc_gate, thresholds, guided_filter_radius and
-      guided_filter_eps.
-    model: the flax module (BN in inference mode).
-    variables: `{'params', 'batch_stats'}`.
-    images: uint8 or float `[B, H, W, 3]`.
-
-  Returns:
-    dict: 'scores' float32 `[B, H, W, K-1]` (mattes or softmax probabilities
-    of the foreground classes), 'probs' float32 `[B, K-1]`, 'labels' int32
-    `[T, B, H, W]` (one map per config.thresholds entry).
-  """
-  images = images_to_float(images)
-  outputs, mlc_logits = model.apply(variables, images, train=False)
-  outputs = inference.refine_outputs(
-      outputs, images, loss=config.loss,
-      radius=config.guided_filter_radius,
-      eps=config.guided_filter_eps)
-  scores, probs = inference.class_scores(outputs, mlc_logits, loss=config.loss,
-                                         mlc_gate=config.mlc_gate)
-  labels = inference.predict_labels(outputs, scores, loss=config.loss,
-                                    thresholds=tuple(config.thresholds))
-  return {'scores': scores, 'probs': probs, 'labels': labels}
-
-
 def make_eval_step(config, model, num_classes: int, mesh) -> Callable:
   """Compiled `(variables, batch) -> confusion int32 [T, K, K]` (replicated).
 
@@ -252,7 +131,8 @@ def make_eval_step(config, model, num_classes: int, mesh) -> Callable:
   """
 
   def per_device(variables, batch):
-    labels = forward(config, model, variables, batch['image'])['labels']
+    labels = inference.forward(config, model, variables,
+                               batch['image'])['labels']
     weights = batch['valid'] * batch['example_mask'][:, None, None]
     confusion = jnp.stack([
         metrics_lib.confusion_matrix(batch['mask'], labels[t], num_classes,
@@ -266,8 +146,8 @@ def make_eval_step(config, model, num_classes: int, mesh) -> Callable:
 
 
 def make_predict_fn(config, model) -> Callable:
-  """Compiled `(variables, images) -> forward(...)` without a mesh (any size)."""
-  return jax.jit(functools.partial(forward, config, model))
+  """Compiled `(variables, images) -> inference.forward(...)` (any size)."""
+  return jax.jit(functools.partial(inference.forward, config, model))
 
 
 def first_nonfinite(metrics_history: Sequence[Dict[str, Any]], first_step: int):

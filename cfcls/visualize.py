@@ -2,7 +2,8 @@
 
 import numpy as np
 
-IGNORE_LABEL = 255
+from cfcls import labels as labels_lib
+
 IGNORE_COLOUR = (255, 255, 255)
 
 
@@ -27,7 +28,7 @@ def colorize(labels) -> np.ndarray:
   """int `[..., H, W]` class ids -> uint8 `[..., H, W, 3]`; 255 shown white."""
   labels = np.asarray(labels)
   out = _PALETTE[np.clip(labels, 0, 255).astype(np.int64)]
-  out[labels == IGNORE_LABEL] = IGNORE_COLOUR
+  out[labels == labels_lib.IGNORE] = IGNORE_COLOUR
   return out
 
 
@@ -45,7 +46,7 @@ def overlay(image, labels, opacity: float = 0.5) -> np.ndarray:
   image = np.asarray(image, np.float32)
   labels = np.asarray(labels)
   colours = colorize(labels).astype(np.float32)
-  fg = ((labels != 0) & (labels != IGNORE_LABEL))[..., None]
+  fg = ((labels != 0) & (labels != labels_lib.IGNORE))[..., None]
   blended = np.where(fg, (1 - opacity) * image + opacity * colours, image)
   return np.clip(np.round(blended), 0, 255).astype(np.uint8)
 

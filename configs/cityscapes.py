@@ -1,10 +1,10 @@
-"""The paper's Cityscapes subset: 9 classes (see SPEC section 5)."""
+"""The paper's Cityscapes subset: 9 classes (see docs/method.md, section 5)."""
 
-from configs import base
+from cfcls import config_schema
 
 
 def get_config():
-  config = base.get_config()
+  config = config_schema.get_config()
   config.data.name = 'scribble_cityscapes'
   config.data.builder_config = ''
   config.data.crop_size = 321

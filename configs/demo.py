@@ -28,11 +28,11 @@ and eps were picked on the training split where CE does best. Measured
 numbers, with and without it: README.md.
 """
 
-from configs import base
+from cfcls import config_schema
 
 
 def get_config():
-  config = base.get_config()
+  config = config_schema.get_config()
   config.model.backbone = 'resnet18'
   config.model.width = 0.25
   config.model.output_stride = 16

@@ -8,11 +8,11 @@ sets lower num_train_steps; start from ImageNet weights with
 --config.init_from=resnet101.pth.
 """
 
-from configs import base
+from cfcls import config_schema
 
 
 def get_config():
-  config = base.get_config()
+  config = config_schema.get_config()
   config.data.name = 'scribble_folder'
   config.data.builder_config = ''
   config.data.crop_size = 513

@@ -1,4 +1,6 @@
-"""The paper's PASCAL VOC subset (SPEC sections 5-7): 6 classes + background.
+"""The paper's PASCAL VOC subset: 6 classes + background.
+
+docs/method.md, sections 5-7.
 
 DeepLabV3+ on ResNet-101 at output stride 16, 321x321 crops, Adam 1e-3 with
 polynomial decay, batch 10, lambda 100, beta 1.
@@ -9,11 +11,11 @@ polynomial decay, batch 10, lambda 100, beta 1.
 Baselines: --config.loss=pce (scribbles only) or --config.loss=ce (full masks).
 """
 
-from configs import base
+from cfcls import config_schema
 
 
 def get_config():
-  config = base.get_config()
+  config = config_schema.get_config()
   config.data.name = 'scribble_voc'
   config.data.builder_config = 'subset6'
   config.data.crop_size = 321

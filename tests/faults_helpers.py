@@ -32,8 +32,6 @@ def shared_dir(tmp_path_factory) -> str:
 
 def load_config(data_dir: str, *overrides: str):
   """tests/faults_tiny_config.py with overrides, exactly as train.py loads it."""
-  if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)  # the config imports configs.base
   values = flags.FlagValues()
   argv = ['train.py', f'--config={CONFIG}',
           f'--config.data.data_dir={data_dir}', *overrides]
@@ -84,8 +82,8 @@ def read(path: str) -> str:
 
 
 def logged_steps(log_path: str) -> list:
-  """Steps whose training loss the run logged (`[k] train/...loss=`)."""
-  return [int(k) for k in re.findall(r'\] \[(\d+)\] [^\n]*\btrain/loss=',
+  """Steps whose training loss the run logged (`] step k/N  loss ...`)."""
+  return [int(k) for k in re.findall(r'\] step (\d+)/\d+  loss ',
                                      read(log_path))]
 
 
@@ -118,10 +116,10 @@ def finish(proc: subprocess.Popen, log_path: str, timeout: float = 300.0):
 
 
 def build_run(config):
-  from cfcls import train_lib  # pylint: disable=g-import-not-at-top
+  from cfcls import run_lib  # pylint: disable=g-import-not-at-top
   from cfcls.data import pipeline  # pylint: disable=g-import-not-at-top
   info = pipeline.dataset_info(config.data)
-  return train_lib.build(config, info.num_classes, info.class_names)
+  return run_lib.build(config, info.num_classes, info.class_names)
 
 
 def reference_states(config, batches, num_steps: int) -> list:
@@ -131,10 +129,10 @@ def reference_states(config, batches, num_steps: int) -> list:
   fed to the library's compiled train step on this process's devices.
   """
   from cfcls import parallel  # pylint: disable=g-import-not-at-top
-  from cfcls import train_lib  # pylint: disable=g-import-not-at-top
+  from cfcls import run_lib  # pylint: disable=g-import-not-at-top
   run = build_run(config)
-  state = train_lib.initial_state(run)
-  train_step = train_lib.compiled('train', run)
+  state = run_lib.initial_state(run)
+  train_step = run.train_step
   out = []
   for _ in range(num_steps):
     batch = parallel.host_batch_to_global(next(batches), run.mesh,
@@ -147,11 +145,11 @@ def reference_states(config, batches, num_steps: int) -> list:
 def restore(config, workdir: str):
   """(step, host state) of the newest readable checkpoint in workdir."""
   from cfcls import checkpointing  # pylint: disable=g-import-not-at-top
-  from cfcls import train_lib  # pylint: disable=g-import-not-at-top
+  from cfcls import run_lib  # pylint: disable=g-import-not-at-top
   run = build_run(config)
   ckpts = checkpointing.Checkpoints(workdir, keep=config.keep_checkpoints)
   try:
-    state, step = ckpts.restore_latest(train_lib._abstract_state(run))  # pylint: disable=protected-access
+    state, step = ckpts.restore_latest(run_lib.abstract_state(run))
   finally:
     ckpts.close()
   assert step > 0, f'no checkpoint in {workdir}'

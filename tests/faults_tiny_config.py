@@ -4,7 +4,7 @@ A network and data small enough that a few steps run in seconds on 2 CPU
 cores; command-line overrides set data.data_dir and the step counts.
 """
 
-from configs import base
+from cfcls import config_schema
 
 
 def set_tiny_model(model):
@@ -18,7 +18,7 @@ def set_tiny_model(model):
 
 
 def get_config():
-  config = base.get_config()
+  config = config_schema.get_config()
   set_tiny_model(config.model)
   config.data.name = 'synthetic_scenes'
   config.data.builder_config = ''

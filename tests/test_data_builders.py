@@ -5,7 +5,6 @@ import os
 import cv2
 import ml_collections
 import numpy as np
-from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
@@ -15,92 +14,8 @@ from cfcls.data.builders import common
 from cfcls.data.builders import scribble_cityscapes
 from cfcls.data.builders import scribble_voc
 
-VOC_PALETTE = np.zeros((256, 3), np.uint8)
-for _i in range(256):  # the standard VOC colour map (bit interleaving)
-  _c, _r, _g, _b = _i, 0, 0, 0
-  for _j in range(8):
-    _r |= ((_c >> 0) & 1) << (7 - _j)
-    _g |= ((_c >> 1) & 1) << (7 - _j)
-    _b |= ((_c >> 2) & 1) << (7 - _j)
-    _c >>= 3
-  VOC_PALETTE[_i] = (_r, _g, _b)
-
-
-def _photo(rng, h, w):
-  base = cv2.resize(rng.integers(0, 255, (4, 4, 3)).astype(np.uint8), (w, h))
-  return np.clip(base + rng.integers(-20, 20, (h, w, 3)), 0, 255).astype(
-      np.uint8)
-
-
-def _save_palette_png(path, arr):
-  im = Image.fromarray(arr.astype(np.uint8), mode='P')
-  im.putpalette(VOC_PALETTE.reshape(-1).tolist())
-  im.save(path)
-
-
-def _save_grey_png(path, arr):
-  Image.fromarray(arr.astype(np.uint8), mode='L').save(path)
-
-
-def _xml(path, w, h, polygons):
-  parts = [f'<annotation><filename>{os.path.basename(path)[:-4]}.jpg'
-           f'</filename><size><width>{w}</width><height>{h}</height></size>']
-  for tag, pts in polygons:
-    pp = ''.join(f'<point><X>{x}</X><Y>{y}</Y></point>' for x, y in pts)
-    parts.append(f'<polygon><tag>{tag}</tag>{pp}</polygon>')
-  with open(path, 'w') as f:
-    f.write(''.join(parts) + '</annotation>')
-
-
-# id -> (split, [(voc class, tag, (r0, r1, c0, c1) box)])
-VOC_IMAGES = {
-    '2007_000001': ('train', [(15, 'person', (4, 22, 6, 20))]),
-    '2007_000002': ('train', [(8, 'cat', (3, 15, 3, 18)),
-                              (9, 'chair', (16, 27, 22, 37))]),
-    '2007_000003': ('train', [(5, 'bottle', (5, 20, 10, 30))]),
-    '2007_000004': ('val', [(1, 'plane', (6, 24, 8, 34))]),
-    '2007_000005': ('val', [(12, 'dog', (8, 26, 4, 22))]),
-}
-VOC_H, VOC_W = 30, 40
-
-
-def make_voc(root, xml=True):
-  """VOCdevkit/VOC2012 with palette masks and ScribbleSup XML (or PNGs)."""
-  voc = os.path.join(root, 'VOCdevkit', 'VOC2012')
-  for d in ('JPEGImages', 'SegmentationClass', 'ImageSets/Segmentation'):
-    os.makedirs(os.path.join(voc, d), exist_ok=True)
-  sdir = os.path.join(root, 'pascal_2012' if xml else 'scribbles')
-  os.makedirs(sdir, exist_ok=True)
-  rng = np.random.default_rng(0)
-  lists = {'train': [], 'val': []}
-  expected = {}
-  for name, (split, objs) in VOC_IMAGES.items():
-    lists[split].append(name)
-    cv2.imwrite(os.path.join(voc, 'JPEGImages', name + '.jpg'),
-                _photo(rng, VOC_H, VOC_W))
-    mask = np.zeros((VOC_H, VOC_W), np.uint8)
-    polys = [('background', [(1, 29), (20, 29), (60, 29)])]  # clamped x
-    for cls, tag, (r0, r1, c0, c1) in objs:
-      mask[r0 - 1:r1 + 1, c0 - 1:c1 + 1] = 255  # VOC's void outline
-      mask[r0:r1, c0:c1] = cls
-      rm = (r0 + r1) // 2
-      polys.append((tag, [(c0 + 2, rm), ((c0 + c1) // 2, rm - 1),
-                          (c1 - 3, rm)]))
-    _save_palette_png(os.path.join(voc, 'SegmentationClass', name + '.png'),
-                      mask)
-    if xml:
-      _xml(os.path.join(sdir, name + '.xml'), VOC_W, VOC_H, polys)
-    else:
-      strokes = [S.Stroke(S.VOC_SCRIBBLESUP_TAGS.index(t), np.array(p))
-                 for t, p in polys]
-      _save_grey_png(os.path.join(sdir, name + '.png'),
-                     S.draw_strokes(strokes, VOC_H, VOC_W))
-    expected[name] = (mask, polys)
-  for split, names in lists.items():
-    with open(os.path.join(voc, 'ImageSets', 'Segmentation', split + '.txt'),
-              'w') as f:
-      f.write('\n'.join(names) + '\n')
-  return expected
+from data_fixtures import (VOC_H, VOC_W, make_cityscapes, make_folder, make_voc,
+                           save_grey_png)
 
 
 def _prepare(builder_cls, config, manual_dir, data_dir):
@@ -175,29 +90,6 @@ def test_voc_subset6(tmp_path):
       '2007_000004': {0, 1}, '2007_000005': {0, 5}}
 
 
-def make_cityscapes(root):
-  rng = np.random.default_rng(1)
-  files = {}
-  for split, city, n in (('train', 'aachen', 2), ('val', 'lindau', 1)):
-    for d in ('leftImg8bit', 'gtFine'):
-      os.makedirs(os.path.join(root, d, split, city), exist_ok=True)
-    for i in range(n):
-      stem = f'{city}_{i:06d}_000019'
-      h, w = 32, 64
-      lab = np.full((h, w), 11, np.uint8)        # building
-      lab[:8] = 23                               # sky
-      lab[20:] = 7                               # road
-      lab[22:28, 10:30] = 26                     # car
-      lab[12:18, 40:44] = 4                      # 'static' -> background
-      lab[31, :] = 1                             # ego vehicle -> void
-      cv2.imwrite(os.path.join(root, 'leftImg8bit', split, city,
-                               stem + '_leftImg8bit.png'), _photo(rng, h, w))
-      _save_grey_png(os.path.join(root, 'gtFine', split, city,
-                                  stem + '_gtFine_labelIds.png'), lab)
-      files[stem] = lab
-  return files
-
-
 def test_cityscapes(tmp_path):
   files = make_cityscapes(tmp_path / 'manual')
   b = _prepare(scribble_cityscapes.ScribbleCityscapes,
@@ -215,30 +107,6 @@ def test_cityscapes(tmp_path):
     assert np.all(scrib[lab] == mask[lab])
     assert set(np.unique(scrib)) - {255} == set(np.unique(mask)) - {255}
     assert 0.01 <= lab.mean() <= 0.3
-
-
-def make_folder(root, names=('a', 'b', 'c'), size=(24, 20), masks=True,
-                splits=True):
-  for d in ('images', 'scribbles') + (('masks',) if masks else ()):
-    os.makedirs(os.path.join(root, d), exist_ok=True)
-  with open(os.path.join(root, 'classes.txt'), 'w') as f:
-    f.write('background\nrust\npaint\n')
-  rng = np.random.default_rng(2)
-  h, w = size
-  for i, n in enumerate(names):
-    ext = '.png' if i % 2 else '.jpg'
-    cv2.imwrite(os.path.join(root, 'images', n + ext), _photo(rng, h, w))
-    mask = np.zeros((h, w), np.uint8)
-    mask[4:14, 3:12] = 1 + i % 2
-    scrib = S.synthesize_scribbles(mask)
-    _save_grey_png(os.path.join(root, 'scribbles', n + '.png'), scrib)
-    if masks:
-      _save_palette_png(os.path.join(root, 'masks', n + '.png'), mask)
-  if splits:
-    with open(os.path.join(root, 'train.txt'), 'w') as f:
-      f.write('\n'.join(names[:-1]) + '\n')
-    with open(os.path.join(root, 'val.txt'), 'w') as f:
-      f.write(names[-1] + '\n')
 
 
 def _folder_config(manual, data, **kw):
@@ -298,11 +166,11 @@ def test_folder_bad_input(tmp_path, problem, match):
   if problem == 'corrupt':
     (root / 'images' / 'b.png').write_bytes(b'\x89PNG\r\n\x1a\n garbage')
   elif problem == 'size':
-    _save_grey_png(root / 'scribbles' / 'b.png', np.full((20, 25), 255))
+    save_grey_png(root / 'scribbles' / 'b.png', np.full((20, 25), 255))
   elif problem == 'ids':
     s = np.full((24, 20), 255, np.uint8)
     s[3, 3] = 7
-    _save_grey_png(root / 'scribbles' / 'b.png', s)
+    save_grey_png(root / 'scribbles' / 'b.png', s)
   elif problem == 'no_scribble':
     os.remove(root / 'scribbles' / 'b.png')
   elif problem == 'empty':
@@ -364,7 +232,7 @@ def test_voc_prefers_aug_masks_and_train_aug_list(tmp_path):
   for name in expected:
     aug = expected[name][0].copy()
     aug[0, 0] = 255
-    _save_grey_png(voc / 'SegmentationClassAug' / f'{name}.png', aug)
+    save_grey_png(voc / 'SegmentationClassAug' / f'{name}.png', aug)
   # manual_dir may be the VOCdevkit folder itself (scribbles beside it).
   os.rename(tmp_path / 'm' / 'pascal_2012', voc.parent / 'pascal_2012')
   b = _prepare(scribble_voc.ScribbleVoc, scribble_voc.make_config('full21'),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cfcls.data import scribbles as S
-import test_data_builders as fixtures
+import data_fixtures as fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -178,7 +178,7 @@ def _folder_with_undecodable_image(tmp_path, monkeypatch):
   (Preparation decodes every image, so this stands for a file that changed
   or a decoder that differs after preparation.)
   """
-  import test_data_builders as fixtures  # pylint: disable=g-import-not-at-top
+  import data_fixtures as fixtures  # pylint: disable=g-import-not-at-top
   from cfcls.data.builders import common  # pylint: disable=g-import-not-at-top
   manual = tmp_path / 'site'
   fixtures.make_folder(str(manual), names=('a', 'b', 'c', 'd', 'e'),
@@ -318,7 +318,7 @@ def test_corrupt_eval_image_becomes_a_padding_example(tmp_path, monkeypatch):
 def test_unreadable_best_checkpoint_eval_uses_the_newest_readable(
     interrupted, setup, reference, tmp_path, caplog):
   from cfcls import checkpointing  # pylint: disable=g-import-not-at-top
-  from cfcls import train_lib  # pylint: disable=g-import-not-at-top
+  from cfcls import run_lib  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / 'run')
   shutil.copytree(interrupted['workdir'], workdir)
   best = os.listdir(os.path.join(workdir, 'best'))
@@ -327,8 +327,7 @@ def test_unreadable_best_checkpoint_eval_uses_the_newest_readable(
   run = helpers.build_run(setup['config'])
   ckpts = checkpointing.Checkpoints(workdir, read_only=True)
   with caplog.at_level(logging.ERROR):
-    state, step, source = ckpts.restore_for_eval(
-        train_lib._abstract_state(run))  # pylint: disable=protected-access
+    state, step, source = ckpts.restore_for_eval(run_lib.abstract_state(run))
   ckpts.close()
   assert (step, source) == (NUM_STEPS, 'checkpoints')
   helpers.assert_states_close(jax.device_get(state), reference[-1])

@@ -7,8 +7,8 @@ import pytest
 import scipy.ndimage
 
 from cfcls import guided_filter
-from cfcls import inference
 from cfcls import metrics
+from cfcls import objectives
 
 
 def test_confusion_matrix_by_hand():
@@ -103,27 +103,27 @@ def test_inference_labels_and_gate():
   # Two foreground mattes for a 1x1x3 image; MLC rejects class 2.
   outputs = jnp.array([[[[0.3, 0.9], [0.7, 0.2], [1.4, -0.5]]]])
   mlc_logits = jnp.array([[2.0, -2.0]])
-  scores, probs = inference.class_scores(outputs, mlc_logits, loss='cfm')
+  scores, probs = objectives.get('cfm').class_scores(outputs, mlc_logits)
   np.testing.assert_allclose(scores[0, 0, :, 1], 0.0)
   np.testing.assert_allclose(scores[0, 0, :, 0], [0.3, 0.7, 1.0], rtol=1e-6)
   np.testing.assert_allclose(probs, 1 / (1 + np.exp([[-2.0, 2.0]])), rtol=1e-6)
-  labels = inference.predict_labels(outputs, scores, loss='cfm',
+  labels = objectives.get('cfm').labels(outputs, scores,
                                     thresholds=(0.5, 0.8))
   np.testing.assert_array_equal(labels[:, 0, 0], [[0, 1, 1], [0, 0, 1]])
-  ungated, _ = inference.class_scores(outputs, mlc_logits, loss='cfm',
+  ungated, _ = objectives.get('cfm').class_scores(outputs, mlc_logits,
                                       mlc_gate=False)
   np.testing.assert_array_equal(
-      inference.labels_from_scores(ungated, 0.5)[0, 0], [2, 1, 1])
+      objectives.labels_from_scores(ungated, 0.5)[0, 0], [2, 1, 1])
 
 
 def test_inference_softmax_argmax():
   logits = jnp.array([[[[2.0, 1.0, 0.0], [0.0, 0.1, 0.2]]]])
-  scores, _ = inference.class_scores(logits, jnp.zeros((1, 2)), loss='ce')
-  labels = inference.predict_labels(logits, scores, loss='ce',
+  scores, _ = objectives.get('ce').class_scores(logits, jnp.zeros((1, 2)))
+  labels = objectives.get('ce').labels(logits, scores,
                                     thresholds=(0.4, 0.7))
   np.testing.assert_array_equal(labels[:, 0, 0], [[0, 2], [0, 2]])
   with pytest.raises(ValueError, match='unknown loss'):
-    inference.is_matte_loss('cmf')
+    objectives.get('cmf')
 
 
 def test_refine_outputs_with_the_guided_filter():
@@ -132,11 +132,11 @@ def test_refine_outputs_with_the_guided_filter():
   mattes = jnp.asarray(rng.normal(size=(2, 12, 10, 3)), jnp.float32)
   logits = jnp.asarray(rng.normal(size=(2, 12, 10, 4)) * 3, jnp.float32)
   # Radius 0: unchanged (the paper's inference).
-  assert inference.refine_outputs(mattes, images, loss='cfm',
+  assert objectives.get('cfm').refine(mattes, images,
                                   radius=0) is mattes
   # Mattes: the filter itself.
   np.testing.assert_allclose(
-      inference.refine_outputs(mattes, images, loss='cfm', radius=2,
+      objectives.get('cfm').refine(mattes, images, radius=2,
                                eps=1e-2),
       guided_filter.guided_filter(images, mattes, 2, 1e-2), rtol=1e-6)
   # Softmax networks: the filtered probabilities, which still sum to 1, come
@@ -144,15 +144,15 @@ def test_refine_outputs_with_the_guided_filter():
   probs = jax.nn.softmax(logits, axis=-1)
   filtered = np.asarray(guided_filter.guided_filter(images, probs, 2, 1e-2))
   np.testing.assert_allclose(filtered.sum(-1), 1.0, atol=1e-5)
-  refined = inference.refine_outputs(logits, images, loss='ce', radius=2,
+  refined = objectives.get('ce').refine(logits, images, radius=2,
                                      eps=1e-2)
-  scores, _ = inference.class_scores(refined, jnp.zeros((2, 3)), loss='ce')
+  scores, _ = objectives.get('ce').class_scores(refined, jnp.zeros((2, 3)))
   # (The filter can overshoot below 0 at edges: those are floored at 1e-6
   # and the rest renormalised.)
   floored = np.maximum(filtered, 1e-6)
   np.testing.assert_allclose(
       scores, (floored / floored.sum(-1, keepdims=True))[..., 1:], atol=1e-5)
-  labels = inference.predict_labels(refined, scores, loss='ce',
+  labels = objectives.get('ce').labels(refined, scores,
                                     thresholds=(0.5,))
   np.testing.assert_array_equal(labels[0], np.argmax(filtered, -1))
   assert not np.array_equal(labels[0], np.argmax(np.asarray(logits), -1))

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-import test_data_builders as fixtures  # VOC fixture of the data tests
+import data_fixtures as fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,6 +36,15 @@ def test_voc_config_runs_end_to_end(tmp_path):
   out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True,
                        text=True, check=False, timeout=600)
   assert out.returncode == 0, out.stderr[-4000:]
+  # A console a person can read: one progress line per logged step, the
+  # evaluation and the summary, none of the libraries' INFO chatter.
+  console = (out.stdout + out.stderr).splitlines()
+  assert len(console) < 100, '\n'.join(console)
+  text = '\n'.join(console)
+  assert '] step 1/2  loss ' in text and '] step 2/2  loss ' in text, text
+  assert 'eval step 2: validation mIoU ' in text, text
+  assert 'Done: step 2, best checkpoint step 2' in text, text
+  assert 'Downloading' not in text and 'Closing _NonBlocking' not in text
   with open(workdir / 'metrics.json') as f:
     metrics = json.load(f)
   assert metrics['step'] == 2 and metrics['dataset'] == 'scribble_voc'
@@ -46,3 +55,20 @@ def test_voc_config_runs_end_to_end(tmp_path):
   confusion = val['thresholds']['0.5']['confusion']
   assert 0 < sum(map(sum, confusion)) < 2 * 30 * 40
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['1', '2']
+
+
+def test_bad_model_value_fails_before_any_data_is_prepared(tmp_path):
+  data_dir = tmp_path / 'tfds'
+  env = dict(os.environ, CUDA_VISIBLE_DEVICES='', TF_CPP_MIN_LOG_LEVEL='2')
+  out = subprocess.run(
+      [sys.executable, 'train.py', f'--workdir={tmp_path / "run"}',
+       f'--config.data.data_dir={data_dir}',
+       '--config.model.backbone=resnet13'],
+      cwd=ROOT, env=env, capture_output=True, text=True, check=False,
+      timeout=300)
+  assert out.returncode == 1
+  assert out.stderr.strip().splitlines() == [
+      "train.py: invalid config: model.backbone='resnet13' is not supported; "
+      "allowed: ('resnet18', 'resnet34', 'resnet50', 'resnet101', "
+      "'resnet152')"], out.stderr
+  assert not data_dir.exists() and not (tmp_path / 'run').exists()

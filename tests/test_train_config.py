@@ -10,13 +10,8 @@ from cfcls import config_utils
 from cfcls import train_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = os.path.join(ROOT, 'configs', 'demo.py')
 CONFIGS = ('demo', 'voc', 'voc_full', 'cityscapes', 'folder')
-
-
-@pytest.fixture(autouse=True)
-def _repo_on_path(monkeypatch):
-  # Config files import `configs.base`, as with `python train.py` from ROOT.
-  monkeypatch.syspath_prepend(ROOT)
 
 
 def load(path, *overrides):
@@ -41,7 +36,7 @@ def test_demo_is_the_default_and_small():
   assert config.data.name == 'synthetic_scenes'
   assert config.model.backbone == 'resnet18'
   voc = load(os.path.join(ROOT, 'configs', 'voc.py'))
-  # The paper's VOC settings (SPEC section 6).
+  # The paper's VOC settings (docs/method.md, section 6).
   assert (voc.model.backbone, voc.model.output_stride) == ('resnet101', 16)
   assert (voc.data.crop_size, voc.batch_size, voc.lam, voc.beta) == (
       321, 10, 100.0, 1.0)
@@ -67,9 +62,9 @@ def test_override_on_the_command_line():
 def test_typo_in_a_config_file_names_the_field(tmp_path):
   path = tmp_path / 'mine.py'
   path.write_text(
-      'from configs import demo\n\n'
+      'from cfcls import config_schema\n\n'
       'def get_config():\n'
-      '  config = demo.get_config()\n'
+      f'  config = config_schema.load_config_file({DEMO!r})\n'
       '  config.learning_rat = 0.1\n'
       '  config.data.crop_sise = 64\n'
       '  return config\n')

@@ -5,6 +5,7 @@ same workdir with num_train_steps=3 (a restarted run); the tests check the
 resume, the workdir contents, evaluation of the best checkpoint and predict.
 """
 
+import dataclasses
 import json
 import os
 
@@ -15,6 +16,8 @@ import pytest
 
 from cfcls import checkpointing
 from cfcls import config_utils
+from cfcls import predict_lib
+from cfcls import run_lib
 from cfcls import train_lib
 from cfcls import train_step as train_step_lib
 import faults_tiny_config
@@ -61,13 +64,12 @@ class _Spy:
     self.first_state = None
     self.first_batch = None
     self.calls = 0
-    compiled = train_lib.compiled
+    build = run_lib.build
     create_train_iterator = pipeline.create_train_iterator
 
-    def spy_compiled(kind, run):
-      fn = compiled(kind, run)
-      if kind != 'train':
-        return fn
+    def spy_build(*args, **kwargs):
+      run = build(*args, **kwargs)
+      fn = run.train_step
 
       def wrapped(state, batch):
         if self.first_state is None:  # copy before the state is donated
@@ -79,13 +81,13 @@ class _Spy:
         if self.calls == stop_after:
           train_lib.request_stop()
         return fn(state, batch)
-      return wrapped
+      return dataclasses.replace(run, train_step=wrapped)
 
     def spy_iterator(*args, **kwargs):
       self.start_steps.append(kwargs.get('start_step'))
       return create_train_iterator(*args, **kwargs)
 
-    monkeypatch.setattr(train_lib, 'compiled', spy_compiled)
+    monkeypatch.setattr(run_lib, 'build', spy_build)
     monkeypatch.setattr(pipeline, 'create_train_iterator', spy_iterator)
 
 
@@ -116,10 +118,10 @@ def test_restart_continues_from_the_last_step(trained):
   assert spy.start_steps == [2]
   assert int(spy.first_state.step) == 2
   config = trained['config']
-  run = train_lib.build(config, 6, ['c%d' % i for i in range(6)])
+  run = run_lib.build(config, 6, ['c%d' % i for i in range(6)])
   ckpts = checkpointing.Checkpoints(trained['workdir'], read_only=True)
   saved = ckpts.latest.restore(2, args=checkpointing.ocp.args.StandardRestore(
-      checkpointing.abstract_like(train_lib._abstract_state(run))))
+      checkpointing.abstract_like(run_lib.abstract_state(run))))
   for a, b in zip(jax.tree_util.tree_leaves(saved),
                   jax.tree_util.tree_leaves(spy.first_state)):
     np.testing.assert_array_equal(np.asarray(a), b)
@@ -205,8 +207,8 @@ def test_predict_writes_the_expected_files(trained):
               rng.integers(0, 256, (37, 45, 3), dtype=np.uint8))
   (inputs / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n not really')
   (inputs / 'notes.txt').write_text('not an image')
-  report = train_lib.predict(config, trained['workdir'], str(inputs),
-                             str(outputs))
+  report = predict_lib.predict(config, trained['workdir'], str(inputs),
+                               str(outputs))
   assert sorted(report['written']) == ['odd.jpg', 'square.png']
   assert list(report['failed']) == ['broken.png']
   with open(outputs / 'errors.json') as f:

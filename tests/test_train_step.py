@@ -12,7 +12,7 @@ from cfcls import laplacian
 from cfcls import losses
 from cfcls import metrics as metrics_lib
 from cfcls import models
-from cfcls import inference
+from cfcls import objectives
 from cfcls import optim
 from cfcls import parallel
 from cfcls import train_step as train_step_lib
@@ -58,12 +58,13 @@ def random_batch(seed, batch=4):
 
 def run_steps(config, devices, batches):
   mesh = parallel.create_mesh(devices)
-  num_outputs = inference.num_outputs_for_loss(config.loss, NUM_CLASSES)
+  num_outputs = objectives.get(config.loss).num_outputs(NUM_CLASSES)
   model = models.create_model(config.model, NUM_CLASSES, num_outputs,
                               axis_name=parallel.DATA_AXIS)
   lr_fn = optim.create_learning_rate_fn(config)
   tx = optim.create_optimizer(config, lr_fn)
-  state = train_step_lib.create_train_state(model, tx, (SIZE, SIZE), 0, mesh)
+  state = train_step_lib.make_init_fn(model, tx, (SIZE, SIZE), mesh)(
+      jax.random.key(0))
   init = jax.tree_util.tree_map(np.array, jax.device_get(state))  # a copy
   step = train_step_lib.make_train_step(config, model, tx, NUM_CLASSES, mesh,
                                         lr_fn)
@@ -112,11 +113,12 @@ def _with_share_axis(result):
 
 
 def _sharded_loss_terms(config, outputs, mlc_logits, batch, devices):
-  """loss_terms on a mesh of `devices` (the batch split over them)."""
+  """The objective's loss shares on a mesh of `devices` (the batch split over them)."""
   mesh = parallel.create_mesh(devices)
   fn = jax.jit(jax.shard_map(
       lambda o, m, b: _with_share_axis(
-          train_step_lib.loss_terms(config, NUM_CLASSES, o, m, b)),
+          objectives.get(config.loss).loss_shares(config, NUM_CLASSES,
+                                                  o, m, b)),
       mesh=mesh, in_specs=(P(DATA), P(DATA), P(DATA)), out_specs=(P(DATA), P()),
       check_vma=False))
   batch = dict(batch)
@@ -199,7 +201,7 @@ def test_train_step_does_not_import_tensorflow():
 
 def test_metrics_buffer_stops_on_nan_naming_the_step():
   from cfcls import train_lib  # pylint: disable=g-import-not-at-top
-  buffer = train_lib._MetricsBuffer()
+  buffer = train_lib.MetricsBuffer()
   for step, loss in ((7, 1.0), (8, 3.0)):
     buffer.add(step, {'loss': np.float32(loss), 'grad_norm': np.float32(1.0)})
   assert buffer.flush() == {'train/loss': 2.0, 'train/grad_norm': 1.0}
@@ -219,7 +221,7 @@ def test_eval_step_applies_the_guided_filter(loss):
   config.guided_filter_radius = 3
   config.guided_filter_eps = 1e-2
   mesh = parallel.create_mesh(jax.devices()[:2])
-  num_outputs = inference.num_outputs_for_loss(loss, NUM_CLASSES)
+  num_outputs = objectives.get(loss).num_outputs(NUM_CLASSES)
   model = models.create_model(config.model, NUM_CLASSES, num_outputs)
   variables = model.init(jax.random.key(0), np.zeros((1, SIZE, SIZE, 3),
                                                      np.float32), train=False)
@@ -233,16 +235,16 @@ def test_eval_step_applies_the_guided_filter(loss):
 
   images = batch['image'].astype(np.float32) / 255.0
   outputs, mlc_logits = model.apply(variables, images, train=False)
-  refined = inference.refine_outputs(outputs, images, loss=loss, radius=3,
+  refined = objectives.get(loss).refine(outputs, images, radius=3,
                                      eps=1e-2)
-  scores, _ = inference.class_scores(refined, mlc_logits, loss=loss,
+  scores, _ = objectives.get(loss).class_scores(refined, mlc_logits,
                                      mlc_gate=False)
-  labels = inference.predict_labels(refined, scores, loss=loss,
+  labels = objectives.get(loss).labels(refined, scores,
                                     thresholds=tuple(config.thresholds))
-  unfiltered = inference.predict_labels(
-      outputs, inference.class_scores(outputs, mlc_logits, loss=loss,
-                                      mlc_gate=False)[0],
-      loss=loss, thresholds=tuple(config.thresholds))
+  unfiltered = objectives.get(loss).labels(
+      outputs, objectives.get(loss).class_scores(outputs, mlc_logits,
+                                                 mlc_gate=False)[0],
+      thresholds=tuple(config.thresholds))
   assert not np.array_equal(np.asarray(labels), np.asarray(unfiltered))
   for t in range(len(config.thresholds)):
     expected = metrics_lib.confusion_matrix(batch['mask'], labels[t],

@@ -31,26 +31,21 @@ with its file name; without it a BadInputError names the file. At eval time
 skip_corrupt replaces it by a padding example (tf.data's own warning, no
 file name), so the batches keep their shape and count.
 
-Builders are prepared on first use into data_config.data_dir (default
-~/tensorflow_datasets) from data_config.manual_dir. Where a folder dataset
-lands: data_dir/scribble_folder/<folder name>_<hash of its absolute path>/.
+Builders are prepared on first use (cfcls.data.datasets).
 """
 from __future__ import annotations
-
-import dataclasses
-import hashlib
-import os
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from cfcls import config_schema
+from cfcls import labels as labels_lib
+from cfcls.data import datasets
 from cfcls.data.builders import common
-from cfcls.data.builders import scribble_cityscapes
-from cfcls.data.builders import scribble_folder
-from cfcls.data.builders import scribble_voc
-from cfcls.data.builders import synthetic_scenes
+# The dataset of a data config (re-exported: the pipeline's entry points).
+from cfcls.data.datasets import DatasetInfo, dataset_info, get_builder  # noqa: F401
 
 # Image padding colour (train crops and eval canvases). Black: padding with
 # the mean colour costs a select over every crop pixel (~15 % of the
@@ -58,108 +53,6 @@ from cfcls.data.builders import synthetic_scenes
 PAD_COLOUR = (0, 0, 0)
 _LABEL_KEYS = ('scribbles', 'dots', 'mask')
 _INT64_MAX = np.iinfo(np.int64).max
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-  """What the trainer needs to know about a dataset."""
-  name: str
-  num_classes: int
-  class_names: tuple[str, ...]
-  splits: dict  # split name -> number of examples
-  data_path: str
-
-  def split_size(self, split: str) -> int:
-    return self.splits[split]
-
-
-def _get(cfg, key, default=None):
-  try:
-    value = cfg.get(key, default)
-  except AttributeError:
-    value = getattr(cfg, key, default)
-  return default if value is None else value
-
-
-def _pair(x):
-  if isinstance(x, (int, np.integer)):
-    return int(x), int(x)
-  h, w = x
-  return int(h), int(w)
-
-
-def _folder_config_name(folder: str, skip: bool) -> str:
-  folder = os.path.abspath(os.path.expanduser(folder))
-  base = ''.join(c if c.isalnum() else '_' for c in os.path.basename(
-      folder.rstrip('/')) or 'root')[:40]
-  digest = hashlib.sha1(folder.encode()).hexdigest()[:8]
-  return f'{base}_{digest}' + ('_skip' if skip else '')
-
-
-def _builder_and_config(data_config):
-  """(builder class, config object or name, manual_dir) for a data_config."""
-  name = _get(data_config, 'name')
-  skip = bool(_get(data_config, 'skip_corrupt', False))
-  manual_dir = _get(data_config, 'manual_dir')
-  if manual_dir:
-    manual_dir = os.path.abspath(os.path.expanduser(manual_dir))
-  if name == 'synthetic_scenes':
-    syn = _get(data_config, 'synthetic', {})
-    cfg = synthetic_scenes.make_config(
-        num_train=_get(syn, 'num_train', 300),
-        num_val=_get(syn, 'num_val', 100),
-        image_size=_get(syn, 'image_size', 128), seed=_get(syn, 'seed', 0))
-    return synthetic_scenes.SyntheticScenes, cfg, None
-  if name == 'scribble_folder':
-    if not manual_dir:  # the folder names the dataset
-      raise common.BadInputError('data_config.manual_dir must be set for '
-                                 'scribble_folder')
-    cfg = scribble_folder.ScribbleFolderConfig(
-        name=_folder_config_name(manual_dir, skip), folder=manual_dir,
-        skip_corrupt=skip, description=f'scribble folder {manual_dir}')
-    return scribble_folder.ScribbleFolder, cfg, manual_dir
-  if name == 'scribble_voc':
-    cfg = _get(data_config, 'builder_config', 'full21')
-    return scribble_voc.ScribbleVoc, scribble_voc.make_config(cfg, skip), (
-        manual_dir)
-  if name == 'scribble_cityscapes':
-    return scribble_cityscapes.ScribbleCityscapes, (
-        scribble_cityscapes.make_config(skip)), manual_dir
-  raise common.BadInputError(
-      f'unknown data_config.name {name!r}; expected synthetic_scenes, '
-      'scribble_folder, scribble_voc or scribble_cityscapes')
-
-
-def get_builder(data_config, prepare: bool = True):
-  """The tfds builder for data_config, prepared (with a log line) if needed."""
-  cls, cfg, manual_dir = _builder_and_config(data_config)
-  data_dir = os.path.expanduser(_get(data_config, 'data_dir',
-                                     '~/tensorflow_datasets'))
-  builder = common.make_builder(cls, cfg, data_dir)
-  if prepare and not builder.is_prepared():
-    if cls is not synthetic_scenes.SyntheticScenes and not manual_dir:
-      raise common.BadInputError(
-          f'data_config.manual_dir must be set to prepare {builder.name} (not '
-          f'prepared in {data_dir})')
-    if manual_dir and not os.path.isdir(manual_dir):
-      raise common.BadInputError(
-          f'{manual_dir}: missing folder (data_config.manual_dir for '
-          f'{builder.name})')
-    logging.info('Preparing %s into %s (manual_dir=%s)', builder.name,
-                 builder.data_dir, manual_dir)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-  return builder
-
-
-def dataset_info(data_config) -> DatasetInfo:
-  """num_classes, class_names and split sizes (prepares the builder)."""
-  builder = get_builder(data_config)
-  names = tuple(builder.info.metadata['class_names'])
-  return DatasetInfo(
-      name=builder.name, num_classes=len(names), class_names=names,
-      splits={k: v.num_examples for k, v in builder.info.splits.items()},
-      data_path=os.fspath(builder.data_dir))
 
 
 def _process(process_index, process_count):
@@ -180,14 +73,6 @@ def _per_host_batch(global_batch_size, process_count):
     raise ValueError(f'global_batch_size {global_batch_size} is not divisible'
                      f' by process_count {process_count}')
   return global_batch_size // process_count
-
-
-def _annotation(data_config):
-  annotation = _get(data_config, 'annotation', 'scribbles')
-  if annotation not in ('scribbles', 'dots'):
-    raise ValueError(f"data_config.annotation must be 'scribbles' or 'dots', "
-                     f'got {annotation!r}')
-  return annotation
 
 
 def _presence(ann, num_classes):
@@ -279,9 +164,9 @@ def _augment(example, decode, seed, crop_size, scale_range, flip, annotation,
   boxes = 0.5 + (tf.stack([y1, x1, y2, x2])[None] - 0.5) * (1 - 1e-5)
   img = tf.image.crop_and_resize(image[None], boxes, [0], [ch, cw],
                                  method='bilinear', extrapolation_value=0.0)[0]
-  lab = tf.image.crop_and_resize(labels[None], boxes, [0], [ch, cw],
-                                 method='nearest',
-                                 extrapolation_value=255.0)[0]
+  lab = tf.image.crop_and_resize(
+      labels[None], boxes, [0], [ch, cw], method='nearest',
+      extrapolation_value=float(labels_lib.IGNORE))[0]
   lab = tf.cast(lab, tf.int32)
   ann, mask, inside = lab[..., 0], lab[..., 1], tf.equal(lab[..., 2], 0)
   if any(PAD_COLOUR):
@@ -300,15 +185,16 @@ def _augment(example, decode, seed, crop_size, scale_range, flip, annotation,
 def _train_dataset(data_config, global_batch_size, *, seed, start_step=0,
                    process_index=None, process_count=None):
   """(batched dataset with 'index' int64 [b], FaultNamer) for this host."""
+  data_config = datasets.complete_config(data_config)
   process_index, process_count = _process(process_index, process_count)
   batch = _per_host_batch(global_batch_size, process_count)
-  annotation = _annotation(data_config)
+  annotation = data_config.annotation
   builder = get_builder(data_config)
   num_classes = len(builder.info.metadata['class_names'])
-  split_name = _get(data_config, 'train_split', 'train')
+  split_name = data_config.train_split
   split, n, _ = _host_split(builder, split_name, process_index, process_count)
   base = _read(builder, split)
-  buffer = int(min(_get(data_config, 'shuffle_buffer', n), n))
+  buffer = int(min(data_config.shuffle_buffer, n))
   seed = int(seed)
   host_seed = seed * 1_000_003 + process_index
 
@@ -321,10 +207,9 @@ def _train_dataset(data_config, global_batch_size, *, seed, start_step=0,
 
   ds = tf.data.Dataset.range(first_epoch, _INT64_MAX).flat_map(epoch)
   ds = ds.enumerate(start=first_epoch * n).skip(first - first_epoch * n)
-  crop = _pair(_get(data_config, 'crop_size', 321))
-  scale_range = tuple(float(v) for v in _get(data_config, 'scale_range',
-                                              (0.5, 2.0)))
-  flip = bool(_get(data_config, 'flip', True))
+  crop = config_schema.pair(data_config.crop_size)
+  scale_range = tuple(float(v) for v in data_config.scale_range)
+  flip = bool(data_config.flip)
 
   decode = _decoder(builder)
 
@@ -336,7 +221,7 @@ def _train_dataset(data_config, global_batch_size, *, seed, start_step=0,
     return out
 
   ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  skip = bool(_get(data_config, 'skip_corrupt', False))
+  skip = bool(data_config.skip_corrupt)
   if skip:
     ds = ds.ignore_errors(log_warning=True)
   ds = ds.batch(batch, drop_remainder=True)
@@ -446,16 +331,18 @@ def max_image_size(builder, split) -> tuple[int, int]:
 def create_eval_dataset(data_config, global_batch_size, *, split=None,
                         process_index=None, process_count=None):
   """(finite eval tf.data.Dataset for this host, number of batches)."""
+  data_config = datasets.complete_config(data_config)
   process_index, process_count = _process(process_index, process_count)
   batch = _per_host_batch(global_batch_size, process_count)
-  annotation = _annotation(data_config)
+  annotation = data_config.annotation
   builder = get_builder(data_config)
   num_classes = len(builder.info.metadata['class_names'])
-  split = split or _get(data_config, 'eval_split', 'validation')
+  split = split or data_config.eval_split
   host_split, n, n_max = _host_split(builder, split, process_index,
                                      process_count)
-  pad_size = _get(data_config, 'eval_pad_size')
-  ph, pw = _pair(pad_size) if pad_size else max_image_size(builder, split)
+  pad_size = data_config.eval_pad_size
+  ph, pw = (config_schema.pair(pad_size) if pad_size
+            else max_image_size(builder, split))
   num_batches = -(-n_max // batch)
   pad = tf.constant(PAD_COLOUR, tf.uint8)
 
@@ -474,7 +361,7 @@ def create_eval_dataset(data_config, global_batch_size, *, split=None,
     image = tf.stack([tf.pad(image[..., c], paddings,
                              constant_values=pad[c]) for c in range(3)], -1)
     labels = {k: tf.pad(tf.cast(decode(ex, src), tf.int32), paddings,
-                        constant_values=255)
+                        constant_values=labels_lib.IGNORE)
               for k, src in (('scribbles', annotation), ('mask', 'mask'))}
     valid = tf.pad(tf.ones([h, w], tf.float32), paddings)
     return dict(image=image, valid=valid, example_mask=tf.constant(1.0),
@@ -484,7 +371,7 @@ def create_eval_dataset(data_config, global_batch_size, *, split=None,
 
   ds = _read(builder, host_split).map(fn, num_parallel_calls=tf.data.AUTOTUNE,
                                       deterministic=True)
-  if _get(data_config, 'skip_corrupt', False):
+  if data_config.skip_corrupt:
     ds = ds.ignore_errors(log_warning=True)
   filler = dict(
       image=tf.broadcast_to(pad, [ph, pw, 3]),
@@ -492,7 +379,8 @@ def create_eval_dataset(data_config, global_batch_size, *, split=None,
       presence=tf.zeros([num_classes - 1], tf.float32),
       file_name=tf.constant(b''), height=tf.constant(0, tf.int32),
       width=tf.constant(0, tf.int32),
-      scribbles=tf.fill([ph, pw], 255), mask=tf.fill([ph, pw], 255))
+      scribbles=tf.fill([ph, pw], labels_lib.IGNORE),
+      mask=tf.fill([ph, pw], labels_lib.IGNORE))
   # Fillers without end, then exactly num_batches full batches: an example
   # that skip_corrupt dropped is replaced by a padding example, so every host
   # still yields num_batches batches of the same shape.

@@ -3,9 +3,9 @@
 Pure numpy / OpenCV / scipy (no tensorflow), so the data_prep scripts can use
 them without the input pipeline.
 
-Conventions (SPEC section 5): a scribble map is uint8 [H, W] with the class id
-of each labelled pixel (0 = background) and 255 = unlabelled; masks use the
-same ids with 255 = void.
+Conventions (docs/method.md, section 5): a scribble map is uint8 [H, W]
+with the class id of each labelled pixel (0 = background) and 255 =
+unlabelled; masks use the same ids with 255 = void.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.csgraph
 
-IGNORE = 255
+from cfcls.labels import IGNORE
 
 # ScribbleSup tag names in PASCAL VOC class order (id = index).
 VOC_SCRIBBLESUP_TAGS = (

@@ -1,6 +1,7 @@
 """DeepLabV3+ on a ResNet backbone, with the multi-label classification head.
 
-Structure (Chen et al. 2018, as used by the CFM paper, SPEC section 6):
+Structure (Chen et al. 2018, as used by the CFM paper; docs/method.md,
+section 6):
 
 * ``backbone``: ``ResNet`` at output stride 8 or 16;
 * ``aspp``: a 1x1 conv, three 3x3 atrous convs (rates 6/12/18 at OS16, doubled

@@ -13,7 +13,7 @@ Layout of the folder (the builder config's `folder`, also the manual_dir):
 
 Label PNGs may be grey or palette PNGs (palette index = class id).
 Each folder is prepared under its own builder config, named
-`<folder name>_<hash of the absolute path>` (pipeline._folder_config_name),
+`<folder name>_<hash of the absolute path>` (datasets._folder_config_name),
 so different folders never collide in data_dir. A folder whose contents change
 after preparation must be re-prepared (delete its directory under data_dir).
 """

@@ -1,0 +1,190 @@
+"""The config schema: every config field, its default and its allowed values.
+
+This is the one place a default is written. Config files (configs/*.py)
+start from `get_config()` and override a few fields;
+`cfcls.config_utils.validate_config` rejects any field that is not defined
+here (a typo in a config file or on the command line is an error) and
+impossible values, before any data is prepared. Library code reads validated
+values and never supplies defaults of its own; functions that accept a
+partial config (a dict of a few fields, as tests use) complete it from here
+with `complete()`.
+
+The defaults are the paper's VOC-subset settings (docs/method.md, section 6).
+"""
+
+def model_fields() -> dict:
+  """config.model's fields and defaults as a plain dict.
+
+  (cfcls.models reads it without ml_collections, which an accelerator
+  machine may lack.)
+  """
+  return dict(
+      backbone='resnet101',  # resnet18 | resnet34 | resnet50 | resnet101 | resnet152
+      output_stride=16,  # 8 | 16
+      dtype='float32',  # float32 | bfloat16 (compute dtype)
+      width=1.0,  # multiplier of all channel counts
+      aspp_channels=256,
+      decoder_channels=256,
+      low_level_channels=48,
+      mlc_hidden=256,
+      mlc_features='backbone',  # backbone (the paper) | decoder: what the
+      # MLC head pools
+      bn_momentum=0.9,  # flax decay of the BatchNorm running averages
+  )
+
+
+def get_model_config():
+  """config.model: the network (fields of cfcls.models.create_model)."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  return ml_collections.ConfigDict(model_fields())
+
+
+def get_data_config():
+  """config.data: the dataset and input pipeline (fields of cfcls.data)."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_dict  # pylint: disable=g-import-not-at-top
+  data = ml_collections.ConfigDict()
+  data.name = 'scribble_voc'  # tfds builder: scribble_voc | scribble_cityscapes | scribble_folder | synthetic_scenes
+  data.builder_config = 'subset6'  # e.g. scribble_voc: full21 | subset6
+  data.manual_dir = config_dict.placeholder(str)  # raw data folder (tfds manual_dir)
+  data.data_dir = '~/tensorflow_datasets'  # where tfds stores prepared data
+  data.train_split = 'train'
+  data.eval_split = 'validation'
+  data.crop_size = 321
+  data.scale_range = (0.5, 2.0)
+  data.flip = True
+  data.eval_pad_size = config_dict.placeholder(int)  # pad eval images to this
+  # size; None = the split's largest image
+  data.annotation = 'scribbles'  # scribbles | dots
+  data.shuffle_buffer = 1000
+  data.skip_corrupt = True  # log and skip unreadable images (False: error)
+  data.synthetic = ml_collections.ConfigDict()
+  data.synthetic.num_train = 400
+  data.synthetic.num_val = 100
+  data.synthetic.image_size = 128
+  data.synthetic.seed = 0
+  return data
+
+
+def get_config():
+  """The base config (paper settings for the VOC subset)."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_dict  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict()
+  config.model = get_model_config()
+  config.data = get_data_config()
+
+  # Loss: 'cfm' (K-1 mattes, closed-form matting residual + beta * MLC BCE),
+  # 'pce' (K softmax logits, cross-entropy on scribbled pixels) or 'ce'
+  # (K softmax logits, cross-entropy on full masks).
+  config.loss = 'cfm'
+  config.lam = 100.0  # lambda of the matting system (L + lam D) alpha = lam D S
+  config.beta = 1.0  # weight of the MLC loss
+  config.baseline_mlc = False  # also train the MLC head (beta) with pce / ce
+  config.class_weights = config_dict.placeholder(tuple)  # K-1 weights w_c, None = 1
+  # Which classes' matting systems count per image: 'scribbles' (the paper:
+  # only classes with a scribble in the crop) or 'all' (every class; for an
+  # absent class the system asks for alpha = 0 on every scribbled pixel).
+  config.cfm_classes = 'scribbles'
+  # How the residual r = (L + lam D) alpha - lam D S is measured: 'residual'
+  # (the paper: ||r||^2) or 'energy' (r in the A^-1 norm = the matting energy
+  # alpha^T L alpha + lam ||D (alpha - S)||^2; same minimiser, better
+  # conditioned; see cfcls.losses.cfm_loss).
+  config.cfm_norm = 'residual'
+  config.laplacian_eps = 1e-7
+  config.laplacian_radius = 1
+
+  # Optimisation.
+  config.optimizer = 'adam'  # adam | sgd (with momentum)
+  config.learning_rate = 1e-3  # peak learning rate
+  config.momentum = 0.9  # sgd only
+  config.lr_schedule = 'poly'  # poly | constant
+  config.lr_power = 0.9  # poly decay: lr * (1 - t/T)^power
+  config.end_learning_rate = 0.0
+  config.warmup_steps = 0  # linear warmup from 0 to learning_rate
+  config.head_lr_multiplier = 1.0  # lr of everything but the backbone
+  config.weight_decay = 0.0  # decoupled, kernels only
+  config.grad_clip = 0.0  # global-norm clipping; 0 = off
+  config.batch_size = 10  # global batch over all devices and hosts
+  config.num_train_steps = 20000
+  config.seed = 0
+  config.init_from = config_dict.placeholder(str)  # torchvision ResNet weights
+
+  # Logging, evaluation and checkpoints.
+  config.log_every_steps = 50
+  config.eval_every_steps = 1000  # 0 = only at the end
+  config.checkpoint_every_steps = 1000
+  config.keep_checkpoints = 3  # latest checkpoints kept (the best is kept apart)
+  config.eval_batch_size = 8  # global
+  config.num_summary_images = 4  # images written to TensorBoard per eval
+  config.thresholds = (0.4, 0.5, 0.6, 0.7)  # reported label thresholds
+  config.threshold = 0.5  # the one used to pick the best checkpoint
+  config.mlc_gate = True  # zero the mattes of classes the MLC head rejects
+  # Evaluation and prediction only (not in the paper; 0 = off): filter the
+  # network's per-pixel outputs (mattes, or class probabilities for pce/ce)
+  # with the guided filter of this window radius, the image as the guide
+  # (cfcls/guided_filter.py), before labels are taken.
+  config.guided_filter_radius = 0
+  config.guided_filter_eps = 1e-3  # its ridge weight (colours in [0, 1])
+
+  # Prediction (train.py --mode=predict).
+  config.predict_pad_multiple = 32  # pad images to a multiple (fewer compiles)
+  config.predict_after_training = 0  # after training, predict this many
+  # validation images into WORKDIR/predictions (the demo does)
+
+  # Matting metrics against the closed-form solution (final evaluation only).
+  config.matting_metrics = True
+  config.matting_max_images = 16  # validation images used; 0 = all
+  config.matting_gradient_sigma = 1.4  # Gaussian derivative filter sigma
+  config.solver_tol = 1e-6
+  config.solver_max_iters = 2000
+  return config
+
+
+def complete(partial, defaults):
+  """`defaults` overridden by the fields of `partial` (a ConfigDict or dict).
+
+  Nested dicts are completed recursively; a field that `defaults` lacks is
+  kept as given (the schema check reports it where configs are validated).
+
+  Args:
+    partial: the given fields, possibly a complete config already.
+    defaults: e.g. `get_data_config()`.
+
+  Returns:
+    an unlocked ConfigDict with every field of `defaults`.
+  """
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  out = ml_collections.ConfigDict(defaults.to_dict())
+  items = partial.items() if hasattr(partial, 'items') else ()
+  for key, value in items:
+    if key in out and isinstance(out[key], ml_collections.ConfigDict) and (
+        hasattr(value, 'items')):
+      out[key] = complete(value, out[key])
+    else:
+      with out.ignore_type():
+        out[key] = value
+  return out
+
+
+def pair(size):
+  """(height, width) from a size given as an int or a (height, width) pair."""
+  if isinstance(size, (tuple, list)):
+    return int(size[0]), int(size[1])
+  return int(size), int(size)
+
+
+def load_config_file(path: str):
+  """`get_config()` of a config file given by path (e.g. a variant's parent).
+
+  Args:
+    path: a configs/*.py file; relative paths are taken from the current
+      directory.
+  """
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  name = '_cfcls_config_' + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()

@@ -1,0 +1,198 @@
+"""Evaluation: small evaluators that see every eval batch and return a dict.
+
+  result = evaluate_state(run, state, split, full=True, writer=w, step=s)
+
+One pass over the split feeds each evaluator (`update(variables, batch)` with
+the host's numpy batch); each one's `result()` is a dict, merged into the
+split's result:
+  Confusion      summed confusion matrices -> mIoU, P/R/F1 per label map
+                 (every pixel of the split counts once: padding is masked)
+  MattingErrors  network mattes vs the closed-form solve of the same images
+                 and scribbles (MSE, mAD, gradient error), on process 0
+  SummaryImages  TensorBoard pictures of the first batch, on process 0
+"""
+
+from typing import Any, Dict, Optional
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cfcls import metrics as metrics_lib
+from cfcls import parallel
+from cfcls import visualize
+
+_EVAL_KEYS = ('image', 'mask', 'valid', 'example_mask')
+
+
+class Confusion:
+  """Segmentation metrics from confusion matrices summed over all devices."""
+
+  def __init__(self, run):
+    self.run = run
+    self.confusion = None
+
+  def update(self, variables, batch):
+    c = self.run.eval_step(variables, parallel.host_batch_to_global(
+        batch, self.run.mesh, keys=_EVAL_KEYS))
+    self.confusion = c if self.confusion is None else self.confusion + c
+
+  def result(self) -> Dict[str, Any]:
+    config, objective = self.run.config, self.run.objective
+    confusion = np.asarray(jax.device_get(self.confusion), np.int64)
+    per_threshold = {}
+    for t, key in enumerate(objective.metric_keys(config.thresholds)):
+      per_threshold[key] = metrics_lib.segmentation_metrics(confusion[t])
+      per_threshold[key]['confusion'] = confusion[t].tolist()
+    return {'thresholds': per_threshold,
+            'miou': per_threshold[objective.main_key(config.threshold)]['miou'],
+            'prediction': objective.prediction,
+            'class_names': self.run.class_names}
+
+
+class MattingErrors:
+  """Matting errors of up to `budget` examples against the closed-form solve."""
+
+  def __init__(self, run, budget: int):
+    self.run = run
+    self.budget = budget
+    self.accumulator = metrics_lib.MattingErrorAccumulator()
+
+  def update(self, variables, batch):
+    """Adds the matting errors of up to `budget` examples of a host batch."""
+    from cfcls import matting  # pylint: disable=g-import-not-at-top
+    run, config = self.run, self.run.config
+    keep = np.flatnonzero(np.asarray(batch['example_mask']) > 0)[:self.budget]
+    if not len(keep):
+      return
+    self.budget -= len(keep)
+    images = batch['image'][keep]
+    scribbles = batch['scribbles'][keep]
+    valid = batch['valid'][keep].astype(np.float32)
+    scores = np.asarray(run.predict_fn(variables, images)['scores'])
+    alpha_ref, _ = matting.solve_alpha(
+        jnp.asarray(images, jnp.float32) / 255.0, jnp.asarray(scribbles),
+        run.num_classes, lam=config.lam, eps=config.laplacian_eps,
+        radius=config.laplacian_radius, tol=config.solver_tol,
+        max_iters=config.solver_max_iters, valid=jnp.asarray(valid))
+    alpha_ref = np.asarray(alpha_ref)
+    for i in range(len(keep)):
+      rows = np.flatnonzero(valid[i].any(axis=1))
+      cols = np.flatnonzero(valid[i].any(axis=0))
+      present = [c - 1 for c in np.unique(scribbles[i])
+                 if 1 <= c < run.num_classes]
+      if not len(rows) or not present:
+        continue
+      region = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+      self.accumulator.add(metrics_lib.matting_errors(
+          scores[i][region][..., present], alpha_ref[i][region][..., present],
+          sigma=config.matting_gradient_sigma))
+
+  def result(self) -> Dict[str, Any]:
+    if not self.accumulator.count:
+      return {}
+    return {'matting': self.accumulator.result()}
+
+
+class SummaryImages:
+  """TensorBoard images of the first `count` examples of the first batch."""
+
+  def __init__(self, run, count: int):
+    self.run = run
+    self.count = count
+    self.images = {}
+
+  def update(self, variables, batch):
+    count = min(self.count, len(batch['image']))
+    if self.images or count <= 0:
+      return
+    config = self.run.config
+    out = self.run.predict_fn(variables, batch['image'][:count])
+    t = list(config.thresholds).index(config.threshold)
+    labels = np.asarray(out['labels'][t])
+    scores = np.asarray(out['scores'])
+    mattes = np.concatenate([scores[..., c] for c in range(scores.shape[-1])],
+                            axis=2)  # [n, H, (K-1) W]
+    self.images = {
+        'input': batch['image'][:count],
+        'scribbles': visualize.colorize(batch['scribbles'][:count]),
+        'ground_truth': visualize.colorize(batch['mask'][:count]),
+        'prediction': visualize.colorize(labels),
+        'mattes': visualize.matte_to_uint8(mattes)[..., None],
+    }
+
+  def result(self) -> Dict[str, Any]:
+    return {}
+
+
+def evaluate_state(run, state, split: str, *, full: bool = False,
+                   writer=None, step: Optional[int] = None) -> Dict[str, Any]:
+  """Segmentation (and, with `full`, matting) metrics of a state on a split.
+
+  Returns:
+    {'thresholds': {'0.5': segmentation metrics, ...} (or {'argmax': ...}
+    for softmax networks), 'miou': mIoU at config.threshold, 'prediction',
+    'class_names', and with `full` and config.matting_metrics: 'matting'.}
+  """
+  from cfcls.data import pipeline  # pylint: disable=g-import-not-at-top
+  config = run.config
+  confusion = Confusion(run)
+  evaluators = [confusion]
+  summary = None
+  if jax.process_index() == 0:
+    if writer is not None:
+      summary = SummaryImages(run, config.num_summary_images)
+      evaluators.append(summary)
+    if full and config.matting_metrics:
+      evaluators.append(MattingErrors(
+          run, config.matting_max_images or np.iinfo(np.int32).max))
+  variables = state.variables()
+  it = pipeline.create_eval_iterator(
+      config.data, config.eval_batch_size, split=split,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  for batch in it:
+    for evaluator in evaluators:
+      evaluator.update(variables, batch)
+  if confusion.confusion is None:
+    raise ValueError(f'evaluation split {split!r} of {config.data.name} is '
+                     'empty')
+  result = {}
+  for evaluator in evaluators:
+    result.update(evaluator.result())
+  if writer is not None and step is not None:
+    _write_summaries(run, writer, step, split, result,
+                     summary.images if summary else {})
+  return result
+
+
+def _write_summaries(run, writer, step: int, split: str, result, images):
+  config, objective = run.config, run.objective
+  main = result['thresholds'][objective.main_key(config.threshold)]
+  scalars = {f'{split}/miou': result['miou'], f'{split}/f1': main['f1']}
+  if objective.matte:
+    for key, metrics in result['thresholds'].items():
+      scalars[f'{split}/miou@{key}'] = metrics['miou']
+  for name, iou in zip(run.class_names, main['iou']):
+    if not np.isnan(iou):
+      scalars[f'{split}/iou/{name}'] = iou
+  for name, value in (result.get('matting') or {}).items():
+    scalars[f'{split}/matting/{name}'] = value
+  writer.write_scalars(step, scalars)
+  if images:
+    writer.write_images(step, {f'{split}/{k}': v for k, v in images.items()})
+  writer.flush()
+
+
+def final_metrics(run, state, step: int, source: str, splits,
+                  writer=None) -> Dict[str, Any]:
+  """Full evaluation of each split (all thresholds, matting errors)."""
+  config = run.config
+  out = {'step': int(step), 'checkpoint': source, 'loss': config.loss,
+         'dataset': config.data.name, 'splits': {}}
+  for split in splits:
+    out['splits'][split] = evaluate_state(run, state, split, full=True,
+                                          writer=writer, step=step)
+    logging.info('%s checkpoint (step %d): %s mIoU %.4f', source, step, split,
+                 out['splits'][split]['miou'])
+  return out

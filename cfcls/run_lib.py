@@ -1,0 +1,126 @@
+"""What one run is built from: the model, optimiser, mesh and compiled steps.
+
+  run = build(config, num_classes, class_names)   # compiled steps inside
+  state = initial_state(run, pretrained=None)
+  run, state, step, source = restore_for_eval(config, workdir, step)
+
+A `Run` is built once from a validated config and passed to the training
+loop, the evaluators and prediction; its jitted functions compile on first
+use (JAX's persistent compilation cache, when set, shares the executables
+between processes and repeated runs).
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+
+from cfcls import checkpointing
+from cfcls import config_schema
+from cfcls import config_utils
+from cfcls import models
+from cfcls import objectives
+from cfcls import optim
+from cfcls import parallel
+from cfcls import train_step as train_step_lib
+
+
+@dataclasses.dataclass
+class Run:
+  """Everything built from a config for one run."""
+  config: Any
+  num_classes: int
+  class_names: List[str]
+  mesh: Any
+  objective: objectives.Objective
+  model: Any  # training model (synchronised BN over 'data')
+  eval_model: Any  # same variables, BN in inference mode only
+  tx: Any
+  learning_rate_fn: Callable
+  init_fn: Callable  # (rng[, variables]) -> TrainState
+  train_step: Callable  # (state, global batch) -> (state, metrics)
+  eval_step: Callable  # (variables, global batch) -> confusion [T, K, K]
+  predict_fn: Callable  # (variables, images) -> inference.forward(...)
+
+  @property
+  def crop_shape(self) -> Tuple[int, int]:
+    return config_schema.pair(self.config.data.crop_size)
+
+
+def build(config, num_classes: int, class_names: Sequence[str],
+          mesh=None) -> Run:
+  """Model, optimiser, mesh and the compiled steps from a validated config."""
+  config_utils.check_class_weights(config, num_classes)
+  mesh = parallel.create_mesh() if mesh is None else mesh
+  objective = objectives.get(config.loss)
+  num_outputs = objective.num_outputs(num_classes)
+  model = models.create_model(config.model, num_classes, num_outputs,
+                              axis_name=parallel.DATA_AXIS)
+  eval_model = models.create_model(config.model, num_classes, num_outputs)
+  lr_fn = optim.create_learning_rate_fn(config)
+  tx = optim.create_optimizer(config, lr_fn)
+  crop = config_schema.pair(config.data.crop_size)
+  return Run(
+      config=config, num_classes=num_classes, class_names=list(class_names),
+      mesh=mesh, objective=objective, model=model, eval_model=eval_model,
+      tx=tx, learning_rate_fn=lr_fn,
+      init_fn=train_step_lib.make_init_fn(model, tx, crop, mesh),
+      train_step=train_step_lib.make_train_step(config, model, tx,
+                                                num_classes, mesh, lr_fn),
+      eval_step=train_step_lib.make_eval_step(config, eval_model, num_classes,
+                                              mesh),
+      predict_fn=train_step_lib.make_predict_fn(config, eval_model))
+
+
+def initial_state(run: Run, pretrained: Optional[str] = None):
+  """Freshly initialised train state (replicated), optionally with weights."""
+  variables = None
+  if pretrained:
+    from cfcls.models import pretrained as pretrained_lib  # pylint: disable=g-import-not-at-top,line-too-long
+    dummy = jnp.zeros((1,) + run.crop_shape + (3,), jnp.float32)
+    variables = jax.jit(lambda r: run.eval_model.init(r, dummy, train=False))(
+        jax.random.key(run.config.seed))
+    variables, _ = pretrained_lib.init_from(pretrained, variables)
+  return run.init_fn(jax.random.key(run.config.seed), variables)
+
+
+def abstract_state(run: Run):
+  """The state's structure without computing it (for restoring)."""
+  return jax.eval_shape(lambda: initial_state(run))
+
+
+def dataset_meta(config, workdir: Optional[str]) -> Tuple[int, List[str]]:
+  """(num_classes, class_names): from WORKDIR/dataset.json, else the data."""
+  path = os.path.join(workdir, 'dataset.json') if workdir else None
+  if path and os.path.exists(path):
+    with open(path) as f:
+      meta = json.load(f)
+    return int(meta['num_classes']), list(meta['class_names'])
+  from cfcls.data import pipeline  # pylint: disable=g-import-not-at-top
+  info = pipeline.dataset_info(config.data)
+  return int(info.num_classes), list(info.class_names)
+
+
+def restore_for_eval(config, workdir: str, step: Optional[int],
+                     run: Optional[Run] = None):
+  """(run, state, step, source) of the best checkpoint, or of `step`.
+
+  `run`: the run of `config` if one is built already (its compiled steps are
+  reused).
+  """
+  if run is None:
+    config_utils.validate_config(config, device_count=jax.device_count())
+    num_classes, class_names = dataset_meta(config, workdir)
+    run = build(config, num_classes, class_names)
+  ckpts = checkpointing.Checkpoints(workdir, read_only=True)
+  try:
+    state, step, source = ckpts.restore_for_eval(abstract_state(run), step)
+  finally:
+    ckpts.close()
+  logging.info('Restored %s checkpoint of step %d from %s', source, step,
+               workdir)
+  return run, state, step, source
