@@ -57,18 +57,14 @@ flags.DEFINE_integer('cpu_devices', None,
                      'try data parallelism on one machine.')
 
 
-def _stop_on_signals(train_lib):
-  """SIGTERM / Ctrl-C: checkpoint after the current step and exit.
-
-  A second Ctrl-C interrupts at once.
-  """
+def _stop_on_signals():
+  """SIGTERM / Ctrl-C: see cfcls.stopping (checkpoint after the current
+  training step, or stop at once elsewhere, saying what was written)."""
+  from cfcls import stopping  # pylint: disable=g-import-not-at-top
 
   def handler(signum, frame):
     del frame
-    if train_lib.stop_requested() and signum == signal.SIGINT:
-      raise KeyboardInterrupt
-    logging.warning('Signal %d: saving a checkpoint after this step', signum)
-    train_lib.request_stop()
+    stopping.on_signal(signum)
 
   signal.signal(signal.SIGTERM, handler)
   signal.signal(signal.SIGINT, handler)
@@ -99,8 +95,18 @@ def main(argv):
   except config_utils.ConfigError as e:
     sys.exit(f'train.py: {e}')
   from cfcls import console  # pylint: disable=g-import-not-at-top
+  from cfcls import stopping  # pylint: disable=g-import-not-at-top
   if not FLAGS.verbose:
     console.quiet_libraries()
+  _stop_on_signals()
+  try:
+    _start_and_run()
+  except stopping.Interrupted as e:
+    sys.exit(f'train.py: {e}')
+
+
+def _start_and_run():
+  from cfcls import config_utils  # pylint: disable=g-import-not-at-top
   # Keep TensorFlow (the input pipeline) off the accelerators JAX uses.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')
@@ -120,11 +126,10 @@ def main(argv):
   from cfcls.data.builders import common
   # pylint: enable=g-import-not-at-top
 
-  _stop_on_signals(train_lib)
   try:
     _run(train_lib, predict_lib)
   except (config_utils.ConfigError, common.BadInputError,
-          checkpointing.CheckpointError) as e:
+          checkpointing.CheckpointError, predict_lib.InputError) as e:
     # A bad config, data folder or workdir: the message says what and where.
     sys.exit(f'train.py: {e}')
 

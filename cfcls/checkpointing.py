@@ -9,14 +9,20 @@ the step is also the input position (the training iterator is a pure function
 of (seed, step)).
 
 Resuming takes the newest checkpoint that can be read: one that fails to
-restore (e.g. a truncated file) is logged, moved to WORKDIR/corrupt_checkpoints
-and the previous one is used. Checkpoints being written when the run was
+restore because its data is damaged (e.g. a truncated file) is logged, moved
+to WORKDIR/corrupt_checkpoints and the previous one is used. A failure that
+says nothing about the data (out of memory, a missing mount or folder, a
+permission or network error) is retried, and if it persists the run stops
+with that error and moves nothing: resuming from an older step would lose
+work. Checkpoints being written when the run was
 killed are orbax temporary folders, never listed as steps. With several
 processes every process calls save and restore (orbax coordinates them); the
 workdir must be on a filesystem all hosts see.
 """
 
+import errno
 import os
+import time
 from typing import Optional
 
 import jax
@@ -27,10 +33,48 @@ from cfcls import distributed
 from cfcls import parallel
 
 BEST_METRIC = 'miou'
+# Restore attempts per checkpoint, and the pause between them (seconds).
+RESTORE_ATTEMPTS = 3
+RETRY_PAUSE_S = 2.0
+# Words in an error that say the machine, not the checkpoint, failed.
+_TRANSIENT_WORDS = ('RESOURCE_EXHAUSTED', 'out of memory', 'Out of memory',
+                    'OOM', 'UNAVAILABLE', 'DEADLINE_EXCEEDED',
+                    'Permission denied', 'Stale file handle',
+                    'Transport endpoint is not connected')
+_TRANSIENT_ERRNOS = (errno.ENOMEM, errno.EACCES, errno.EPERM, errno.ESTALE,
+                     errno.ENOTCONN, errno.ETIMEDOUT, errno.EAGAIN,
+                     errno.ENODEV)
 
 
 class CheckpointError(RuntimeError):
   """Checkpoints exist but none can be restored."""
+
+
+class NoCheckpointError(CheckpointError, FileNotFoundError):
+  """There is no checkpoint (of the asked step) to restore."""
+
+
+class TransientRestoreError(CheckpointError):
+  """A checkpoint could not be read for a reason outside its data."""
+
+
+def is_transient(error: BaseException, path: str) -> bool:
+  """True if `error` does not show that checkpoint `path` is damaged.
+
+  Out of memory, a checkpoint folder that is not there (a missing mount),
+  permission, stale-handle and network errors say nothing about the data;
+  anything else (decoding errors, truncated or missing files inside the
+  checkpoint, shape mismatches) counts as damage.
+  """
+  if isinstance(error, (MemoryError, PermissionError, TimeoutError,
+                        ConnectionError)):
+    return True
+  if isinstance(error, OSError) and error.errno in _TRANSIENT_ERRNOS:
+    return True
+  if not os.path.isdir(path):
+    return True
+  text = str(error)
+  return any(word in text for word in _TRANSIENT_WORDS)
 
 
 def _reason(error: BaseException) -> str:
@@ -127,7 +171,7 @@ class Checkpoints:
     steps = sorted(self.latest.all_steps(), reverse=True)
     unreadable = []
     for step in steps:
-      restored, error = self._try_restore(self.latest, step, state)
+      restored, error = self._restore_or_raise(self.latest, step, state)
       if error is None:
         # Only checkpoints newer than a readable one are set aside: when none
         # can be read the cause is more likely the run (e.g. another model)
@@ -149,17 +193,42 @@ class Checkpoints:
     return state, 0
 
   def _try_restore(self, manager, step: int, state):
-    """(restored, None), or (None, reason) if any process cannot read it."""
+    """(restored, None, False), or (None, reason, transient) if any process
+    cannot read it (transient: no process saw damage, see is_transient)."""
+    path = os.path.join(str(manager.directory), str(step))
     try:
       restored = manager.restore(
           step, args=ocp.args.StandardRestore(abstract_like(state)))
-      error = None
+      error, transient = None, False
     except Exception as e:  # pylint: disable=broad-except
       # orbax / tensorstore raise many types (ValueError, OSError, ...).
-      restored, error = None, _reason(e)
+      restored, error, transient = None, _reason(e), is_transient(e, path)
     if distributed.any_process(error is not None):
-      return None, error or 'unreadable on another process'
-    return restored, None
+      damaged = distributed.any_process(error is not None and not transient)
+      return None, error or 'unreadable on another process', not damaged
+    return restored, None, False
+
+  def _restore_or_raise(self, manager, step: int, state):
+    """(restored, None) or (None, reason of damage), retrying other errors.
+
+    Raises:
+      TransientRestoreError: the error persisted over RESTORE_ATTEMPTS tries
+        and says nothing about the checkpoint's data; nothing is moved.
+    """
+    path = os.path.join(str(manager.directory), str(step))
+    for attempt in range(1, RESTORE_ATTEMPTS + 1):
+      restored, error, transient = self._try_restore(manager, step, state)
+      if error is None or not transient:
+        return restored, error
+      logging.warning('Checkpoint %s could not be read (%s), attempt %d of '
+                      '%d; retrying', path, error, attempt, RESTORE_ATTEMPTS)
+      if attempt < RESTORE_ATTEMPTS:
+        time.sleep(RETRY_PAUSE_S)
+    raise TransientRestoreError(
+        f'checkpoint {path} could not be read after {RESTORE_ATTEMPTS} '
+        f'attempts ({error}); this error does not show damage (memory, '
+        'mount, permission or network), so nothing was moved: fix the cause '
+        'and run again')
 
   def _path(self, step: int) -> str:
     return os.path.join(str(self.latest.directory), str(step))
@@ -181,13 +250,19 @@ class Checkpoints:
     distributed.barrier(f'checkpoint_set_aside_{step}')
     self.latest.reload()
 
+  def require_any(self):
+    """Raises NoCheckpointError if the workdir holds no checkpoint at all."""
+    if not self.latest.all_steps() and not self.best.all_steps():
+      raise NoCheckpointError(f'no checkpoint in {self.workdir}/checkpoints '
+                              f'or {self.workdir}/best: train first')
+
   def restore_for_eval(self, state, step: Optional[int] = None):
     """(state, step, source): the best checkpoint, or `step` if given.
 
     Without a best checkpoint (no evaluation yet) the latest one is used; an
     unreadable best checkpoint is logged and the newest readable of the latest
     ones is used instead (not when `step` is given). Raises FileNotFoundError
-    when there is nothing to restore, CheckpointError when nothing can be read.
+    (NoCheckpointError) when there is nothing to restore, CheckpointError when nothing can be read.
     """
     fallback = step is None
     if step is None:
@@ -199,11 +274,11 @@ class Checkpoints:
     elif step in self.latest.all_steps():
       manager = self.latest
     else:
-      raise FileNotFoundError(
+      raise NoCheckpointError(
           f'no checkpoint for step {step} in {self.workdir} (have '
           f'{sorted(set(self.latest.all_steps()) | set(self.best.all_steps()))})')
     if step is None:
-      raise FileNotFoundError(f'no checkpoint in {self.workdir}/checkpoints or '
+      raise NoCheckpointError(f'no checkpoint in {self.workdir}/checkpoints or '
                               f'{self.workdir}/best: train first')
     candidates = [(manager, step)]
     if fallback:
@@ -211,7 +286,7 @@ class Checkpoints:
           self.latest.all_steps(), reverse=True)
                      if (self.latest, s) != (manager, step)]
     for manager, step in candidates:
-      restored, error = self._try_restore(manager, step, state)
+      restored, error = self._restore_or_raise(manager, step, state)
       path = os.path.join(str(manager.directory), str(step))
       if error is None:
         return restored, step, os.path.basename(str(manager.directory))

@@ -58,6 +58,9 @@ def get_data_config():
   data.annotation = 'scribbles'  # scribbles | dots
   data.shuffle_buffer = 1000
   data.skip_corrupt = True  # log and skip unreadable images (False: error)
+  # scribble_folder: when the folder changed since it was prepared, 'prepare'
+  # it again or stop with an 'error' that says what changed.
+  data.on_folder_change = 'prepare'
   data.synthetic = ml_collections.ConfigDict()
   data.synthetic.num_train = 400
   data.synthetic.num_val = 100

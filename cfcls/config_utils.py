@@ -19,6 +19,7 @@ from cfcls import losses
 from cfcls import models
 from cfcls import objectives
 from cfcls import optim
+from cfcls.data import fingerprint
 
 # Largest training crop side; larger crops are almost surely a typo (and would
 # not fit in accelerator memory with any of the supported networks).
@@ -75,6 +76,8 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
   one_of('optimizer', config.optimizer, optim.OPTIMIZERS)
   one_of('lr_schedule', config.lr_schedule, optim.LR_SCHEDULES)
   one_of('data.annotation', config.data.annotation, labels.ANNOTATIONS)
+  one_of('data.on_folder_change', config.data.on_folder_change,
+         fingerprint.ON_FOLDER_CHANGE)
   one_of('cfm_classes', config.cfm_classes, objectives.CFM_CLASSES)
   one_of('cfm_norm', config.cfm_norm, losses.CFM_NORMS)
   problems += models.config_problems(config.model)

@@ -148,8 +148,23 @@ def any_process(flag: bool) -> bool:
   return bool(np.any(flags))
 
 
-def barrier(name: str):
-  """Waits until every process reaches the barrier `name` (no-op alone)."""
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    multihost_utils.sync_global_devices(name)
+def barrier(name: str, timeout_s: Optional[float] = None):
+  """Waits until every process reaches the barrier `name` (no-op alone).
+
+  Args:
+    name: the barrier's name; every process must use the same.
+    timeout_s: with a timeout, the wait goes through the distributed
+      runtime's coordination service (no device computation, so a long wait,
+      e.g. while process 0 prepares a dataset, cannot time out a collective);
+      it raises once the timeout passes.
+  """
+  if jax.process_count() == 1:
+    return
+  if timeout_s is not None:
+    from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+    client = jax_distributed.global_state.client
+    if client is not None:
+      client.wait_at_barrier(name, timeout_in_ms=int(timeout_s * 1000))
+      return
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  multihost_utils.sync_global_devices(name)

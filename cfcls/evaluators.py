@@ -31,16 +31,20 @@ class Confusion:
 
   def __init__(self, run):
     self.run = run
-    self.confusion = None
+    self.confusion = None  # int64 [T, K, K] on the host
 
   def update(self, variables, batch):
-    c = self.run.eval_step(variables, parallel.host_batch_to_global(
+    # A batch's counts fit int32 on the device; their sum over a split need
+    # not (2^31 pixels of one class is ~1,000 full-size Cityscapes images).
+    counts = self.run.eval_step(variables, parallel.host_batch_to_global(
         batch, self.run.mesh, keys=_EVAL_KEYS))
-    self.confusion = c if self.confusion is None else self.confusion + c
+    counts = np.asarray(jax.device_get(counts), np.int64)
+    self.confusion = counts if self.confusion is None else (
+        self.confusion + counts)
 
   def result(self) -> Dict[str, Any]:
     config, objective = self.run.config, self.run.objective
-    confusion = np.asarray(jax.device_get(self.confusion), np.int64)
+    confusion = self.confusion
     per_threshold = {}
     for t, key in enumerate(objective.metric_keys(config.thresholds)):
       per_threshold[key] = metrics_lib.segmentation_metrics(confusion[t])
@@ -148,12 +152,14 @@ def evaluate_state(run, state, split: str, *, full: bool = False,
       evaluators.append(MattingErrors(
           run, config.matting_max_images or np.iinfo(np.int32).max))
   variables = state.variables()
+  local = parallel.local_copy(variables)  # for process 0's own evaluators
   it = pipeline.create_eval_iterator(
       config.data, config.eval_batch_size, split=split,
       process_index=jax.process_index(), process_count=jax.process_count())
   for batch in it:
-    for evaluator in evaluators:
-      evaluator.update(variables, batch)
+    confusion.update(variables, batch)
+    for evaluator in evaluators[1:]:
+      evaluator.update(local, batch)
   if confusion.confusion is None:
     raise ValueError(f'evaluation split {split!r} of {config.data.name} is '
                      'empty')

@@ -30,6 +30,21 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def local_copy(tree):
+  """A replicated pytree as arrays on one local device of this process.
+
+  Code that runs on one process only (summary pictures, matting errors,
+  prediction on process 0) must not take global arrays that span other
+  processes' devices: a computation on them would wait for processes that
+  never join it. Every process holds a full replica of a replicated array.
+  """
+  def leaf(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return x.addressable_data(0)
+    return x
+  return jax.tree_util.tree_map(leaf, tree)
+
+
 def local_batch_size(global_batch_size: int, mesh: Mesh) -> int:
   """Rows of a global batch that this host supplies."""
   num_devices = mesh.devices.size

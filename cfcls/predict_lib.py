@@ -17,22 +17,27 @@ import numpy as np
 
 from cfcls import distributed
 from cfcls import jsonio
+from cfcls import parallel
 from cfcls import run_lib
+from cfcls import stopping
 from cfcls import visualize
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+
+
+class InputError(FileNotFoundError):
+  """--input is neither an image nor a folder, or holds no images."""
 
 
 def _list_images(input_path: str) -> List[str]:
   if os.path.isfile(input_path):
     return [input_path]
   if not os.path.isdir(input_path):
-    raise FileNotFoundError(f'--input {input_path} is neither an image nor a '
-                            'folder')
+    raise InputError(f'--input {input_path} is neither an image nor a folder')
   files = sorted(os.path.join(input_path, f) for f in os.listdir(input_path)
                  if f.lower().endswith(IMAGE_EXTENSIONS))
   if not files:
-    raise ValueError(f'--input {input_path} holds no images '
+    raise InputError(f'--input {input_path} holds no images '
                      f'({", ".join(IMAGE_EXTENSIONS)})')
   return files
 
@@ -89,51 +94,61 @@ def predict(config, workdir: str, input_path: str, output_dir: str,
                                                       run)
   os.makedirs(output_dir, exist_ok=True)
   predict_fn = run.predict_fn
-  variables = state.variables()
-  t = list(config.thresholds).index(config.threshold)
-  matte = run.objective.matte
+  variables = parallel.local_copy(state.variables())  # process 0 alone
   written, failed = [], {}
-  for path in files if jax.process_index() == 0 else []:
-    name = os.path.basename(path)
-    stem = os.path.splitext(name)[0]
-    image = _read_rgb(path)
-    if image is None:
-      failed[name] = 'unreadable or corrupt image'
-      logging.warning('predict: skipping %s: unreadable or corrupt image',
-                      path)
-      continue
-    h, w = image.shape[:2]
-    padded = _pad_to_multiple(image, config.predict_pad_multiple)
-    out = jax.device_get(predict_fn(variables, padded[None]))
-    labels = np.asarray(out['labels'][t, 0, :h, :w]).astype(np.uint8)
-    scores = np.asarray(out['scores'][0, :h, :w])
-    probs = np.asarray(out['probs'][0])
-    present = sorted(set(int(c) for c in np.unique(labels) if c > 0)
-                     | (set(int(c) + 1 for c in np.flatnonzero(probs >= 0.5))
-                        if matte else set()))
-    _write_png(os.path.join(output_dir, f'{stem}_labels.png'), labels)
-    _write_png(os.path.join(output_dir, f'{stem}_overlay.png'),
-               visualize.overlay(image, labels))
-    for c in present:
-      _write_png(os.path.join(output_dir,
-                              f'{stem}_alpha_{c}_{run.class_names[c]}.png'),
-                 visualize.matte_to_uint8(scores[..., c - 1]))
-    jsonio.write_json(os.path.join(output_dir, f'{stem}.json'), {
-        'file': name, 'height': h, 'width': w,
-        'class_probabilities': {run.class_names[c + 1]: float(p)
-                                for c, p in enumerate(probs)},
-        'present_classes': [run.class_names[c] for c in present],
-        'pixel_fractions': {run.class_names[c]: float(np.mean(labels == c))
-                            for c in range(run.num_classes)},
-        'threshold': config.threshold if matte else None,
-        'checkpoint': {'step': step, 'source': source},
-    })
-    written.append(name)
+  with stopping.phase('prediction', f'the images before the current one '
+                      f'are in {output_dir}; errors.json was not written'):
+    for path in files if jax.process_index() == 0 else []:
+      _predict_one(run, predict_fn, variables, step, source, path, output_dir,
+                   written, failed)
   if failed:
     jsonio.write_json(os.path.join(output_dir, 'errors.json'), failed)
   logging.info('predict: wrote %d images to %s, %d failed', len(written),
                output_dir, len(failed))
   return {'written': written, 'failed': failed, 'step': step}
+
+
+def _predict_one(run, predict_fn, variables, step, source, path, output_dir,
+                 written, failed):
+  """Labels one image file; appends its name to `written` or `failed`."""
+  config = run.config
+  t = list(config.thresholds).index(config.threshold)
+  matte = run.objective.matte
+  name = os.path.basename(path)
+  stem = os.path.splitext(name)[0]
+  image = _read_rgb(path)
+  if image is None:
+    failed[name] = 'unreadable or corrupt image'
+    logging.warning('predict: skipping %s: unreadable or corrupt image',
+                    path)
+    return
+  h, w = image.shape[:2]
+  padded = _pad_to_multiple(image, config.predict_pad_multiple)
+  out = jax.device_get(predict_fn(variables, padded[None]))
+  labels = np.asarray(out['labels'][t, 0, :h, :w]).astype(np.uint8)
+  scores = np.asarray(out['scores'][0, :h, :w])
+  probs = np.asarray(out['probs'][0])
+  present = sorted(set(int(c) for c in np.unique(labels) if c > 0)
+                   | (set(int(c) + 1 for c in np.flatnonzero(probs >= 0.5))
+                      if matte else set()))
+  _write_png(os.path.join(output_dir, f'{stem}_labels.png'), labels)
+  _write_png(os.path.join(output_dir, f'{stem}_overlay.png'),
+             visualize.overlay(image, labels))
+  for c in present:
+    _write_png(os.path.join(output_dir,
+                            f'{stem}_alpha_{c}_{run.class_names[c]}.png'),
+               visualize.matte_to_uint8(scores[..., c - 1]))
+  jsonio.write_json(os.path.join(output_dir, f'{stem}.json'), {
+      'file': name, 'height': h, 'width': w,
+      'class_probabilities': {run.class_names[c + 1]: float(p)
+                              for c, p in enumerate(probs)},
+      'present_classes': [run.class_names[c] for c in present],
+      'pixel_fractions': {run.class_names[c]: float(np.mean(labels == c))
+                          for c in range(run.num_classes)},
+      'threshold': config.threshold if matte else None,
+      'checkpoint': {'step': step, 'source': source},
+  })
+  written.append(name)
 
 
 def write_eval_images(config, output_dir: str, count: int) -> List[str]:

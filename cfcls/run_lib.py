@@ -112,12 +112,13 @@ def restore_for_eval(config, workdir: str, step: Optional[int],
   `run`: the run of `config` if one is built already (its compiled steps are
   reused).
   """
-  if run is None:
-    config_utils.validate_config(config, device_count=jax.device_count())
-    num_classes, class_names = dataset_meta(config, workdir)
-    run = build(config, num_classes, class_names)
   ckpts = checkpointing.Checkpoints(workdir, read_only=True)
   try:
+    ckpts.require_any()  # before the data is read or prepared
+    if run is None:
+      config_utils.validate_config(config, device_count=jax.device_count())
+      num_classes, class_names = dataset_meta(config, workdir)
+      run = build(config, num_classes, class_names)
     state, step, source = ckpts.restore_for_eval(abstract_state(run), step)
   finally:
     ckpts.close()

@@ -18,7 +18,6 @@ imported only inside the functions that read data.
 """
 
 import os
-import threading
 import time
 from typing import Any, Dict, Optional, Sequence
 
@@ -35,22 +34,12 @@ from cfcls import jsonio
 from cfcls import parallel
 from cfcls import predict_lib
 from cfcls import run_lib
+from cfcls import stopping
 from cfcls import train_step as train_step_lib
 
 _TRAIN_KEYS = ('image', 'scribbles', 'mask', 'valid', 'presence')
-
-# Set by request_stop() (train.py calls it on SIGTERM / Ctrl-C): the training
-# loop saves a checkpoint after the current step and returns.
-_STOP = threading.Event()
-
-
-def request_stop():
-  """Asks a running train_and_evaluate to checkpoint and return."""
-  _STOP.set()
-
-
-def stop_requested() -> bool:
-  return _STOP.is_set()
+# How long the other processes wait while process 0 prepares the dataset.
+_PREPARE_TIMEOUT_S = 24 * 3600
 
 
 class MetricsBuffer:
@@ -82,11 +71,32 @@ class MetricsBuffer:
             for k in host[0]}
 
 
+def prepared_dataset_info(data_config):
+  """dataset_info, prepared by process 0 while the other processes wait.
+
+  Several processes preparing one dataset at once collide (tfds renames its
+  temporary folder into place); so process 0 prepares and the others wait
+  at a barrier, then read it (on a filesystem all hosts see) or, if their
+  data_dir is a local disk, prepare their own copy, one process per disk.
+  """
+  from cfcls.data import pipeline  # pylint: disable=g-import-not-at-top
+  with stopping.phase('dataset preparation', 'nothing was written to the '
+                      'workdir; an incomplete dataset is prepared again by '
+                      'the next run'):
+    if jax.process_index() == 0:
+      info = pipeline.dataset_info(data_config)
+    else:
+      logging.info('Waiting for process 0 to prepare the dataset')
+    distributed.barrier('cfcls_dataset_prepared', timeout_s=_PREPARE_TIMEOUT_S)
+    if jax.process_index() != 0:
+      info = pipeline.dataset_info(data_config)
+  return info
+
+
 def _prepare_run(config, workdir: str):
   """Validates the config, prepares the data, builds the run, writes meta."""
-  from cfcls.data import pipeline  # pylint: disable=g-import-not-at-top
   config_utils.validate_config(config, device_count=jax.device_count())
-  info = pipeline.dataset_info(config.data)
+  info = prepared_dataset_info(config.data)
   run = run_lib.build(config, info.num_classes, info.class_names)
   os.makedirs(workdir, exist_ok=True)
   jsonio.write_json(os.path.join(workdir, 'dataset.json'),
@@ -124,8 +134,52 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
                start_step + 1, config.num_train_steps)
 
   split = config.data.eval_split
+  with stopping.training_loop():
+    stopped = _train_loop(run, state, start_step, workdir, ckpts, writer,
+                          periodic_actions, pipeline)
+  if isinstance(stopped, dict):
+    return stopped
+  state = stopped
+  final_step = int(jax.device_get(state.step))
+  ckpts.wait()  # the last step's checkpoint is complete before evaluating
+  with stopping.phase('the final evaluation',
+                      f'the checkpoint of step {final_step} is saved; '
+                      'metrics.json was not written (run --mode=eval)'):
+    final = evaluators.final_metrics(run, state, final_step, 'final', [split],
+                                     writer)
+    ckpts.save_if_best(final_step, state, final['splits'][split]['miou'])
+    ckpts.wait()
+  final['best_checkpoint'] = {'step': ckpts.best.best_step(),
+                              'miou': ckpts.best_metric()}
+  jsonio.write_json(os.path.join(workdir, 'metrics.json'), final)
+  ckpts.close()
+  writer.close()
+  _log_eval(run, final_step, split, final['splits'][split], None)
+  if config.predict_after_training:
+    inputs = os.path.join(workdir, 'predict_inputs')
+    predict_lib.write_eval_images(config, inputs,
+                                  config.predict_after_training)
+    final['predictions'] = predict_lib.predict(
+        config, workdir, inputs, os.path.join(workdir, 'predictions'),
+        run=run)
+  _log_summary(workdir, final)
+  return final
+
+
+def _stop_check_every(config) -> int:
+  """Steps between stop checks: each step alone; with several processes a
+  collective, so every log_every_steps (all stop at the same step)."""
+  return 1 if jax.process_count() == 1 else config.log_every_steps
+
+
+def _train_loop(run, state, start_step, workdir, ckpts, writer,
+                periodic_actions, pipeline):
+  """Steps start_step+1..; the final state, or {'stopped': True, ...}."""
+  config = run.config
+  split = config.data.eval_split
   buffer = MetricsBuffer()
   progress = console.Progress(start_step, config.num_train_steps)
+  stop_every = _stop_check_every(config)
 
   def log_train(step, show):
     scalars = buffer.flush()
@@ -166,8 +220,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
         log_train(step, False)
         ckpts.save(step, state, force=last)
       # Every process stops at the same step (a signal may reach only one).
-      if not last and distributed.any_process(stop_requested()):
-        _STOP.clear()
+      if (not last and step % stop_every == 0
+          and distributed.any_process(stopping.stop_requested())):
         log_train(step, True)
         ckpts.save(step, state, force=True)
         ckpts.wait()
@@ -176,26 +230,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
         logging.warning('Stop requested: saved step %d in %s; run again with '
                         'the same workdir to continue', step, workdir)
         return {'step': step, 'stopped': True}
-  final_step = int(jax.device_get(state.step))
-  final = evaluators.final_metrics(run, state, final_step, 'final', [split],
-                                   writer)
-  ckpts.save_if_best(final_step, state, final['splits'][split]['miou'])
-  ckpts.wait()
-  final['best_checkpoint'] = {'step': ckpts.best.best_step(),
-                              'miou': ckpts.best_metric()}
-  jsonio.write_json(os.path.join(workdir, 'metrics.json'), final)
-  ckpts.close()
-  writer.close()
-  _log_eval(run, final_step, split, final['splits'][split], None)
-  if config.predict_after_training:
-    inputs = os.path.join(workdir, 'predict_inputs')
-    predict_lib.write_eval_images(config, inputs,
-                                  config.predict_after_training)
-    final['predictions'] = predict_lib.predict(
-        config, workdir, inputs, os.path.join(workdir, 'predictions'),
-        run=run)
-  _log_summary(workdir, final)
-  return final
+  return state
 
 
 def _log_eval(run, step: int, split: str, result, ckpts):
@@ -229,6 +264,7 @@ def evaluate(config, workdir: str, step: Optional[int] = None,
   """Evaluates the best checkpoint (or `step`); writes WORKDIR/metrics.json."""
   run, state, step, source = run_lib.restore_for_eval(config, workdir, step)
   splits = list(splits or [config.data.eval_split])
-  result = evaluators.final_metrics(run, state, step, source, splits)
+  with stopping.phase('evaluation', 'metrics.json was not written'):
+    result = evaluators.final_metrics(run, state, step, source, splits)
   jsonio.write_json(os.path.join(workdir, 'metrics.json'), result)
   return result

@@ -18,6 +18,7 @@ from cfcls import checkpointing
 from cfcls import config_utils
 from cfcls import predict_lib
 from cfcls import run_lib
+from cfcls import stopping
 from cfcls import train_lib
 from cfcls import train_step as train_step_lib
 import faults_tiny_config
@@ -55,7 +56,7 @@ class _Spy:
   """Wraps the run's train step: records its first input, may stop the run.
 
   Args:
-    stop_after: call train_lib.request_stop() (what SIGTERM does in train.py)
+    stop_after: call stopping.request_stop() (what SIGTERM does in train.py)
       after this many steps.
   """
 
@@ -79,7 +80,7 @@ class _Spy:
                                                     jax.device_get(batch))
         self.calls += 1
         if self.calls == stop_after:
-          train_lib.request_stop()
+          stopping.request_stop()
         return fn(state, batch)
       return dataclasses.replace(run, train_step=wrapped)
 
@@ -111,7 +112,7 @@ def trained(tmp_path_factory):
 
 def test_restart_continues_from_the_last_step(trained):
   assert trained['first'] == {'step': 2, 'stopped': True}
-  assert not train_lib.stop_requested()
+  assert not stopping.stop_requested()
   assert sorted(trained['steps_after_first']) == [1, 2]
   spy = trained['spy']
   # The input continues at batch 2 and the state is checkpoint 2's.

@@ -9,15 +9,19 @@ data_dir/scribble_folder/<folder name>_<hash of its absolute path>/.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import io
 import os
+import shutil
 
 from absl import logging
 import tensorflow_datasets as tfds
 
 from cfcls import config_schema
 from cfcls import labels as labels_lib
+from cfcls.data import fingerprint
 from cfcls.data.builders import common
 from cfcls.data.builders import scribble_cityscapes
 from cfcls.data.builders import scribble_folder
@@ -100,6 +104,8 @@ def get_builder(data_config, prepare: bool = True):
   cls, cfg, manual_dir = _builder_and_config(data_config)
   data_dir = os.path.expanduser(data_config.data_dir)
   builder = common.make_builder(cls, cfg, data_dir)
+  if prepare and cls is scribble_folder.ScribbleFolder:
+    builder = _reprepare_if_changed(builder, data_config, cls, cfg, data_dir)
   if prepare and not builder.is_prepared():
     if cls is not synthetic_scenes.SyntheticScenes and not manual_dir:
       raise common.BadInputError(
@@ -111,9 +117,43 @@ def get_builder(data_config, prepare: bool = True):
           f'{builder.name})')
     logging.info('Preparing %s into %s (manual_dir=%s)', builder.name,
                  builder.data_dir, manual_dir)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    # tfds prints "Downloading and preparing dataset Unknown size ..." for
+    # data generated here: our log line above says what happens instead.
+    with contextlib.redirect_stdout(io.StringIO()):
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    logging.info('Prepared %s: %s', builder.name, ', '.join(
+        f'{k} {v.num_examples}' for k, v in builder.info.splits.items()))
+    if cls is scribble_folder.ScribbleFolder:
+      fingerprint.write(os.fspath(builder.data_dir),
+                        fingerprint.folder_fingerprint(manual_dir))
   return builder
+
+
+def _reprepare_if_changed(builder, data_config, cls, cfg, data_dir):
+  """A prepared folder dataset whose folder changed: prepare it again
+  (data.on_folder_change='prepare') or stop saying what changed ('error')."""
+  if not builder.is_prepared():
+    return builder
+  prepared = os.fspath(builder.data_dir)
+  folder = data_config.manual_dir
+  old = fingerprint.read(prepared)
+  new = fingerprint.folder_fingerprint(folder)
+  if old is None:  # prepared before fingerprints existed: record it now
+    fingerprint.write(prepared, new)
+    return builder
+  changed = fingerprint.changes(old, new)
+  if not changed:
+    return builder
+  if data_config.on_folder_change == 'error':
+    raise common.BadInputError(
+        f'{folder} changed since it was prepared into {prepared}: {changed}; '
+        "set data.on_folder_change='prepare' (or delete that folder) to "
+        'prepare it again')
+  logging.warning('%s changed since it was prepared (%s): preparing it again',
+                  folder, changed)
+  shutil.rmtree(prepared)
+  return common.make_builder(cls, cfg, data_dir)
 
 
 def dataset_info(data_config) -> DatasetInfo:

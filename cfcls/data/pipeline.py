@@ -35,6 +35,8 @@ Builders are prepared on first use (cfcls.data.datasets).
 """
 from __future__ import annotations
 
+import os
+
 from absl import logging
 import numpy as np
 import tensorflow as tf
@@ -227,7 +229,28 @@ def _train_dataset(data_config, global_batch_size, *, seed, start_step=0,
   ds = ds.batch(batch, drop_remainder=True)
   ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
   return ds, _FaultNamer(epoch, n, fn, first, batch, skip, builder.name,
-                         split_name)
+                         split_name, os.fspath(builder.data_dir))
+
+
+def damaged_data_error(data_path: str, error) -> common.BadInputError:
+  """The error for a prepared (tfrecord) file that no longer reads."""
+  message = ' '.join((getattr(error, 'message', None) or str(error)).split())
+  return common.BadInputError(
+      f'the prepared data in {data_path} is damaged ({message[:300]}); '
+      'delete that folder and run again to prepare it anew')
+
+
+def _eval_batches(ds, data_path):
+  """Numpy batches of ds; a damaged prepared file is a BadInputError."""
+  it = ds.as_numpy_iterator()
+  while True:
+    try:
+      batch = next(it)
+    except StopIteration:
+      return
+    except tf.errors.DataLossError as e:
+      raise damaged_data_error(data_path, e) from e
+    yield batch
 
 
 class _FaultNamer:
@@ -242,10 +265,11 @@ class _FaultNamer:
   """
 
   def __init__(self, epoch_fn, size, example_fn, first, batch, skip,
-               dataset_name, split):
+               dataset_name, split, data_path):
     self.epoch_fn, self.size, self.example_fn = epoch_fn, size, example_fn
     self.expected, self.batch, self.skip = first, batch, skip
     self.where = f'{dataset_name} {split}'
+    self.data_path = data_path
 
   def example(self, index):
     e, pos = divmod(int(index), self.size)
@@ -273,6 +297,8 @@ class _FaultNamer:
         batch = next(batches)
       except StopIteration:
         return
+      except tf.errors.DataLossError as e:
+        raise damaged_data_error(self.data_path, e) from e
       except tf.errors.OpError as e:
         if not self.skip:
           for index in range(self.expected, self.expected + self.batch):
@@ -404,4 +430,4 @@ def create_eval_iterator(data_config, global_batch_size, *, split=None,
   ds, _ = create_eval_dataset(data_config, global_batch_size, split=split,
                               process_index=process_index,
                               process_count=process_count)
-  return ds.as_numpy_iterator()
+  return _eval_batches(ds, dataset_info(data_config).data_path)
