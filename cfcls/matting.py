@@ -1,12 +1,24 @@
-"""Closed-form matting: solve (L + lam D_c) alpha_c = lam D_c S_c per class.
+"""Closed-form matting: solve (L + lam D) alpha_c = lam D S_c per class.
 
-`solve_alpha` is batched and matrix-free: preconditioned conjugate gradients
-on the stencil of cfcls.laplacian, all images and classes at once, under jit.
-The preconditioner is two-level additive: Jacobi (diag(L) + lam D) plus a
-coarse correction on block x block tiles (piecewise-constant aggregation,
-the small coarse matrix inverted once per image); on 321x321 photos it needs
-~2.4x fewer iterations than Jacobi alone. `solve_alpha_direct` factorises the sparse system with scipy: the
-reference for small images.
+`solve_alpha` is batched and matrix-free, all images and classes at once:
+mixed-precision iterative refinement. The residual b - A x is recomputed in
+float64 from a float64 stencil (the operator of `solve_alpha_direct`), and
+each correction A d = r is solved in float32 by preconditioned conjugate
+gradients on the float32 stencil. The preconditioner is two-level additive:
+Jacobi (diag(L) + lam D) plus a coarse correction on block x block tiles
+(piecewise-constant aggregation, the small coarse matrix inverted once per
+image). The stopping rule is on the answer: refinement stops when the last
+correction changed no alpha by more than `tol`.
+
+Why not stop on the float32 residual: A is nearly singular on unscribbled
+regions that are weakly coupled to the rest (flat areas behind an edge, thin
+structures); there a tiny residual hides a large error, and the float32
+residual of the CG recurrence floors near 1e-6 of ||b||. Each refinement
+starts from the exact (float64) residual, so once the well-determined part
+of alpha is resolved, what is left of the residual is the weakly coupled
+part, and the next correction resolves it.
+
+`solve_alpha_direct` factorises the sparse system with scipy: the reference.
 """
 import functools
 from typing import Dict, Tuple
@@ -88,115 +100,193 @@ def _coarse_apply(coarse_inv, r, block: int):
   return up.reshape(b, ny * block, nx * block, c)[:, :h, :w]
 
 
-@functools.partial(jax.jit, static_argnames=('num_classes', 'tol',
-                                             'max_iters', 'coarse_block'))
-def _pcg(stats, scribbles, num_classes, lam, tol, max_iters, coarse_block):
-  """Batched PCG; returns (alpha, relative residual [B, K-1], iters)."""
-  labelled, targets = losses.scribble_constraints(scribbles, num_classes)
-  dtype = stats.stencil.dtype
-  labelled = labelled.astype(dtype)
-  rhs = lam * labelled * targets.astype(dtype)
-  diag = stats.diagonal[..., None] + lam * labelled  # [B, H, W, 1]
-  # Pixels in no kept window and unscribbled (padding) have an all-zero row
-  # and a zero right-hand side: they stay 0.
+@functools.partial(jax.jit, static_argnames=('coarse_block',))
+def _setup(stats, labelled, lam, coarse_block):
+  """The preconditioner's data (jit-friendly pytree of arrays)."""
+  diag = stats.diagonal[..., None] + lam * labelled
   inv_diag = jnp.where(diag > 0, 1.0 / jnp.where(diag > 0, diag, 1.0), 0.0)
+  if not coarse_block:
+    return inv_diag, None
+  return inv_diag, _coarse_inverse(stats, labelled, lam, coarse_block)
+
+
+@functools.partial(jax.jit, static_argnames=('coarse_block',))
+def _pcg(stats, labelled, lam, precond_data, rhs, todo, rtol, max_iters,
+         coarse_block):
+  """Preconditioned CG for A d = rhs, float32; d starts at 0.
+
+  Args:
+    stats: float32 WindowStats; labelled [B, H, W, 1]; lam scalar.
+    precond_data: from `_setup`.
+    rhs: [B, H, W, C]; todo: bool [B, 1, 1, C], the systems to solve.
+    rtol: stop a system when its preconditioned residual norm
+      sqrt(r^T M r) falls to rtol times its initial value.
+    max_iters: int32 scalar cap.
+
+  Returns:
+    (d [B, H, W, C], iterations int32).
+  """
+  inv_diag, coarse_inv = precond_data
+  if coarse_inv is None:
+    precond = lambda v: inv_diag * v
+  else:
+    active = (inv_diag > 0).astype(inv_diag.dtype)
+    precond = lambda v: inv_diag * v + active * _coarse_apply(
+        coarse_inv, v, coarse_block)
 
   def matvec(x):
     return laplacian.laplacian_matvec(stats, x) + lam * labelled * x
 
-  if coarse_block:
-    coarse_inv = _coarse_inverse(stats, labelled, lam, coarse_block)
-    # Only pixels with a non-zero row take the coarse correction (padding
-    # keeps alpha = 0); A is zero on the others, so R A R^T is unchanged.
-    active = (diag > 0).astype(dtype)
-    precond = lambda v: inv_diag * v + active * _coarse_apply(
-        coarse_inv, v, coarse_block)
-  else:
-    precond = lambda v: inv_diag * v
-
-  b_norm2 = _sum_hw(rhs * rhs)
-  stop2 = (tol * tol) * b_norm2
   x = jnp.zeros_like(rhs)
   r = rhs
   z = precond(r)
   p = z
   rz = _sum_hw(r * z)
-  r2 = b_norm2
+  stop = (rtol * rtol) * rz
+  live0 = todo & (rz > 0)
 
   def cond(state):
-    _, _, _, _, r2, k = state
-    return (k < max_iters) & jnp.any(r2 > stop2)
+    _, _, _, rz, k, live = state
+    return (k < max_iters) & jnp.any(live)
 
   def body(state):
-    x, r, p, rz, r2, k = state
-    active = r2 > stop2
+    x, r, p, rz, k, live = state
     ap = matvec(p)
     pap = _sum_hw(p * ap)
-    step = jnp.where(active & (pap > 0), rz / jnp.where(pap > 0, pap, 1.0),
-                     0.0)
+    ok = live & (pap > 0)
+    step = jnp.where(ok, rz / jnp.where(pap > 0, pap, 1.0), 0.0)
     x = x + step * p
     r = r - step * ap
     z = precond(r)
     rz_new = _sum_hw(r * z)
     beta = jnp.where(rz > 0, rz_new / jnp.where(rz > 0, rz, 1.0), 0.0)
-    p = jnp.where(active, z + beta * p, p)
-    rz = jnp.where(active, rz_new, rz)
-    r2 = jnp.where(active, _sum_hw(r * r), r2)
-    return x, r, p, rz, r2, k + 1
+    p = jnp.where(ok, z + beta * p, p)
+    rz = jnp.where(ok, rz_new, rz)
+    live = ok & (rz > stop)
+    return x, r, p, rz, k + 1, live
 
-  x, _, _, _, _, iters = jax.lax.while_loop(
-      cond, body, (x, r, p, rz, r2, jnp.zeros((), jnp.int32)))
-  # The true residual, not the recurrence's.
-  res = rhs - matvec(x)
-  b_norm = jnp.sqrt(b_norm2)[:, 0, 0, :]
-  res_norm = jnp.sqrt(_sum_hw(res * res))[:, 0, 0, :]
-  rel = jnp.where(b_norm > 0, res_norm / jnp.where(b_norm > 0, b_norm, 1.0),
-                  res_norm)
-  return x, rel, iters
+  x, _, _, _, iters, _ = jax.lax.while_loop(
+      cond, body, (x, r, p, rz, jnp.zeros((), jnp.int32), live0))
+  return x, iters
+
+
+@jax.jit
+def _residual64(stencil64, labelled, lam, rhs, x):
+  """rhs - (L + lam D) x in float64 ([B, H, W, C]; call under x64)."""
+  stats = laplacian.WindowStats(stencil64)
+  ax = laplacian.laplacian_matvec(stats, x) + lam * labelled * x
+  return rhs - ax
 
 
 def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
-                eps: float = 1e-7, radius: int = 1, tol: float = 1e-6,
-                max_iters: int = 5000, valid=None, dtype=jnp.float32,
-                coarse_block: int = 16) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+                eps: float = 1e-7, radius: int = 1, tol: float = 1e-4,
+                max_iters: int = 5000, valid=None, x0=None,
+                inner_tol: float = 1e-3, max_refinements: int = 30,
+                coarse_block: int = 16
+                ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
   """Closed-form mattes of every foreground class, matrix-free.
 
   Solves (L + lam D) alpha_c = lam D S_c for c = 1..K-1 with D = diag(1 on
-  scribbled pixels) and S_c = 1 on pixels scribbled c (one-vs-rest), by
-  preconditioned conjugate gradients, all images and classes at once.
+  scribbled pixels) and S_c = 1 on pixels scribbled c (one-vs-rest), all
+  images and classes at once, by float64 iterative refinement around float32
+  preconditioned conjugate gradients (see the module doc).
 
   Args:
     images: float [B, H, W, 3] in [0, 1].
     scribbles: int [B, H, W], class ids 0..K-1 and 255 = unlabelled.
     num_classes: K, including background.
     lam, eps, radius: as in the CFM loss and `laplacian.window_stats`.
-    tol: stop when ||A alpha - b|| <= tol ||b|| for every image and class
-      (as tracked by the CG recurrence). A is ill-conditioned: on 321x321
-      photos 1e-6 leaves max |alpha - exact| ~ 7e-3, 1e-8 ~ 1e-4 (float32:
-      the recomputed residual floors near 1e-6 but the iterate keeps
-      improving). Use 1e-8 where the mattes serve as a reference.
-    max_iters: iteration cap.
+    tol: stop when the last refinement step changed no alpha of an image and
+      class by more than tol (max abs). That change is what is reported as
+      info['error_estimate']; the returned mattes include it. The default
+      1e-4 keeps max |alpha - exact| well under 1e-3 on photos.
+    max_iters: cap on the float32 CG iterations, all refinements together.
     valid: optional [B, H, W] mask of real pixels (padding gets alpha 0).
-    dtype: float32, or float64 (needs `jax.enable_x64`) for tight tolerances.
+    x0: optional [B, H, W, K-1] starting mattes (a previous solution, a
+      network's output); default 0.
+    inner_tol: each correction's CG stops when its preconditioned residual
+      norm has fallen by this factor.
+    max_refinements: cap on the refinement steps.
     coarse_block: tile side of the coarse correction (0: Jacobi only). The
       coarse matrix has ceil(H/block) * ceil(W/block) rows and is inverted
       densely in float64 once per image.
 
   Returns:
-    alpha [B, H, W, K-1] (not clipped) and info with 'relative_residual'
-    [B, K-1] = ||A alpha - b|| / ||b|| recomputed from alpha (||A alpha|| when
-    b = 0, i.e. the class has no scribble in that image), and 'iterations'
-    (int scalar, the same for the whole batch).
+    alpha [B, H, W, K-1] float32 (not clipped) and info with
+    'relative_residual' [B, K-1] = ||A alpha - b|| / ||b|| in float64
+    (||A alpha|| when b = 0), 'error_estimate' [B, K-1] = max abs change of
+    the last refinement step, 'iterations' (int, CG iterations of the whole
+    batch), 'refinements' (int) and 'scribbled' bool [B].
+
+    An image with no scribbled pixel at all has no unique solution (L is
+    singular, and L alpha = 0 for every constant alpha): its mattes are
+    defined as 0 (like `solve_alpha_direct`), whatever x0, and
+    info['scribbled'] is False for it. A class with no scribble in an image
+    that has others solves to 0 (the background constraints pin it).
   """
   _validate.check_shape('scribbles', scribbles, np.shape(images)[:3],
                         '[B, H, W] (the image size)')
   _validate.check_labels('scribbles', scribbles, num_classes)
-  stats = laplacian.window_stats(images, eps=eps, radius=radius, valid=valid,
-                                 dtype=dtype)
-  alpha, rel, iters = _pcg(stats, jnp.asarray(scribbles), num_classes,
-                           jnp.asarray(lam, dtype), float(tol),
-                           int(max_iters), int(coarse_block))
-  return alpha, {'relative_residual': rel, 'iterations': iters}
+  if not tol > 0:
+    raise ValueError(f'tol must be > 0, got {tol}')
+  b, h, w = np.shape(scribbles)
+  c = num_classes - 1
+  if x0 is not None:
+    _validate.check_shape('x0', x0, (b, h, w, c),
+                          f'[B, H, W, K-1] = [{b}, {h}, {w}, {c}]')
+    _validate.check_finite('x0', x0)
+  scribbles = jnp.asarray(scribbles)
+  labelled, targets = losses.scribble_constraints(scribbles, num_classes)
+  scribbled = np.asarray(jnp.any(labelled > 0, axis=(1, 2, 3)))
+  with jax.enable_x64(True):
+    stats64 = laplacian.window_stats(images, eps=eps, radius=radius,
+                                     valid=valid, dtype=jnp.float64)
+    lab64 = labelled.astype(jnp.float64)
+    rhs64 = lam * lab64 * targets.astype(jnp.float64)
+    x = (jnp.zeros(rhs64.shape, jnp.float64) if x0 is None
+         else jnp.asarray(x0, jnp.float64))
+    keep = jnp.asarray(scribbled)[:, None, None, None]
+    if valid is not None:
+      keep = keep & (jnp.asarray(valid)[..., None] > 0.5)
+    x = jnp.where(keep, x, 0.0)
+    stencil32 = stats64.stencil.astype(jnp.float32)
+  stats32 = laplacian.WindowStats(stencil32)
+  lab32 = labelled.astype(jnp.float32)
+  lam32 = jnp.asarray(lam, jnp.float32)
+  precond_data = _setup(stats32, lab32, lam32, int(coarse_block))
+  todo = np.broadcast_to(scribbled[:, None], (b, c)).copy()
+  change = np.zeros((b, c))
+  iters = 0
+  steps = 0
+  while todo.any() and steps < max_refinements and iters < max_iters:
+    with jax.enable_x64(True):
+      res = _residual64(stats64.stencil, lab64, lam, rhs64, x)
+      scale = jnp.max(jnp.abs(res), axis=(1, 2), keepdims=True)
+      scale = jnp.where(scale > 0, scale, 1.0)
+      r32 = (res / scale).astype(jnp.float32)
+    d, k = _pcg(stats32, lab32, lam32, precond_data, r32,
+                jnp.asarray(todo)[:, None, None, :],
+                jnp.asarray(inner_tol, jnp.float32),
+                jnp.asarray(max_iters - iters, jnp.int32), int(coarse_block))
+    iters += int(k)
+    steps += 1
+    with jax.enable_x64(True):
+      d = d.astype(jnp.float64) * scale
+      d = jnp.where(jnp.asarray(todo)[:, None, None, :], d, 0.0)
+      x = x + d
+      step_change = np.asarray(jnp.max(jnp.abs(d), axis=(1, 2)))
+    change = np.where(todo, step_change, change)
+    todo = todo & (step_change > tol)
+  with jax.enable_x64(True):
+    res = _residual64(stats64.stencil, lab64, lam, rhs64, x)
+    b_norm = jnp.sqrt(jnp.sum(rhs64 * rhs64, axis=(1, 2)))
+    res_norm = jnp.sqrt(jnp.sum(res * res, axis=(1, 2)))
+    rel = np.asarray(jnp.where(b_norm > 0, res_norm / jnp.where(
+        b_norm > 0, b_norm, 1.0), res_norm))
+    alpha = x.astype(jnp.float32)
+  return alpha, {'relative_residual': rel, 'error_estimate': change,
+                 'iterations': iters, 'refinements': steps,
+                 'scribbled': scribbled}
 
 
 def solve_alpha_direct(image, scribbles, num_classes: int, lam: float = 100.0,
