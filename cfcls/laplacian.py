@@ -12,16 +12,18 @@ upper half of that stencil per pixel ("window statistics"; L is symmetric) and
 apply it with shifted multiply-adds: no sparse matrices, batched over images,
 vectorised over channels.
 
-Numerics. The per-window affinity (I_i - mu_k)^T Delta_k^-1 (I_j - mu_k) is
-computed from centred colours in float64 (a float64 island inside an otherwise
-float32 program, via `jax.enable_x64`): Delta_k^-1 reaches ~1e8 in flat or grey
-windows, but the affinities themselves are bounded by |w|, so after this step
-every number is of order one and float32 is safe. The uncentred box-filter form
-is NOT used: it loses everything in float32 at eps = 1e-7. Even in float64 the
-textbook 3x3 adjugate of Delta_k is off by ~1e-2 on grey windows; we build it
-from a QR factorisation of the centred colours (`_inverse_covariances`).
+Numerics. The per-window affinities (I_i - mu_k)^T Delta_k^-1 (I_j - mu_k)
+are bounded by |w| although Delta_k^-1 reaches ~1e8 in flat or grey windows;
+once they are computed every number is of order one and float32 is safe. They
+come from centred colours (`cfcls/window_weights.py`), with
+`precision='float64'` (default) in a float64 island inside an otherwise
+float32 program (`jax.enable_x64`), or with `precision='float32'` in float32
+only (Jacobi rotations + Cholesky, no Delta_k^-1), for backends whose float64
+is slow or missing (TPUs, most GPUs); `resolve_precision('auto')` picks one
+per backend. The uncentred box-filter form is NOT used: it loses everything
+in float32 at eps = 1e-7.
 
-Speed. On the CPU the float64 window computations run strip by strip
+Speed. On the CPU the window computations run strip by strip
 (`lax.map` over 16 window rows) so that the working set stays in cache; other
 backends process the whole batch at once. The stencil is materialised
 (`optimization_barrier`) so that a caller's jit does not fuse its assembly
@@ -35,6 +37,7 @@ import numpy as np
 import scipy.sparse
 
 from cfcls import _validate
+from cfcls import window_weights
 
 
 class WindowStats(NamedTuple):
@@ -80,142 +83,6 @@ def half_offsets(radius: int):
           if dy > 0 or dx >= 0]
 
 
-def _window_offsets(radius: int):
-  return [(dy, dx) for dy in range(-radius, radius + 1)
-          for dx in range(-radius, radius + 1)]
-
-
-def _safe_div(num, den):
-  ok = den > 0
-  return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
-
-
-def _dot(u, v):
-  return sum(p * q for p, q in zip(u, v))
-
-
-def _inverse_covariances(cen, eps: float):
-  """(Sigma_k + eps/|w| I)^-1 of every window from its centred colours.
-
-  Args:
-    cen: cen[a][c] = centred colour channel c of window pixel a, [B, hk, wk].
-    eps: the regulariser.
-
-  Returns:
-    inv[c][e], [B, hk, wk] each.
-
-  Delta = M + reg I with M = C^T C / |w| and reg = eps / |w|. We use
-  Delta^-1 = adj(Delta) / det(Delta) with
-    adj(Delta) = adj(M) + reg (tr(M) I - M) + reg^2 I,
-    det(Delta) = det(M) + reg tr(adj(M)) + reg^2 tr(M) + reg^3,
-  and adj(M), det(M) from a QR factorisation C = Q R (modified Gram-Schmidt on
-  the three channel vectors): adj(C^T C) = adj(R) adj(R)^T, det = prod R_ii^2.
-  These are accurate even for grey, flat or two-colour windows, where M is
-  (nearly) singular. The textbook adjugate of Delta loses reg^2 ~ 1e-16
-  against the rounding of |M|^2, even in float64.
-  """
-  n = len(cen)
-  x = [q[0] for q in cen]
-  y = [q[1] for q in cen]
-  z = [q[2] for q in cen]
-  xx, xy, xz = _dot(x, x), _dot(x, y), _dot(x, z)
-  yy, yz, zz = _dot(y, y), _dot(y, z), _dot(z, z)
-  # Modified Gram-Schmidt: y1 = y - proj_x y, z1 = z - proj_x z,
-  # z2 = z1 - proj_y1 z1.
-  ty = _safe_div(xy, xx)
-  tz = _safe_div(xz, xx)
-  y1 = [q - ty * p for p, q in zip(x, y)]
-  z1 = [q - tz * p for p, q in zip(x, z)]
-  yy1 = _dot(y1, y1)
-  y1z1 = _dot(y1, z1)
-  t2 = _safe_div(y1z1, yy1)
-  z2 = [q - t2 * p for p, q in zip(y1, z1)]
-  zz2 = _dot(z2, z2)
-  r11, r22, r33 = jnp.sqrt(xx), jnp.sqrt(yy1), jnp.sqrt(zz2)
-  r12, r13 = _safe_div(xy, r11), _safe_div(xz, r11)
-  r23 = _safe_div(y1z1, r22)
-  # adj(R) for upper triangular R (rows).
-  u0 = (r22 * r33, -r12 * r33, r12 * r23 - r13 * r22)
-  u1 = (r11 * r33, -r11 * r23)
-  u2 = r11 * r22
-  scale = 1.0 / (n * n)
-  adj = {
-      (0, 0): _dot(u0, u0) * scale,
-      (0, 1): (u0[1] * u1[0] + u0[2] * u1[1]) * scale,
-      (0, 2): u0[2] * u2 * scale,
-      (1, 1): _dot(u1, u1) * scale,
-      (1, 2): u1[1] * u2 * scale,
-      (2, 2): u2 * u2 * scale,
-  }
-  cov = {(0, 0): xx / n, (0, 1): xy / n, (0, 2): xz / n, (1, 1): yy / n,
-         (1, 2): yz / n, (2, 2): zz / n}
-  for c, e in list(adj):
-    adj[e, c] = adj[c, e]
-    cov[e, c] = cov[c, e]
-  reg = eps / n
-  trace = cov[0, 0] + cov[1, 1] + cov[2, 2]
-  det_m = xx * yy1 * zz2 / n ** 3
-  det = (det_m + reg * (adj[0, 0] + adj[1, 1] + adj[2, 2])
-         + reg * reg * trace + reg ** 3)
-  return [[(adj[c, e] + reg * ((trace + reg) * float(c == e) - cov[c, e]))
-           / det for e in range(3)] for c in range(3)]
-
-
-def _window_weights(images, eps: float, radius: int, valid, dtype):
-  """Window weights W_ab = delta_ab - (1 + affinity_ab) / |w| for a <= b.
-
-  Args:
-    images: [B, H, W, 3] (any float dtype; computed in float64).
-    eps, radius: as in `window_stats`.
-    valid: None or bool [B, H, W].
-    dtype: output dtype.
-
-  Returns:
-    [B, P, H - 2r, W - 2r] with P = |w| (|w| + 1) / 2 pairs in the order of
-    `_window_pairs(radius)`, per window centre; 0 for windows touching an
-    invalid pixel.
-  """
-  r = radius
-  n = (2 * r + 1) ** 2
-  _, h, w, _ = images.shape
-  hk, wk = h - 2 * r, w - 2 * r  # number of window centres per axis
-  offsets = _window_offsets(r)
-
-  def patch(x, oy, ox):
-    # x[..., centre + (oy, ox)] for every window centre: [B, hk, wk].
-    return x[:, r + oy:r + oy + hk, r + ox:r + ox + wk]
-
-  with jax.enable_x64(True):
-    img = images.astype(jnp.float64)
-    chans = [img[..., c] for c in range(3)]
-    # Centred colours of every window, per window position a: cen[a][c].
-    pix = [[patch(chans[c], oy, ox) for c in range(3)] for oy, ox in offsets]
-    mean = [sum(p[c] for p in pix) / n for c in range(3)]
-    cen = [[p[c] - mean[c] for c in range(3)] for p in pix]
-    inv = _inverse_covariances(cen, eps)
-    # m[a] = Delta^-1 (I_a - mu): then affinity(a, b) = m[a] . cen[b], which
-    # is bounded by |w| although Delta^-1 reaches ~1e8.
-    m = [[_dot(inv[c], q) for c in range(3)] for q in cen]
-    keep = None
-    if valid is not None:
-      keep = patch(valid, 0, 0)
-      for oy, ox in offsets:
-        keep = keep & patch(valid, oy, ox)
-    # Bounded by ~1: from here on float32 is safe.
-    weights = []
-    for a, b in _window_pairs(r):
-      wab = float(a == b) - (1.0 + _dot(m[a], cen[b])) / n
-      if keep is not None:
-        wab = jnp.where(keep, wab, 0.0)
-      weights.append(wab.astype(dtype))
-    return jnp.stack(weights, axis=1)
-
-
-def _window_pairs(radius: int):
-  n = (2 * radius + 1) ** 2
-  return [(a, b) for a in range(n) for b in range(a, n)]
-
-
 def _assemble(weights, radius: int):
   """Window weights [B, P, hc, W - 2r] -> stencil rows [B, T, hc + 2r, W + 4r].
 
@@ -223,11 +90,11 @@ def _assemble(weights, radius: int):
   columns get the 2r frame of WindowStats.stencil.
   """
   r = radius
-  offsets = _window_offsets(r)
+  offsets = window_weights.window_offsets(r)
   half = half_offsets(r)
   index = {d: t for t, d in enumerate(half)}
   terms = [[] for _ in half]
-  for p, (a, b) in enumerate(_window_pairs(r)):
+  for p, (a, b) in enumerate(window_weights.window_pairs(r)):
     (ay, ax), (by, bx) = offsets[a], offsets[b]
     d = (by - ay, bx - ax)
     if d not in index:
@@ -244,7 +111,33 @@ _STRIP_ROWS = 16
 _STRIP_BATCH = 2
 
 
-def _tiled_stencil(images, eps, radius, valid, dtype):
+_WEIGHTS = {'float64': window_weights.weights_float64,
+            'float32': window_weights.weights_float32}
+PRECISIONS = ('float64', 'float32', 'auto')
+
+
+def resolve_precision(precision: str, backend=None) -> str:
+  """'float64' or 'float32': the arithmetic of the window statistics.
+
+  Args:
+    precision: 'float64', 'float32' or 'auto'.
+    backend: for 'auto', the jax backend name ('cpu', 'gpu', 'tpu');
+      default `jax.default_backend()`.
+
+  Returns:
+    `precision` itself unless it is 'auto': then 'float32' on TPUs (no
+    native float64) and 'float64' elsewhere (CPUs, and GPUs, where it is
+    exact to ~1e-7 and fast on H100/H200).
+  """
+  if precision not in PRECISIONS:
+    raise ValueError(f'precision={precision!r} is not one of {PRECISIONS}')
+  if precision != 'auto':
+    return precision
+  backend = backend or jax.default_backend()
+  return 'float32' if backend == 'tpu' else 'float64'
+
+
+def _tiled_stencil(images, eps, radius, valid, dtype, precision):
   """Stencil rows [B, T, H, W + 4r], computed strip by strip (CPU).
 
   Each strip of S window-centre rows yields S + 2r stencil rows; consecutive
@@ -269,8 +162,8 @@ def _tiled_stencil(images, eps, radius, valid, dtype):
 
   def one(args):
     img, vmask, keep = args
-    weights = _window_weights(img[None], eps, r,
-                              None if vmask is None else vmask[None], dtype)
+    weights = _WEIGHTS[precision](
+        img[None], eps, r, None if vmask is None else vmask[None], dtype)
     weights = jnp.where(keep[None, None, :, None], weights, 0.0)
     return _assemble(jax.lax.optimization_barrier(weights), r)[0]
 
@@ -288,16 +181,16 @@ def _tiled_stencil(images, eps, radius, valid, dtype):
   return full[:, :, :h]
 
 
-def _stencil(images, eps: float, radius: int, valid, dtype):
+def _stencil(images, eps: float, radius: int, valid, dtype, precision):
   """Builds WindowStats.stencil; see `window_stats` (no input checks)."""
   r = radius
   images = jax.lax.stop_gradient(images)
   if valid is not None:
     valid = jax.lax.stop_gradient(valid) > 0.5
   if jax.default_backend() == 'cpu':
-    stencil = _tiled_stencil(images, eps, r, valid, dtype)
+    stencil = _tiled_stencil(images, eps, r, valid, dtype, precision)
   else:
-    weights = _window_weights(images, eps, r, valid, dtype)
+    weights = _WEIGHTS[precision](images, eps, r, valid, dtype)
     # Materialise once, so the assembly does not recompute the chain.
     stencil = _assemble(jax.lax.optimization_barrier(weights), r)
   stencil = jnp.pad(stencil, ((0, 0), (0, 0), (2 * r, 2 * r), (0, 0)))
@@ -306,7 +199,8 @@ def _stencil(images, eps: float, radius: int, valid, dtype):
   return jax.lax.optimization_barrier(stencil)
 
 
-_stencil_jit = jax.jit(_stencil, static_argnames=('eps', 'radius', 'dtype'))
+_stencil_jit = jax.jit(
+    _stencil, static_argnames=('eps', 'radius', 'dtype', 'precision'))
 
 
 def _check_images(images, valid, radius: int, eps: float):
@@ -328,7 +222,8 @@ def _check_images(images, valid, radius: int, eps: float):
 
 
 def window_stats(images, eps: float = 1e-7, radius: int = 1,
-                 valid=None, dtype=jnp.float32) -> WindowStats:
+                 valid=None, dtype=jnp.float32,
+                 precision: str = 'float64') -> WindowStats:
   """Per-image statistics for `laplacian_matvec`: L as a per-pixel stencil.
 
   Args:
@@ -338,6 +233,11 @@ def window_stats(images, eps: float = 1e-7, radius: int = 1,
     valid: optional [B, H, W], 1 = real pixel, 0 = padding. Windows touching
       a padding pixel are left out of L.
     dtype: dtype of the stored stencil (float32; float64 needs x64 mode).
+    precision: arithmetic of the per-window statistics: 'float64' (a
+      float64 island, exact to ~1e-7), 'float32' (no float64 anywhere, for
+      TPUs and GPUs with slow float64; within ~1e-6 of float64 on 8-bit
+      photos, up to ~5e-5 per window weight at sharp edges with sub-8-bit
+      noise), or 'auto' (`resolve_precision`).
 
   Returns:
     WindowStats with stencil [B, ((4r+1)^2 + 1) / 2, H + 4r, W + 4r] (the
@@ -345,11 +245,13 @@ def window_stats(images, eps: float = 1e-7, radius: int = 1,
     (finite pixels) run only on concrete inputs.
   """
   _check_images(images, valid, radius, eps)
+  precision = resolve_precision(precision)
   if valid is not None:
     valid = jnp.asarray(valid, jnp.float32)
   return WindowStats(_stencil_jit(jnp.asarray(images, jnp.float32),
                                   eps=float(eps), radius=int(radius),
-                                  valid=valid, dtype=jnp.dtype(dtype)))
+                                  valid=valid, dtype=jnp.dtype(dtype),
+                                  precision=precision))
 
 
 def _apply(stencil, x):
@@ -420,7 +322,7 @@ def sparse_laplacian(image, eps: float = 1e-7, radius: int = 1,
         jnp.asarray(image[None], jnp.float64), eps=float(eps),
         radius=int(radius),
         valid=None if valid is None else jnp.asarray(valid),
-        dtype=jnp.dtype(jnp.float64)))[0]
+        dtype=jnp.dtype(jnp.float64), precision='float64'))[0]
   r2 = 2 * radius
   stencil = stencil[:, r2:r2 + h, r2:r2 + w]
   ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing='ij')

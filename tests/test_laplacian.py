@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 from cfcls import laplacian
+from cfcls import losses
+from cfcls import window_weights
 
 EPS = 1e-7
 
@@ -57,11 +59,40 @@ def flat_grey_image(rng, h, w):
   return img
 
 
+def saturated_image(rng, h, w):
+  """Over-exposed: most channels clipped at exactly 0 or 1, 8-bit."""
+  img = 3.0 * natural_image(rng, h, w) - 1.0
+  img += 0.5 * rng.standard_normal((h, w, 3)) * (rng.random((h, w, 1)) < 0.3)
+  return np.round(np.clip(img, 0, 1) * 255) / 255
+
+
+def blurred_image(rng, h, w):
+  """A flat/grey image resized by a non-integer factor, then blurred.
+
+  Bilinear interpolation and the [1, 2, 1] / 4 blur make colours that are
+  not multiples of 1/255 and nearly rank-deficient windows (smooth ramps
+  across the flat blocks' edges).
+  """
+  small = flat_grey_image(rng, (h * 2) // 3 + 1, (w * 2) // 3 + 1)
+  img = np.asarray(jax.image.resize(jnp.asarray(small), (h, w, 3),
+                                    'bilinear'), np.float64)
+  for axis in (0, 1):
+    pad = np.pad(img, [(1, 1) if a == axis else (0, 0) for a in range(3)],
+                 mode='edge')
+    img = (np.take(pad, range(0, img.shape[axis]), axis=axis)
+           + 2 * np.take(pad, range(1, img.shape[axis] + 1), axis=axis)
+           + np.take(pad, range(2, img.shape[axis] + 2), axis=axis)) / 4
+  return np.clip(img, 0, 1)
+
+
 IMAGE_KINDS = {
     'random': random_image,
     'natural8bit': natural_image,
     'flat_grey': flat_grey_image,
+    'saturated': saturated_image,
+    'blurred': blurred_image,
 }
+PRECISIONS = ('float64', 'float32')
 
 
 def _float32(x):
@@ -75,7 +106,7 @@ def _errors(got, want):
 
 @pytest.fixture(scope='module')
 def batch():
-  """Three 12x15 images (one per kind), their references and test vectors."""
+  """12x15 images (one per kind), their references, test vectors, stats."""
   rng = np.random.default_rng(0)
   h, w = 12, 15
   images = _float32([make(rng, h, w) for make in IMAGE_KINDS.values()])
@@ -85,9 +116,31 @@ def batch():
   return images, refs, x, stats
 
 
+@pytest.fixture(scope='module')
+def stats32(batch):
+  """The batch's WindowStats from the float32-only path."""
+  return laplacian.window_stats(jnp.asarray(batch[0]), precision='float32')
+
+
+def test_test_images_are_what_they_claim(batch):
+  images = batch[0]
+  kinds = list(IMAGE_KINDS)
+  sat = images[kinds.index('saturated')]
+  assert np.mean((sat == 0) | (sat == 1)) > 0.4
+  blur = images[kinds.index('blurred')].astype(np.float64) * 255
+  assert np.mean(np.abs(blur - np.round(blur)) > 1e-3) > 0.5
+  grey = images[kinds.index('flat_grey')]
+  assert np.mean((grey[..., 0] == grey[..., 1])
+                 & (grey[..., 1] == grey[..., 2])) > 0.5
+
+
+@pytest.mark.parametrize('precision', PRECISIONS)
 @pytest.mark.parametrize('kind_index,kind', enumerate(IMAGE_KINDS))
-def test_matvec_matches_float64_svd_reference(batch, kind_index, kind):
+def test_matvec_matches_float64_svd_reference(batch, stats32, kind_index,
+                                              kind, precision):
   images, refs, x, stats = batch
+  if precision == 'float32':
+    stats = stats32
   got = np.asarray(laplacian.laplacian_matvec(stats, jnp.asarray(x)))
   assert got.dtype == np.float32
   h, w = images.shape[1:3]
@@ -100,6 +153,112 @@ def test_matvec_matches_float64_svd_reference(batch, kind_index, kind):
   border = np.ones((h, w), bool)
   border[2:-2, 2:-2] = False
   assert np.abs(got[kind_index] - want)[border].max() < 1e-3
+
+
+def _dense(stats, index):
+  """L of image `index` as a dense float64 matrix, from L @ (unit vectors)."""
+  _, h, w = stats.shape
+  one = laplacian.WindowStats(stats.stencil[index:index + 1])
+  eye = jnp.eye(h * w, dtype=jnp.float32).reshape(1, h, w, h * w)
+  return np.asarray(laplacian.laplacian_matvec(one, eye), np.float64).reshape(
+      h * w, h * w)
+
+
+@pytest.mark.parametrize('precision', PRECISIONS)
+def test_entries_of_l_match_float64_svd_reference(batch, stats32, precision):
+  _, refs, _, stats = batch
+  if precision == 'float32':
+    stats = stats32
+  for kind_index, kind in enumerate(IMAGE_KINDS):
+    got = _dense(stats, kind_index)
+    max_err, rel = _errors(got, refs[kind_index])
+    # Measured: float64 <= 2e-7, float32 <= 5e-6 (saturated) max abs.
+    assert max_err < 1e-3, (kind, max_err)
+    assert rel < 1e-4, (kind, rel)
+
+
+def test_float32_path_agrees_with_float64_on_larger_images():
+  """Many windows of every kind (40x40): float32 weights vs float64 ones."""
+  rng = np.random.default_rng(7)
+  images = _float32([make(rng, 40, 40) for make in IMAGE_KINDS.values()])
+  f = jax.jit(lambda i, p: laplacian.window_stats(i, precision=p).stencil,
+              static_argnums=1)
+  s64 = np.asarray(f(jnp.asarray(images), 'float64'), np.float64)
+  s32 = np.asarray(f(jnp.asarray(images), 'float32'), np.float64)
+  for kind_index, kind in enumerate(IMAGE_KINDS):
+    max_err, rel = _errors(s32[kind_index], s64[kind_index])
+    assert max_err < 1e-4, (kind, max_err)
+    assert rel < 1e-5, (kind, rel)
+
+
+def test_float32_path_has_no_float64_under_jit(batch):
+  images = jnp.asarray(batch[0])
+  def stencil(precision):
+    return lambda i: laplacian.window_stats(i, precision=precision).stencil
+  jaxpr32 = str(jax.make_jaxpr(stencil('float32'))(images))
+  hlo32 = jax.jit(stencil('float32')).lower(images).as_text()
+  assert 'f64' not in jaxpr32 and 'f64' not in hlo32
+  # The check can see float64: the default path has its island.
+  assert 'f64' in str(jax.make_jaxpr(stencil('float64'))(images))
+  assert not jax.config.jax_enable_x64
+
+
+def test_resolve_precision():
+  assert laplacian.resolve_precision('auto', 'tpu') == 'float32'
+  assert laplacian.resolve_precision('auto', 'gpu') == 'float64'
+  assert laplacian.resolve_precision('auto', 'cpu') == 'float64'
+  assert laplacian.resolve_precision('auto') == 'float64'  # tests: CPU
+  assert laplacian.resolve_precision('float32', 'cpu') == 'float32'
+  assert laplacian.resolve_precision('float64', 'tpu') == 'float64'
+  with pytest.raises(ValueError, match='precision'):
+    laplacian.resolve_precision('bfloat16')
+  with pytest.raises(ValueError, match='precision'):
+    laplacian.window_stats(np.zeros((1, 5, 6, 3), np.float32),
+                           precision='f32')
+
+
+@pytest.mark.parametrize('norm', losses.CFM_NORMS)
+def test_cfm_loss_gradient_with_float32_stats_matches_finite_differences(
+    batch, stats32, norm):
+  """d loss / d alpha through laplacian_matvec with float32 statistics."""
+  images, _, _, _ = batch
+  b, h, w, _ = images.shape
+  rng = np.random.default_rng(8)
+  num_classes = 4
+  alpha = rng.uniform(0, 1, (b, h, w, num_classes - 1)).astype(np.float32)
+  scribbles = np.full((b, h, w), 255, np.int32)
+  scribbles[:, 2:4, 3:10] = rng.integers(0, num_classes, (b, 2, 7))
+
+  def loss(stats, a):
+    return losses.cfm_loss(stats, a, scribbles, num_classes, lam=10.0,
+                           norm=norm)[0]
+
+  grad = np.asarray(jax.jit(jax.grad(lambda a: loss(stats32, a)))(
+      jnp.asarray(alpha)), np.float64)
+  # Central differences of the same loss in float64 (the stencil cast up):
+  # the loss is quadratic in alpha, so they are exact up to rounding.
+  with jax.enable_x64(True):
+    stats64 = laplacian.WindowStats(stats32.stencil.astype(jnp.float64))
+    f64 = jax.jit(lambda a: loss(stats64, a))
+    a64 = jnp.asarray(alpha, jnp.float64)
+    step = 1e-3
+    for _ in range(4):
+      v = rng.standard_normal(alpha.shape)
+      fd = (float(f64(a64 + step * v)) - float(f64(a64 - step * v))) / (
+          2 * step)
+      np.testing.assert_allclose(np.sum(grad * v), fd, rtol=1e-4)
+    for index in [(0, 0, 0, 0), (3, 6, 7, 1), (4, 11, 14, 2), (2, 3, 5, 0)]:
+      e = np.zeros(alpha.shape)
+      e[index] = 1.0
+      fd = (float(f64(a64 + step * e)) - float(f64(a64 - step * e))) / (
+          2 * step)
+      np.testing.assert_allclose(grad[index], fd, rtol=1e-3,
+                                 atol=1e-6 * np.abs(grad).max())
+  # No gradient reaches the images, and none is NaN.
+  g_img = jax.grad(lambda i: loss(
+      laplacian.window_stats(i, precision='float32'), jnp.asarray(alpha)))(
+          jnp.asarray(images))
+  assert np.all(np.asarray(g_img) == 0)
 
 
 def test_sparse_laplacian_matches_reference(batch):
@@ -135,11 +294,13 @@ def test_reference_is_stable_where_naive_formula_is_not(batch):
   assert np.abs(ref.sum(axis=1)).max() < 1e-9
 
 
-def test_radius_two_matches_reference():
+@pytest.mark.parametrize('precision', PRECISIONS)
+def test_radius_two_matches_reference(precision):
   rng = np.random.default_rng(1)
   image = _float32(flat_grey_image(rng, 9, 11))
   ref = reference_laplacian(image, radius=2)
-  stats = laplacian.window_stats(jnp.asarray(image[None]), radius=2)
+  stats = laplacian.window_stats(jnp.asarray(image[None]), radius=2,
+                                 precision=precision)
   assert stats.radius == 2
   x = rng.standard_normal((1, 9, 11, 2)).astype(np.float32)
   got = np.asarray(laplacian.laplacian_matvec(stats, jnp.asarray(x)))[0]
@@ -148,7 +309,8 @@ def test_radius_two_matches_reference():
   assert max_err < 1e-3 and rel < 1e-4
 
 
-def test_valid_mask_leaves_out_windows_touching_padding(batch):
+@pytest.mark.parametrize('precision', PRECISIONS)
+def test_valid_mask_leaves_out_windows_touching_padding(batch, precision):
   images, refs, x, _ = batch
   images = images.copy()
   b, h, w, _ = images.shape
@@ -158,7 +320,8 @@ def test_valid_mask_leaves_out_windows_touching_padding(batch):
   valid[1, 4:7, 5:9] = 0  # a hole
   images[valid == 0] = 0.0
   stats = laplacian.window_stats(jnp.asarray(images),
-                                 valid=jnp.asarray(valid))
+                                 valid=jnp.asarray(valid),
+                                 precision=precision)
   got = np.asarray(laplacian.laplacian_matvec(stats, jnp.asarray(x)))
   for i in range(b):
     ref = reference_laplacian(images[i], valid=valid[i])
@@ -266,7 +429,8 @@ def test_bad_matvec_and_sparse_inputs(batch):
     laplacian.window_stats(np.full((1, 5, 6, 3), 255.0, np.float32))
 
 
-def test_tall_image_spans_several_cpu_strips():
+@pytest.mark.parametrize('precision', PRECISIONS)
+def test_tall_image_spans_several_cpu_strips(precision):
   # On the CPU the window statistics are computed in strips of
   # laplacian._STRIP_ROWS window rows; 37 rows make three strips.
   assert 37 - 2 > 2 * laplacian._STRIP_ROWS
@@ -276,7 +440,8 @@ def test_tall_image_spans_several_cpu_strips():
   valid[-5:] = 0  # bottom padding, as from a random crop
   valid[15:18, 3] = 0  # a hole across a strip boundary
   stats = laplacian.window_stats(jnp.asarray(image[None]),
-                                 valid=jnp.asarray(valid[None]))
+                                 valid=jnp.asarray(valid[None]),
+                                 precision=precision)
   x = rng.standard_normal((1, 37, 9, 2)).astype(np.float32)
   got = np.asarray(laplacian.laplacian_matvec(stats, jnp.asarray(x)))[0]
   ref = reference_laplacian(image, valid=valid)
@@ -284,8 +449,10 @@ def test_tall_image_spans_several_cpu_strips():
   max_err, rel = _errors(got, want)
   assert max_err < 1e-3 and rel < 1e-4
   # Other backends compute all rows at once: the same stencil.
+  weights = {'float64': window_weights.weights_float64,
+             'float32': window_weights.weights_float32}[precision]
   whole = jax.jit(lambda i, v: laplacian._assemble(
-      laplacian._window_weights(i, EPS, 1, v, jnp.float32), 1))(
+      weights(i, EPS, 1, v, jnp.float32), 1))(
           jnp.asarray(image[None]), jnp.asarray(valid[None] > 0.5))
   np.testing.assert_allclose(np.asarray(stats.stencil)[:, :, 2:-2],
                              np.asarray(whole), atol=1e-6)
