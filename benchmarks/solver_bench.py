@@ -1,85 +1,135 @@
-"""Closed-form matting solve: cfcls's batched PCG vs scipy's direct solve.
+"""Closed-form matting solve: cfcls's default call vs scipy's direct solve and pymatting.
 
-For photo-like images with scribbles, times `matting.solve_alpha` (jit,
-matrix-free Jacobi-PCG, all classes at once; compile excluded) for each
-tolerance and `matting.solve_alpha_direct` (sparse LU, all classes), and
-prints iterations, achieved relative residuals and the max |difference|.
+For photo-like images with sparse strokes (tests/matting_scenes.py: flat
+saturated sky, thin wire and pole, flat grey block, textured objects, ~1% of
+pixels scribbled), in one process:
+  * `matting.solve_alpha` with default arguments (jit; compile excluded):
+    time, CG iterations, refinement steps, info['error_estimate'], and the
+    max |alpha - direct|;
+  * `matting.solve_alpha_direct` (scipy sparse LU, all classes): time;
+  * pymatting's `estimate_alpha_cf` (ichol-preconditioned CG, hard
+    constraints) per class, if pymatting is installed (it is not in
+    requirements.txt: `pip install pymatting`): time per class, and its max
+    difference to a tight (rtol 1e-12) run of itself.
+and prints the ratios. Optionally one large image (--large, e.g. 1024x2048
+with 9 classes): time and peak resident memory of the default call.
 
 Run from the repository root:
-  python benchmarks/solver_bench.py          # 1 x 321x321, 6 mattes
-  python benchmarks/solver_bench.py --size 121 --tols 1e-6  # quicker
+  python benchmarks/solver_bench.py                  # 321x321 and 480x640
+  python benchmarks/solver_bench.py --sizes 321x321 --skip-pymatting
+  python benchmarks/solver_bench.py --sizes none --large 1024x2048
 """
 import argparse
 import os
+import resource
 import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, 'tests'))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 
-from benchmarks.loss_bench import photo_like_batch  # noqa: E402
 from cfcls import matting  # noqa: E402
+import matting_scenes  # noqa: E402
+
+
+def _size(text):
+  h, w = text.split('x')
+  return int(h), int(w)
+
+
+def _ours(image, scribbles, num_classes):
+  run = lambda: matting.solve_alpha(image[None], scribbles[None], num_classes)
+  jax.block_until_ready(run()[0])  # compile for this size
+  start = time.perf_counter()
+  alpha, info = run()
+  alpha = np.asarray(jax.block_until_ready(alpha))[0]
+  return time.perf_counter() - start, alpha, info
+
+
+def _pymatting(image, scribbles, num_classes):
+  """Seconds per class and max |alpha - tight alpha| over classes, or None."""
+  try:
+    from pymatting.alpha.estimate_alpha_cf import estimate_alpha_cf
+  except ImportError:
+    print('pymatting is not installed (pip install pymatting): skipped')
+    return None
+  image = image.astype(np.float64)
+  times, errs = [], []
+  for c in range(1, num_classes):
+    trimap = np.full(scribbles.shape, 0.5)
+    trimap[scribbles != 255] = 0.0
+    trimap[scribbles == c] = 1.0
+    if c == 1:  # warm-up (numba compiles)
+      estimate_alpha_cf(image, trimap)
+    start = time.perf_counter()
+    alpha = estimate_alpha_cf(image, trimap)
+    times.append(time.perf_counter() - start)
+    tight = estimate_alpha_cf(image, trimap, cg_kwargs={'rtol': 1e-12})
+    errs.append(np.abs(alpha - tight).max())
+  return float(np.mean(times)), float(np.max(errs))
+
+
+def compare(h, w, num_classes, skip_pymatting):
+  image, scribbles = matting_scenes.photo_like_scene(h, w, num_classes)
+  print(f'{h}x{w}, {num_classes - 1} mattes, '
+        f'{100 * np.mean(scribbles != 255):.2f}% pixels scribbled')
+  matting.solve_alpha_direct(image[:8, :8], scribbles[:8, :8], num_classes)
+  start = time.perf_counter()
+  direct = matting.solve_alpha_direct(image, scribbles, num_classes)
+  t_direct = time.perf_counter() - start
+  t_ours, alpha, info = _ours(image, scribbles, num_classes)
+  err = np.abs(alpha - direct).max()
+  print(f'  direct (scipy sparse LU, all classes): {t_direct:.2f} s')
+  print(f'  cfcls default: {t_ours:.2f} s ({t_direct / t_ours:.1f}x vs '
+        f'direct), {info["iterations"]} CG iterations, '
+        f'{info["refinements"]} refinements, max |alpha - direct| '
+        f'{err:.1e}, error estimate {info["error_estimate"].max():.1e}')
+  if not skip_pymatting:
+    out = _pymatting(image, scribbles, num_classes)
+    if out is not None:
+      t_py, err_py = out
+      print(f'  pymatting estimate_alpha_cf (ichol CG): {t_py:.2f} s per class'
+            f' (max |alpha - tight| {err_py:.1e}); cfcls per class '
+            f'{t_ours / (num_classes - 1):.2f} s '
+            f'({t_py * (num_classes - 1) / t_ours:.1f}x)')
+
+
+def large(h, w, num_classes):
+  image, scribbles = matting_scenes.photo_like_scene(h, w, num_classes)
+  start = time.perf_counter()
+  alpha, info = matting.solve_alpha(image[None], scribbles[None], num_classes)
+  jax.block_until_ready(alpha)
+  elapsed = time.perf_counter() - start
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+  print(f'{h}x{w}, {num_classes - 1} mattes: {elapsed:.1f} s incl. compile, '
+        f'{info["iterations"]} CG iterations, error estimate '
+        f'{info["error_estimate"].max():.1e}, peak RSS {peak:.2f} GiB')
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--batch', type=int, default=1)
-  parser.add_argument('--size', type=int, default=321)
+  parser.add_argument('--sizes', default='321x321,480x640',
+                      help="comma-separated HxW, or 'none'")
   parser.add_argument('--num-classes', type=int, default=7,
                       help='K incl. background: K-1 mattes (default 6)')
-  parser.add_argument('--lam', type=float, default=100.0)
-  parser.add_argument('--tols', default='1e-6,1e-8',
-                      help='comma-separated CG tolerances')
-  parser.add_argument('--max-iters', type=int, default=5000)
-  parser.add_argument('--float64', action='store_true',
-                      help='also run the solver in float64')
-  parser.add_argument('--coarse-blocks', default='16,0',
-                      help='comma-separated coarse tile sides (0: Jacobi)')
-  parser.add_argument('--skip-direct', action='store_true')
+  parser.add_argument('--skip-pymatting', action='store_true')
+  parser.add_argument('--large', default='',
+                      help='HxW of one large image (e.g. 1024x2048)')
+  parser.add_argument('--large-classes', type=int, default=10,
+                      help='K of the large image (default 9 mattes)')
   args = parser.parse_args()
-
-  images, scribbles = photo_like_batch(args.batch, args.size,
-                                       args.num_classes)
-  print(f'batch {args.batch} x {args.size}x{args.size}, '
-        f'{args.num_classes - 1} mattes, {100 * np.mean(scribbles != 255):.1f}'
-        f'% pixels scribbled, on {jax.devices()[0].platform}')
-  direct = None
-  if not args.skip_direct:
-    # Warm up (compiles the float64 Laplacian builder for this size).
-    matting.solve_alpha_direct(images[0], scribbles[0], args.num_classes)
-    start = time.perf_counter()
-    direct = np.stack([
-        matting.solve_alpha_direct(img, scr, args.num_classes, lam=args.lam)
-        for img, scr in zip(images, scribbles)])
-    t_direct = time.perf_counter() - start
-    print(f'direct (scipy sparse LU, all classes): {t_direct:.2f} s')
-
-  dtypes = [jnp.float32] + ([jnp.float64] if args.float64 else [])
-  configs = [(dtype, int(block), float(tol)) for dtype in dtypes
-             for block in args.coarse_blocks.split(',')
-             for tol in args.tols.split(',')]
-  for dtype, block, tol in configs:
-    with jax.enable_x64(dtype == jnp.float64):
-      run = lambda: matting.solve_alpha(
-          images, scribbles, args.num_classes, lam=args.lam, tol=tol,
-          max_iters=args.max_iters, dtype=dtype, coarse_block=block)
-      jax.block_until_ready(run())  # compile
-      start = time.perf_counter()
-      alpha, info = jax.block_until_ready(run())
-      elapsed = time.perf_counter() - start
-      alpha = np.asarray(alpha, np.float64)
-      rel = np.asarray(info['relative_residual'])
-      line = (f'cfcls PCG {jnp.dtype(dtype).name} coarse {block} '
-              f'tol {tol:g}: '
-              f'{elapsed:.2f} s, {int(info["iterations"])} iterations, '
-              f'true relative residual max {rel.max():.2e}')
-      if direct is not None:
-        line += f', max |alpha - direct| {np.abs(alpha - direct).max():.2e}'
-      print(line)
+  print(f'jax {jax.__version__} on {jax.devices()[0].platform}, '
+        f'{os.cpu_count()} cores, {time.strftime("%Y-%m-%d")}')
+  if args.sizes != 'none':
+    for text in args.sizes.split(','):
+      compare(*_size(text), args.num_classes, args.skip_pymatting)
+  if args.large:
+    large(*_size(args.large), args.large_classes)
 
 
 if __name__ == '__main__':

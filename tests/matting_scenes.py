@@ -31,8 +31,8 @@ def photo_like_scene(h: int, w: int, num_classes: int = 7, seed: int = 0,
 
   Args:
     h, w: image size.
-    num_classes: K including background (objects of classes 1..K-1, at most
-      6 of them on a 2 x 3 grid).
+    num_classes: K including background (objects of classes 1..K-1 on a grid
+      of 3 columns).
     seed: random seed (colours, textures, noise, background strokes).
     grey: R = G = B (the matting Laplacian's hardest case).
 
@@ -49,7 +49,9 @@ def photo_like_scene(h: int, w: int, num_classes: int = 7, seed: int = 0,
   img[sky] = 1.0
   objects = []
   for c in range(1, num_classes):
-    cy = 0.35 + 0.45 * ((c - 1) // 3) + rng.uniform(-0.05, 0.05)
+    rows = -(-(num_classes - 1) // 3)
+    step = 0.45 if rows <= 2 else 0.55 / (rows - 1)
+    cy = 0.35 + step * ((c - 1) // 3) + rng.uniform(-0.05, 0.05)
     cx = 0.2 + 0.3 * ((c - 1) % 3) + rng.uniform(-0.05, 0.05)
     ry, rx = rng.uniform(0.07, 0.13, 2)
     inside = ((ys - cy) / ry) ** 2 + ((xs - cx) / rx) ** 2 < 1
