@@ -7,10 +7,16 @@
     same for every class), the residuals A alpha_c - lam D S_c of all classes
     and the gradient 2 A^T r with scipy.
 
+(a) is timed for each precision of the window statistics
+(`window_stats(precision=...)`: the float64 island, the default, and the
+float32-only path), with the window statistics alone and the loss value +
+gradient, in the same process.
+
 Run from the repository root:
   python benchmarks/loss_bench.py                 # 4 x 321x321, 6 mattes
   python benchmarks/loss_bench.py --size 161 --repeats 3   # quicker
   python benchmarks/loss_bench.py --skip-reference         # cfcls only
+  python benchmarks/loss_bench.py --precisions float32     # one path only
 """
 import argparse
 import os
@@ -89,11 +95,16 @@ def _median_time(fn, repeats):
   return float(np.median(times)), out
 
 
-def make_ours(num_classes, lam, eps):
+def make_ours(num_classes, lam, eps, precision='float64'):
   def loss_fn(alpha, images, scribbles):
-    stats = laplacian.window_stats(images, eps=eps)
+    stats = laplacian.window_stats(images, eps=eps, precision=precision)
     return losses.cfm_loss(stats, alpha, scribbles, num_classes, lam=lam)[0]
   return jax.jit(jax.value_and_grad(loss_fn))
+
+
+def make_stats(eps, precision):
+  return jax.jit(lambda images: laplacian.window_stats(
+      images, eps=eps, precision=precision).stencil)
 
 
 def sparse_reference(images, alpha, scribbles, num_classes, lam, eps,
@@ -142,7 +153,11 @@ def main():
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--skip-reference', action='store_true',
                       help='time only cfcls (no pymatting)')
+  parser.add_argument('--precisions', default='float64,float32',
+                      help='comma-separated window_stats precisions for (a); '
+                      'the first is compared with (b)')
   args = parser.parse_args()
+  precisions = args.precisions.split(',')
 
   images, scribbles = photo_like_batch(args.batch, args.size,
                                        args.num_classes)
@@ -154,19 +169,41 @@ def main():
         f'{jax.devices()[0].platform} ({len(jax.devices())} devices), '
         f'{os.cpu_count()} CPUs')
 
-  ours = make_ours(args.num_classes, args.lam, args.eps)
   inputs = [jnp.asarray(x) for x in (alpha, images, scribbles)]
-  start = time.perf_counter()
-  jax.block_until_ready(ours(*inputs))
-  compile_s = time.perf_counter() - start
-  t_ours, (loss_ours, grad_ours) = _median_time(lambda: ours(*inputs),
-                                                args.repeats)
-  print(f'(a) cfcls jit value+grad incl. window stats: {t_ours * 1e3:.1f} ms '
-        f'per batch ({t_ours * 1e3 / args.batch:.1f} ms/image; first call '
-        f'incl. compile {compile_s:.1f} s); loss {float(loss_ours):.6f}')
-  if jax.devices()[0].platform == 'gpu':
-    print(f'GPU: {t_ours * 1e3 / args.batch:.3f} ms per {args.size}x'
-          f'{args.size} image with {k1} mattes')
+  results = {}
+  for precision in precisions:
+    stats_fn = make_stats(args.eps, precision)
+    jax.block_until_ready(stats_fn(inputs[1]))
+    t_stats, stencil = _median_time(lambda: stats_fn(inputs[1]),
+                                    args.repeats)
+    ours = make_ours(args.num_classes, args.lam, args.eps, precision)
+    start = time.perf_counter()
+    jax.block_until_ready(ours(*inputs))
+    compile_s = time.perf_counter() - start
+    t_ours, (loss_ours, grad_ours) = _median_time(lambda: ours(*inputs),
+                                                  args.repeats)
+    results[precision] = (t_stats, t_ours, stencil, loss_ours, grad_ours)
+    print(f'(a) cfcls, window stats in {precision}: window_stats '
+          f'{t_stats * 1e3:.1f} ms; jit value+grad incl. window stats: '
+          f'{t_ours * 1e3:.1f} ms per batch ({t_ours * 1e3 / args.batch:.1f} '
+          f'ms/image; first call incl. compile {compile_s:.1f} s); loss '
+          f'{float(loss_ours):.6f}')
+    if jax.devices()[0].platform == 'gpu':
+      print(f'GPU ({precision}): {t_ours * 1e3 / args.batch:.3f} ms per '
+            f'{args.size}x{args.size} image with {k1} mattes')
+  if len(precisions) > 1:
+    first, *others = precisions
+    t_stats0, t_ours0, stencil0, loss0, grad0 = results[first]
+    for precision in others:
+      t_stats, t_ours, stencil, loss1, grad1 = results[precision]
+      print(f'{precision} / {first} time: window_stats '
+            f'{t_stats / t_stats0:.2f}, value+grad {t_ours / t_ours0:.2f}; '
+            f'stencil max abs difference '
+            f'{float(jnp.max(jnp.abs(stencil - stencil0))):.1e}, loss '
+            f'relative {abs(float(loss1) - float(loss0)) / float(loss0):.1e}, '
+            f'gradient max abs {float(jnp.max(jnp.abs(grad1 - grad0))):.1e} '
+            f'(max |grad| {float(jnp.max(jnp.abs(grad0))):.1e})')
+  _, t_ours, _, loss_ours, grad_ours = results[precisions[0]]
 
   if args.skip_reference:
     return
