@@ -47,6 +47,9 @@ flags.DEFINE_integer('num_processes', None,
                      '(env JAX_NUM_PROCESSES); unset = 1.')
 flags.DEFINE_integer('process_id', None,
                      'This process, 0..num_processes-1 (env JAX_PROCESS_ID).')
+flags.DEFINE_integer('heartbeat_timeout', 100,
+                     'Seconds without a heartbeat after which the distributed '
+                     'runtime declares a process dead and stops the others.')
 flags.DEFINE_bool('distributed_auto', False,
                   'Let JAX detect the cluster (Slurm, Open MPI, Cloud TPU) '
                   'for the unset multi-process settings.')
@@ -103,6 +106,20 @@ def main(argv):
     _start_and_run()
   except stopping.Interrupted as e:
     sys.exit(f'train.py: {e}')
+  except Exception as e:  # pylint: disable=broad-except
+    import jax  # pylint: disable=g-import-not-at-top
+    if not (isinstance(e, jax.errors.JaxRuntimeError)
+            and jax.process_count() > 1):
+      raise
+    # A collective failed: another process of the run died or lost contact.
+    # Exit now: a normal exit would wait for the distributed runtime's
+    # shutdown barrier, which the dead process never reaches.
+    text = ' '.join(str(e).split())[:300]
+    print(f'train.py: process {jax.process_index()} lost contact with the '
+          f'other processes ({text}); another process has probably died '
+          '(see its log). Restart all processes with the same workdir to '
+          'resume from the last checkpoint.', file=sys.stderr, flush=True)
+    os._exit(1)  # pylint: disable=protected-access
 
 
 def _start_and_run():
@@ -118,7 +135,12 @@ def _start_and_run():
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   # Before any JAX computation: join the other processes, if any.
-  distributed.initialize(settings, cpu_devices=FLAGS.cpu_devices)
+  distributed.initialize(settings, cpu_devices=FLAGS.cpu_devices,
+                         heartbeat_timeout=FLAGS.heartbeat_timeout)
+  # jax.distributed installs its own SIGTERM handler (preemption notices);
+  # ours must win so that a signal to one process stops all of them at the
+  # same step with a checkpoint (cfcls.stopping).
+  _stop_on_signals()
   # pylint: disable=g-import-not-at-top
   from cfcls import checkpointing
   from cfcls import predict_lib

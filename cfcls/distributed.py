@@ -104,7 +104,8 @@ def resolve(coordinator_address: Optional[str] = None,
 
 
 def initialize(settings: Settings, cpu_devices: Optional[int] = None,
-               initialization_timeout: int = 300) -> bool:
+               initialization_timeout: int = 300,
+               heartbeat_timeout: int = 100) -> bool:
   """Sets up JAX for this process; call before any other JAX use.
 
   Args:
@@ -112,6 +113,8 @@ def initialize(settings: Settings, cpu_devices: Optional[int] = None,
     cpu_devices: CPU devices of this process (None: JAX's default, or
       XLA_FLAGS=--xla_force_host_platform_device_count).
     initialization_timeout: seconds to wait for all processes to join.
+    heartbeat_timeout: seconds without a heartbeat after which a process
+      counts as dead; the runtime then stops the other processes.
 
   Returns:
     True if jax.distributed was initialised (several processes).
@@ -127,7 +130,8 @@ def initialize(settings: Settings, cpu_devices: Optional[int] = None,
   jax.distributed.initialize(
       coordinator_address=settings.coordinator_address,
       num_processes=settings.num_processes, process_id=settings.process_id,
-      initialization_timeout=initialization_timeout)
+      initialization_timeout=initialization_timeout,
+      heartbeat_timeout_seconds=heartbeat_timeout)
   logging.info('Process %d of %d (coordinator %s): %d local, %d global '
                'devices', jax.process_index(), jax.process_count(),
                settings.coordinator_address or 'auto-detected',

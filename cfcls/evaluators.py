@@ -75,12 +75,19 @@ class MattingErrors:
     scribbles = batch['scribbles'][keep]
     valid = batch['valid'][keep].astype(np.float32)
     scores = np.asarray(run.predict_fn(variables, images)['scores'])
-    alpha_ref, _ = matting.solve_alpha(
+    alpha_ref, info = matting.solve_alpha(
         jnp.asarray(images, jnp.float32) / 255.0, jnp.asarray(scribbles),
         run.num_classes, lam=config.lam, eps=config.laplacian_eps,
         radius=config.laplacian_radius, tol=config.solver_tol,
         max_iters=config.solver_max_iters, valid=jnp.asarray(valid))
     alpha_ref = np.asarray(alpha_ref)
+    estimate = float(np.max(np.asarray(info['error_estimate'])))
+    if estimate > config.solver_tol:
+      logging.warning('Matting metrics: the closed-form solve stopped at '
+                      'solver_max_iters=%d with an error estimate of %.2g '
+                      '(solver_tol=%g); the reference mattes are that far '
+                      'off', config.solver_max_iters, estimate,
+                      config.solver_tol)
     for i in range(len(keep)):
       rows = np.flatnonzero(valid[i].any(axis=1))
       cols = np.flatnonzero(valid[i].any(axis=0))

@@ -162,7 +162,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     final['predictions'] = predict_lib.predict(
         config, workdir, inputs, os.path.join(workdir, 'predictions'),
         run=run)
-  _log_summary(workdir, final)
+  if jax.process_index() == 0:
+    _log_summary(workdir, final)
   return final
 
 
