@@ -170,24 +170,36 @@ def main():
         f'{os.cpu_count()} CPUs')
 
   inputs = [jnp.asarray(x) for x in (alpha, images, scribbles)]
-  results = {}
+  # Compile everything first, then time the precisions interleaved, so
+  # that a shared machine's load changes hit them alike.
+  fns, compile_s = {}, {}
   for precision in precisions:
     stats_fn = make_stats(args.eps, precision)
     jax.block_until_ready(stats_fn(inputs[1]))
-    t_stats, stencil = _median_time(lambda: stats_fn(inputs[1]),
-                                    args.repeats)
     ours = make_ours(args.num_classes, args.lam, args.eps, precision)
     start = time.perf_counter()
     jax.block_until_ready(ours(*inputs))
-    compile_s = time.perf_counter() - start
-    t_ours, (loss_ours, grad_ours) = _median_time(lambda: ours(*inputs),
-                                                  args.repeats)
+    compile_s[precision] = time.perf_counter() - start
+    fns[precision] = (stats_fn, ours)
+  times = {p: ([], []) for p in precisions}
+  outs = {}
+  for _ in range(args.repeats):
+    for precision, (stats_fn, ours) in fns.items():
+      t_stats, stencil = _median_time(lambda: stats_fn(inputs[1]), 1)
+      t_loss, value_grad = _median_time(lambda: ours(*inputs), 1)
+      times[precision][0].append(t_stats)
+      times[precision][1].append(t_loss)
+      outs[precision] = (stencil, *value_grad)
+  results = {}
+  for precision in precisions:
+    t_stats, t_ours = (float(np.median(t)) for t in times[precision])
+    stencil, loss_ours, grad_ours = outs[precision]
     results[precision] = (t_stats, t_ours, stencil, loss_ours, grad_ours)
     print(f'(a) cfcls, window stats in {precision}: window_stats '
           f'{t_stats * 1e3:.1f} ms; jit value+grad incl. window stats: '
           f'{t_ours * 1e3:.1f} ms per batch ({t_ours * 1e3 / args.batch:.1f} '
-          f'ms/image; first call incl. compile {compile_s:.1f} s); loss '
-          f'{float(loss_ours):.6f}')
+          f'ms/image; first call incl. compile {compile_s[precision]:.1f} '
+          f's); loss {float(loss_ours):.6f}')
     if jax.devices()[0].platform == 'gpu':
       print(f'GPU ({precision}): {t_ours * 1e3 / args.batch:.3f} ms per '
             f'{args.size}x{args.size} image with {k1} mattes')
