@@ -82,8 +82,25 @@ VARIANTS = {
     'ce_s1015': {'loss': 'ce', 'data.scale_range': (1.0, 1.5)},
     'cfm_s11': {'data.scale_range': (1.0, 1.0)},
     'cfm_s0912': {'data.scale_range': (0.9, 1.2)},
+    # Issue 15: closed-form targets (alpha* of each training image, cached).
+    'paper': {'cfm_norm': 'residual', 'cfm_classes': 'scribbles',
+              'mlc_gate': True, 'threshold': 0.5},
+    'energy': {'cfm_norm': 'energy'},
+    'target': {'cfm_norm': 'target'},
+    'target_e01': {'cfm_norm': 'target', 'cfm_energy_weight': 0.1},
+    'target_e1': {'cfm_norm': 'target', 'cfm_energy_weight': 1.0},
+    'target_t05': {'cfm_norm': 'target', 'threshold': 0.5},
+    'two_stage': {'loss': 'two_stage'},
+    'cfm_soft': {'loss': 'cfm_soft'},
 }
 THRESHOLDS = (0.4, 0.5, 0.6, 0.7)
+# --family: the generator module of the data (cfcls.data.<module>).
+FAMILIES = {'scenes': 'synthetic', 'textures': 'synthetic_textures'}
+
+
+def family_module(family):
+  import importlib  # pylint: disable=g-import-not-at-top
+  return importlib.import_module('cfcls.data.' + FAMILIES[family])
 
 
 def make_config(name, steps):
@@ -98,29 +115,47 @@ def make_config(name, steps):
     node[leaf] = value
   if steps:
     config.num_train_steps = steps
+  from cfcls import objectives  # pylint: disable=g-import-not-at-top
+  config.data.targets.enabled = objectives.needs_targets(config)
   return config
 
 
-def make_data(config, path):
-  """Renders the demo's train/validation scenes into an npz (once)."""
-  from cfcls.data import synthetic  # pylint: disable=g-import-not-at-top
+def make_data(config, path, family='scenes'):
+  """Renders the train/validation scenes into an npz (once), with the
+  closed-form targets of the training images (uint8, as cached for train.py).
+  """
+  from cfcls.data import targets  # pylint: disable=g-import-not-at-top
+  gen = family_module(family)
   syn = config.data.synthetic
   out = {}
   for split, num in (('train', syn.num_train), ('validation', syn.num_val)):
-    exs = [synthetic.generate_example(syn.seed, split, i, syn.image_size)
+    exs = [gen.generate_example(syn.seed, split, i, syn.image_size)
            for i in range(num)]
     for key in ('image', 'mask', 'scribbles'):
       out[f'{split}_{key}'] = np.stack([e[key] for e in exs])
+  tc = config.data.targets
+  out['train_targets'] = np.stack([np.rint(np.clip(targets.solve_image(
+      e, s, gen.NUM_CLASSES, tc.lam, tc.eps, tc.radius), 0, 1)
+      * targets.QUANT).astype(np.uint8) for e, s in zip(
+          out['train_image'], out['train_scribbles'])])
   np.savez(path, **out)
 
 
-def crop_example(rng, image, scribbles, mask, crop, scale_range, num_classes):
-  """Random scale / crop / flip of one example (numpy, nearest for labels)."""
+def crop_example(rng, image, scribbles, mask, crop, scale_range, num_classes,
+                 target):
+  """Random scale / crop / flip of one example (numpy, nearest for labels).
+
+  target: uint8 [H, W, K-1] closed-form mattes, bilinear like the image.
+  """
   import cv2  # pylint: disable=g-import-not-at-top
   s = rng.uniform(*scale_range)
   h, w = image.shape[:2]
   sh, sw = max(int(round(h * s)), 1), max(int(round(w * s)), 1)
   image = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_LINEAR)
+  target = np.stack([cv2.resize(target[..., c], (sw, sh),
+                                interpolation=cv2.INTER_LINEAR)
+                     for c in range(target.shape[-1])], -1)
+  out_tgt = np.zeros((crop, crop, target.shape[-1]), np.float32)
   scribbles = cv2.resize(scribbles, (sw, sh), interpolation=cv2.INTER_NEAREST)
   mask = cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_NEAREST)
   out_img = np.zeros((crop, crop, 3), np.uint8)
@@ -135,28 +170,26 @@ def crop_example(rng, image, scribbles, mask, crop, scale_range, num_classes):
   src = (slice(y0, y0 + ch), slice(x0, x0 + cw))
   dst = (slice(oy, oy + ch), slice(ox, ox + cw))
   out_img[dst], out_scr[dst], out_mask[dst] = image[src], scribbles[src], mask[src]
+  out_tgt[dst] = target[src] / 255.0
   valid[dst] = 1
   if rng.random() < 0.5:
     out_img, out_scr = out_img[:, ::-1], out_scr[:, ::-1]
     out_mask, valid = out_mask[:, ::-1], valid[:, ::-1]
+    out_tgt = out_tgt[:, ::-1]
   present = np.zeros(num_classes - 1, np.float32)
   ids = np.unique(out_scr)
   ids = ids[(ids > 0) & (ids < num_classes)]
   present[ids - 1] = 1
-  return out_img, out_scr.astype(np.int32), out_mask.astype(np.int32), valid, present
+  return (out_img, out_scr.astype(np.int32), out_mask.astype(np.int32), valid,
+          present, out_tgt)
 
 
-def run_variant(name, steps, data_path):
+def run_variant(name, steps, data_path, family='scenes'):
   """Trains one variant; returns its result dict."""
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from cfcls import inference  # pylint: disable=g-import-not-at-top
-  from cfcls import objectives  # pylint: disable=g-import-not-at-top
-  from cfcls import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   from cfcls import parallel, run_lib  # pylint: disable=g-import-not-at-top
-  from cfcls.data import synthetic  # pylint: disable=g-import-not-at-top
-
   config = make_config(name, steps)
+  synthetic = family_module(family)
   k = synthetic.NUM_CLASSES
   data = np.load(data_path)
   mesh = parallel.create_mesh(jax.devices()[:1])
@@ -171,9 +204,10 @@ def run_variant(name, steps, data_path):
     idx = rng.integers(0, n_train, config.batch_size)
     parts = [crop_example(rng, data['train_image'][i], data['train_scribbles'][i],
                           data['train_mask'][i], config.data.crop_size,
-                          tuple(config.data.scale_range), k) for i in idx]
+                          tuple(config.data.scale_range), k,
+                          data['train_targets'][i]) for i in idx]
     batch = {key: np.stack([p[j] for p in parts]) for j, key in enumerate(
-        ('image', 'scribbles', 'mask', 'valid', 'presence'))}
+        ('image', 'scribbles', 'mask', 'valid', 'presence', 'targets'))}
     state, m = step_fn(state, parallel.host_batch_to_global(batch, mesh))
     if (step + 1) % 100 == 0:
       history.append({kk: float(v) for kk, v in jax.device_get(m).items()})
@@ -183,6 +217,28 @@ def run_variant(name, steps, data_path):
   # Evaluation on the full validation images: scores without the gate, then
   # labels with and without it on the host.
   config.mlc_gate = False
+  radius = config.guided_filter_radius
+  miou = {}
+  for gf in sorted({0, radius}):
+    config.guided_filter_radius = gf
+    for key, value in evaluate(config, run, state, data, k).items():
+      miou[f'gf{gf}_{key}'] = value
+  mlc = {key: miou.pop(key) for key in list(miou) if 'mlc' in key}
+  return {'variant': name, 'family': family, 'overrides': VARIANTS[name],
+          'steps': config.num_train_steps, 'train_s': round(train_s, 1),
+          'device': jax.devices()[0].device_kind, 'miou': miou,
+          'best': max(miou.items(), key=lambda kv: kv[1]), 'mlc': mlc,
+          'last_train': history[-1] if history else {},
+          'loss_every_100': [round(h['loss'], 4) for h in history]}
+
+
+def evaluate(config, run, state, data, k):
+  """mIoU per labelling on the validation images (config's guided filter)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from cfcls import inference  # pylint: disable=g-import-not-at-top
+  from cfcls import objectives  # pylint: disable=g-import-not-at-top
+  from cfcls import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   fwd = jax.jit(lambda v, x: inference.forward(config, run.eval_model, v, x))
   variables = state.variables()
   images, masks = data['validation_image'], data['validation_mask']
@@ -210,13 +266,8 @@ def run_variant(name, steps, data_path):
           metrics_lib.confusion_matrix(gt, labels, k))
   miou = {key: round(metrics_lib.segmentation_metrics(c)['miou'], 4)
           for key, c in conf.items()}
-  return {'variant': name, 'overrides': VARIANTS[name],
-          'steps': config.num_train_steps, 'train_s': round(train_s, 1),
-          'device': jax.devices()[0].device_kind, 'miou': miou,
-          'best': max(miou.items(), key=lambda kv: kv[1]),
-          'mlc_accuracy': round(mlc_correct / max(mlc_total, 1), 3),
-          'last_train': history[-1] if history else {},
-          'loss_every_100': [round(h['loss'], 4) for h in history]}
+  miou['mlc_accuracy'] = round(mlc_correct / max(mlc_total, 1), 3)
+  return miou
 
 
 def main():
@@ -226,13 +277,16 @@ def main():
   parser.add_argument('--steps', type=int, default=0,
                       help='training steps (0 = the demo config\'s)')
   parser.add_argument('--parallel', type=int, default=1)
-  parser.add_argument('--data', default='/tmp/cfcls_demo_sweep.npz')
+  parser.add_argument('--family', default='scenes', choices=list(FAMILIES))
+  parser.add_argument('--data', default='',
+                      help='npz cache (default /tmp/cfcls_sweep_<family>.npz)')
   parser.add_argument('--out', default='')
   parser.add_argument('--worker', default='', help=argparse.SUPPRESS)
   args = parser.parse_args()
+  args.data = args.data or f'/tmp/cfcls_sweep_{args.family}.npz'
   if args.worker:
-    print('RESULT ' + json.dumps(run_variant(args.worker, args.steps, args.data)),
-          flush=True)
+    print('RESULT ' + json.dumps(run_variant(args.worker, args.steps, args.data,
+                                             args.family)), flush=True)
     return
   names = list(VARIANTS) if args.variants == 'all' else args.variants.split(',')
   unknown = [n for n in names if n not in VARIANTS]
@@ -240,7 +294,7 @@ def main():
     parser.error(f'unknown variants {unknown}; known: {list(VARIANTS)}')
   if not os.path.exists(args.data):
     t = time.time()
-    make_data(make_config(names[0], args.steps), args.data)
+    make_data(make_config(names[0], args.steps), args.data, args.family)
     print(f'data: {args.data} ({time.time() - t:.1f} s)', flush=True)
   env = dict(os.environ)
   if args.parallel > 1:
@@ -248,7 +302,8 @@ def main():
 
   def launch(name):
     cmd = [sys.executable, os.path.abspath(__file__), f'--worker={name}',
-           f'--steps={args.steps}', f'--data={args.data}']
+           f'--steps={args.steps}', f'--data={args.data}',
+           f'--family={args.family}']
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
                           check=False)
     for line in proc.stdout.splitlines():

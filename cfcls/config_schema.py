@@ -66,6 +66,16 @@ def get_data_config():
   data.synthetic.num_val = 100
   data.synthetic.image_size = 128
   data.synthetic.seed = 0
+  # Closed-form targets (cfcls.data.targets): the matte alpha* = A^-1 lam D S
+  # of every training image, solved once after preparation, cached under the
+  # dataset's data_dir and augmented with the image (bilinear). Needed by
+  # cfm_norm='target' and the losses 'two_stage' and 'cfm_soft'; lam, eps and
+  # radius should equal config.lam, laplacian_eps and laplacian_radius.
+  data.targets = ml_collections.ConfigDict()
+  data.targets.enabled = False
+  data.targets.lam = 100.0
+  data.targets.eps = 1e-7
+  data.targets.radius = 1
   return data
 
 
@@ -78,8 +88,12 @@ def get_config():
   config.data = get_data_config()
 
   # Loss: 'cfm' (K-1 mattes, closed-form matting residual + beta * MLC BCE),
-  # 'pce' (K softmax logits, cross-entropy on scribbled pixels) or 'ce'
-  # (K softmax logits, cross-entropy on full masks).
+  # 'pce' (K softmax logits, cross-entropy on scribbled pixels), 'ce'
+  # (K softmax logits, cross-entropy on full masks), 'two_stage' (K logits,
+  # cross-entropy on the closed-form labels: targets >= target_threshold,
+  # scribbled pixels kept) or 'cfm_soft' (K logits, soft cross-entropy towards
+  # the closed-form mattes, background 1 - max). The last two need
+  # data.targets.enabled.
   config.loss = 'cfm'
   config.lam = 100.0  # lambda of the matting system (L + lam D) alpha = lam D S
   config.beta = 1.0  # weight of the MLC loss
@@ -93,7 +107,12 @@ def get_config():
   # (the paper: ||r||^2) or 'energy' (r in the A^-1 norm = the matting energy
   # alpha^T L alpha + lam ||D (alpha - S)||^2; same minimiser, better
   # conditioned; see cfcls.losses.cfm_loss).
+  # 'target' (needs data.targets.enabled): ||alpha - alpha*||^2 / N towards
+  # the image's closed-form matte alpha* (the same minimiser in the identity
+  # metric) + cfm_energy_weight * the 'energy' term.
   config.cfm_norm = 'residual'
+  config.cfm_energy_weight = 0.0  # cfm_norm='target' only
+  config.target_threshold = 0.5  # 'two_stage': closed-form label threshold
   config.laplacian_eps = 1e-7
   config.laplacian_radius = 1
 

@@ -80,6 +80,14 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
          fingerprint.ON_FOLDER_CHANGE)
   one_of('cfm_classes', config.cfm_classes, objectives.CFM_CLASSES)
   one_of('cfm_norm', config.cfm_norm, losses.CFM_NORMS)
+  if config.loss in objectives.NAMES and config.cfm_norm in losses.CFM_NORMS:
+    check(not objectives.needs_targets(config) or config.data.targets.enabled,
+          f'loss={config.loss!r} with cfm_norm={config.cfm_norm!r} trains on '
+          'closed-form targets: set data.targets.enabled=True')
+  check(config.cfm_energy_weight >= 0,
+        f'cfm_energy_weight={config.cfm_energy_weight!r} must be >= 0')
+  check(0 < config.target_threshold <= 1,
+        f'target_threshold={config.target_threshold!r} must be in (0, 1]')
   problems += models.config_problems(config.model)
   check(config.lam > 0, f'lam={config.lam!r} must be > 0')
   check(config.beta >= 0, f'beta={config.beta!r} must be >= 0')

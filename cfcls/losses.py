@@ -41,7 +41,9 @@ def matting_residual(stats: laplacian.WindowStats, alpha, labelled, targets,
           + lam * labelled * (alpha - targets))
 
 
-CFM_NORMS = ('residual', 'energy')
+# config.cfm_norm: how cfm_loss measures the residual, or 'target' (the
+# distance to the closed-form matte, `target_loss`).
+CFM_NORMS = ('residual', 'energy', 'target')
 
 
 def cfm_loss(stats: laplacian.WindowStats, alpha, scribbles,
@@ -91,8 +93,8 @@ def cfm_loss(stats: laplacian.WindowStats, alpha, scribbles,
     _validate.check_shape('class_weights', class_weights, (k1,), '[K-1]')
   if presence is not None:
     _validate.check_shape('presence', presence, (b, k1), '[B, K-1]')
-  if norm not in CFM_NORMS:
-    raise ValueError(f'norm={norm!r} is not one of {CFM_NORMS}')
+  if norm not in CFM_NORMS[:2]:  # 'target' is `target_loss`
+    raise ValueError(f'norm={norm!r} is not one of {CFM_NORMS[:2]}')
   scribbles = jnp.asarray(scribbles)
   labelled, targets = scribble_constraints(scribbles, num_classes)
   if norm == 'residual':
@@ -111,6 +113,76 @@ def cfm_loss(stats: laplacian.WindowStats, alpha, scribbles,
     weighted = weighted * jnp.asarray(class_weights, per_image.dtype)[None, :]
   per_class = jnp.mean(weighted, axis=0)
   return jnp.sum(per_class), per_class
+
+
+def target_loss(alpha, targets, valid=None) -> Tuple[jax.Array, jax.Array]:
+  """Distance of the mattes to the closed-form mattes: ||alpha - alpha*||^2 / N.
+
+  alpha* = A^-1 lam D S minimises the CFM energy (see `cfm_loss`), so this
+  term has the same minimiser as the 'energy' and 'residual' norms, measured
+  in the identity metric instead of A or A^2: a colour-affine error costs
+  what any other error of its size does.
+
+  Args:
+    alpha: float [B, H, W, K-1], the network's linear mattes.
+    targets: float [B, H, W, K-1], alpha* (clipped to [0, 1]).
+    valid: optional float [B, H, W], 0 on padding (not counted).
+
+  Returns:
+    (loss, per_class [K-1]): per image sum_i valid_i (alpha - alpha*)_ic^2 / N
+    with N = H * W, the batch mean of that per class, and its sum.
+  """
+  _validate.check_shape('targets', targets, alpha.shape, 'alpha\'s shape')
+  error = jnp.square(alpha.astype(jnp.float32) - targets)
+  if valid is not None:
+    error = error * valid[..., None]
+  per_class = jnp.mean(jnp.sum(error, axis=(1, 2)), axis=0) / (
+      alpha.shape[1] * alpha.shape[2])
+  return jnp.sum(per_class), per_class
+
+
+def closed_form_labels(targets, scribbles, valid, threshold: float):
+  """Hard labels of the closed-form mattes (the two-stage baseline).
+
+  Args:
+    targets: float [B, H, W, K-1], alpha*.
+    scribbles: int [B, H, W]; scribbled pixels keep their class.
+    valid: float [B, H, W]; padding gets 255.
+    threshold: a pixel is 1 + argmax_c alpha*_c where that is >= threshold,
+      else background (0).
+
+  Returns:
+    int32 [B, H, W], class ids and 255.
+  """
+  best = jnp.argmax(targets, axis=-1).astype(jnp.int32) + 1
+  labels = jnp.where(jnp.max(targets, axis=-1) >= threshold, best, 0)
+  labels = jnp.where(scribbles != labels_lib.IGNORE, scribbles, labels)
+  return jnp.where(valid > 0, labels, labels_lib.IGNORE).astype(jnp.int32)
+
+
+def soft_target_ce(logits, targets, scribbles, valid):
+  """Soft cross-entropy towards the closed-form mattes, over valid pixels.
+
+  Target distribution per pixel: q_0 = 1 - max_c alpha*_c (background),
+  q_c = alpha*_c, normalised to sum 1; one-hot on scribbled pixels.
+
+  Args:
+    logits: float [B, H, W, K]; targets: float [B, H, W, K-1] in [0, 1];
+    scribbles: int [B, H, W]; valid: float [B, H, W].
+
+  Returns:
+    (mean over valid pixels, number of valid pixels).
+  """
+  k = logits.shape[-1]
+  q = jnp.concatenate([1.0 - jnp.max(targets, axis=-1, keepdims=True),
+                       targets], axis=-1)
+  q = q / jnp.maximum(jnp.sum(q, axis=-1, keepdims=True), 1e-6)
+  onehot = jax.nn.one_hot(scribbles, k, dtype=q.dtype)
+  q = jnp.where((scribbles != labels_lib.IGNORE)[..., None], onehot, q)
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  nll = -jnp.sum(q * log_probs, axis=-1) * valid
+  count = jnp.sum(valid)
+  return jnp.sum(nll) / jnp.maximum(count, 1.0), count
 
 
 def _masked_cross_entropy(name: str, logits, labels):

@@ -15,7 +15,7 @@ Two kinds of networks (docs/method.md, section 3):
   >= 0.5 (others 0, when `mlc_gate`). A pixel takes the class with the
   largest alpha if that alpha >= threshold, else background; evaluation
   reports every threshold.
-- softmax networks ('pce', 'ce'): outputs `[B, H, W, K]` are logits over all
+- softmax networks ('pce', 'ce', 'two_stage', 'cfm_soft'): outputs `[B, H, W, K]` are logits over all
   classes incl. background. Scores are the softmax probabilities of the
   foreground classes, the label is the argmax over the K classes (thresholds
   do not apply) and evaluation reports one 'argmax' entry.
@@ -25,6 +25,11 @@ MLC, scribbled pixels for pCE, labelled pixels for CE). A device's share of
 the global loss is its local mean times its count divided by the global
 count (psum of the counts), so the psum of the shares over the mapped axis is
 the global mean whatever the distribution of labelled pixels over devices.
+
+Closed-form targets: 'cfm' with cfm_norm='target', 'two_stage' and
+'cfm_soft' read batch['targets'] `[B, H, W, K-1]`, the closed-form mattes of
+the training images (cfcls.data.targets), and need data.targets.enabled
+(`needs_targets`).
 
 A new loss is one new class here (and its name in `OBJECTIVES`).
 """
@@ -83,6 +88,7 @@ class Objective:
   """Base of the objectives; see the module docstring."""
   name = ''
   matte = False  # outputs are mattes (thresholded) rather than logits
+  needs_targets = False  # reads batch['targets'] (closed-form mattes)
 
   def num_outputs(self, num_classes: int) -> int:
     raise NotImplementedError
@@ -160,10 +166,20 @@ class ClosedFormMatting(Objective):
       presence = jnp.ones(outputs.shape[:1] + outputs.shape[-1:], jnp.float32)
     weights = (None if config.class_weights is None
                else jnp.asarray(config.class_weights, jnp.float32))
-    cfm, _ = losses.cfm_loss(stats, outputs, batch['scribbles'], num_classes,
-                             lam=config.lam, class_weights=weights,
-                             presence=presence, norm=config.cfm_norm)
-    shares = {'cfm': cfm / jax.lax.psum(1, axis_name)}
+    images = jax.lax.psum(1, axis_name)
+    shares = {}
+    energy_weight = 1.0
+    if config.cfm_norm == 'target':
+      shares['target'] = losses.target_loss(
+          outputs, batch['targets'], batch.get('valid'))[0] / images
+      energy_weight = config.cfm_energy_weight
+    if energy_weight:
+      norm = 'energy' if config.cfm_norm == 'target' else config.cfm_norm
+      cfm, _ = losses.cfm_loss(stats, outputs, batch['scribbles'],
+                               num_classes, lam=config.lam,
+                               class_weights=weights, presence=presence,
+                               norm=norm)
+      shares['cfm'] = energy_weight * cfm / images
     return _finish(config, shares, mlc_logits, batch, True, axis_name)
 
   def refine(self, outputs, images, radius, eps=1e-3):
@@ -191,13 +207,13 @@ class _Softmax(Objective):
   def num_outputs(self, num_classes):
     return num_classes
 
-  def _cross_entropy(self, outputs, batch, num_classes):
+  def _cross_entropy(self, config, outputs, batch, num_classes):
     """(local mean, number of counted pixels) on this device."""
     raise NotImplementedError
 
   def loss_shares(self, config, num_classes, outputs, mlc_logits, batch,
                   axis_name=DATA_AXIS):
-    value, count = self._cross_entropy(outputs, batch, num_classes)
+    value, count = self._cross_entropy(config, outputs, batch, num_classes)
     shares = {self.name: _global_mean(value, count, axis_name)}
     return _finish(config, shares, mlc_logits, batch, config.baseline_mlc,
                    axis_name)
@@ -232,7 +248,7 @@ class PartialCrossEntropy(_Softmax):
   """'pce': softmax cross-entropy on the scribbled pixels (the lower bound)."""
   name = 'pce'
 
-  def _cross_entropy(self, outputs, batch, num_classes):
+  def _cross_entropy(self, config, outputs, batch, num_classes):
     scribbles = batch['scribbles']
     return (losses.partial_ce(outputs, scribbles),
             jnp.sum(scribbles != labels_lib.IGNORE))
@@ -242,19 +258,51 @@ class FullCrossEntropy(_Softmax):
   """'ce': softmax cross-entropy on full ground-truth masks (upper bound)."""
   name = 'ce'
 
-  def _cross_entropy(self, outputs, batch, num_classes):
+  def _cross_entropy(self, config, outputs, batch, num_classes):
     mask = batch['mask']
     labelled = (mask != labels_lib.IGNORE) & (mask < num_classes)
     return losses.full_ce(outputs, mask), jnp.sum(labelled)
 
 
+class TwoStage(_Softmax):
+  """'two_stage': CE on the closed-form labels (alpha* >= target_threshold,
+  scribbled pixels kept; needs data.targets.enabled)."""
+  name = 'two_stage'
+  needs_targets = True
+
+  def _cross_entropy(self, config, outputs, batch, num_classes):
+    labels = losses.closed_form_labels(batch['targets'], batch['scribbles'],
+                                       batch['valid'],
+                                       config.target_threshold)
+    return losses.full_ce(outputs, labels), jnp.sum(
+        labels != labels_lib.IGNORE)
+
+
+class SoftClosedForm(_Softmax):
+  """'cfm_soft': soft CE towards the closed-form mattes (background 1 - max;
+  needs data.targets.enabled)."""
+  name = 'cfm_soft'
+  needs_targets = True
+
+  def _cross_entropy(self, config, outputs, batch, num_classes):
+    return losses.soft_target_ce(outputs, batch['targets'],
+                                 batch['scribbles'], batch['valid'])
+
+
+def needs_targets(config) -> bool:
+  """Whether config's loss reads the closed-form targets (batch['targets'])."""
+  return get(config.loss).needs_targets or (
+      config.loss == 'cfm' and config.cfm_norm == 'target')
+
+
 OBJECTIVES = {o.name: o for o in (ClosedFormMatting(), PartialCrossEntropy(),
-                                  FullCrossEntropy())}
+                                  FullCrossEntropy(), TwoStage(),
+                                  SoftClosedForm())}
 NAMES = tuple(OBJECTIVES)
 
 
 def get(name: str) -> Objective:
-  """The objective of a loss name ('cfm', 'pce' or 'ce')."""
+  """The objective of a loss name (one of NAMES)."""
   try:
     return OBJECTIVES[name]
   except KeyError:

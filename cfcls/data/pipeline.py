@@ -45,6 +45,7 @@ import tensorflow_datasets as tfds
 from cfcls import config_schema
 from cfcls import labels as labels_lib
 from cfcls.data import datasets
+from cfcls.data import targets as targets_lib
 from cfcls.data.builders import common
 # The dataset of a data config (re-exported: the pipeline's entry points).
 from cfcls.data.datasets import DatasetInfo, dataset_info, get_builder  # noqa: F401
@@ -127,8 +128,13 @@ def _decoder(builder):
 
 
 def _augment(example, decode, seed, crop_size, scale_range, flip, annotation,
-             num_classes):
-  """Decode + random scale/crop/flip of one example; seed: int64 [2]."""
+             num_classes, target=None):
+  """Decode + random scale/crop/flip of one example; seed: int64 [2].
+
+  target: optional uint8 `[H, W, K-1]` closed-form matte of the example
+  (cfcls.data.targets), cropped like the image (bilinear, 0 outside) into
+  'targets' float32 `[h, w, K-1]` in [0, 1].
+  """
   image = decode(example, 'image')
   ann = decode(example, annotation)
   labels = tf.stack([ann, decode(example, 'mask'), tf.zeros_like(ann)],
@@ -175,13 +181,14 @@ def _augment(example, decode, seed, crop_size, scale_range, flip, annotation,
     img = tf.where(inside[..., None], img,
                    tf.constant(PAD_COLOUR, tf.float32))
   img = tf.cast(img + 0.5, tf.uint8)  # bilinear of uint8 stays in [0, 255]
-  return {
-      'image': img,
-      'scribbles': ann,
-      'mask': mask,
-      'valid': tf.cast(inside, tf.float32),
-      'presence': _presence(ann, num_classes),
-  }
+  out = {'image': img, 'scribbles': ann, 'mask': mask,
+         'valid': tf.cast(inside, tf.float32),
+         'presence': _presence(ann, num_classes)}
+  if target is not None:
+    out['targets'] = tf.image.crop_and_resize(
+        target[None], boxes, [0], [ch, cw], method='bilinear',
+        extrapolation_value=0.0)[0] / targets_lib.QUANT
+  return out
 
 
 def _train_dataset(data_config, global_batch_size, *, seed, start_step=0,
@@ -214,11 +221,16 @@ def _train_dataset(data_config, global_batch_size, *, seed, start_step=0,
   flip = bool(data_config.flip)
 
   decode = _decoder(builder)
+  lookup = None
+  if data_config.targets.enabled:
+    lookup = targets_lib.Lookup(targets_lib.prepare(
+        builder, data_config, split_name, num_classes))
 
   def fn(index, example):
     ex_seed = tf.stack([tf.constant(host_seed, tf.int64), index])
+    target = lookup.tf_lookup(example['file_name']) if lookup else None
     out = _augment(example, decode, ex_seed, crop, scale_range, flip,
-                   annotation, num_classes)
+                   annotation, num_classes, target)
     out['index'] = index
     return out
 
@@ -335,7 +347,8 @@ def create_train_iterator(data_config, global_batch_size, *, seed,
 
   Returns dicts with image uint8 [b, h, w, 3], scribbles int32 [b, h, w] (the
   annotation data_config.annotation selects), mask int32 [b, h, w], valid
-  float32 [b, h, w], presence float32 [b, K-1]; b = global_batch_size //
+  float32 [b, h, w], presence float32 [b, K-1] (and targets float32
+  [b, h, w, K-1] with data_config.targets.enabled); b = global_batch_size //
   process_count, (h, w) = crop_size. Batch s depends only on (seed, s, host).
   An image that fails to decode is logged by file name and skipped with
   data_config.skip_corrupt, else raises BadInputError naming it.

@@ -1,0 +1,154 @@
+"""Closed-form targets: the matte of every training image, solved once.
+
+alpha* = (L + lam D)^-1 lam D S, the minimiser of the CFM energy of an image
+given its scribbles (docs/method.md), is what the CFM loss asks the network
+for. Losses that use it as an explicit target (cfm_norm='target',
+'two_stage', 'cfm_soft'; cfcls.objectives) read it from a per-dataset cache
+written here after the dataset is prepared, for any builder:
+
+  <builder.data_dir>/closed_form_targets/<split>_<fingerprint>/
+    alpha.npy    uint8, every image's [H, W, K-1] matte, clipped to [0, 1]
+                 and quantised to 1/255 (round), concatenated flat
+    index.json   {file_name: [offset, height, width]}, num_classes
+
+The fingerprint hashes what the mattes depend on (builder name, version and
+config, split size, annotation, K, lam, eps, radius), so a changed setting
+or a re-prepared folder with other examples solves again; an unchanged one
+reuses the cache. The training pipeline reads an example's matte by its
+file name and augments it with the image (same crop, scale, flip; bilinear),
+so a target pixel differs from the matte resampled at the same point by at
+most the quantisation, 1/510.
+
+Each image is solved exactly (sparse LU of the image's system with a
+minimum-degree ordering, scipy): ~0.3-0.5 s for a 128x128 image on one CPU
+core.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+from absl import logging
+import numpy as np
+import scipy.sparse
+import scipy.sparse.linalg
+
+from cfcls import labels as labels_lib
+from cfcls import laplacian
+
+DIR_NAME = 'closed_form_targets'
+QUANT = 255.0  # alpha* is stored as round(clip(alpha*, 0, 1) * QUANT)
+
+
+def solve_image(image, scribbles, num_classes: int, lam: float,
+                eps: float, radius: int) -> np.ndarray:
+  """Closed-form mattes of one image, float32 [H, W, K-1] (not clipped).
+
+  Args:
+    image: uint8 or float [H, W, 3] (uint8 is scaled to [0, 1]).
+    scribbles: int [H, W], class ids and 255 = unlabelled.
+    num_classes: K.
+    lam, eps, radius: the matting system's parameters.
+  """
+  image = np.asarray(image)
+  if image.dtype == np.uint8:
+    image = image.astype(np.float64) / 255.0
+  h, w = scribbles.shape
+  flat = np.asarray(scribbles).reshape(-1).astype(np.int64)
+  on = flat != labels_lib.IGNORE
+  if not on.any():
+    return np.zeros((h, w, num_classes - 1), np.float32)
+  lap = laplacian.sparse_laplacian(image, eps=eps, radius=radius)
+  pin = lam * on + (lap.diagonal() + lam * on <= 0)  # isolated rows: pin
+  system = (lap + scipy.sparse.diags(pin)).tocsc()
+  rhs = lam * (flat[:, None] == np.arange(1, num_classes)[None, :])
+  lu = scipy.sparse.linalg.splu(system, permc_spec='MMD_AT_PLUS_A')
+  return lu.solve(rhs.astype(np.float64)).reshape(h, w, -1).astype(
+      np.float32)
+
+
+def fingerprint(builder, data_config, split: str, num_classes: int) -> str:
+  """Hash of everything the split's targets depend on (12 hex digits)."""
+  tc = data_config.targets
+  key = dict(builder=builder.name, version=str(builder.version),
+             config=builder.builder_config.name if builder.builder_config
+             else '', examples=builder.info.splits[split].num_examples,
+             annotation=data_config.annotation, num_classes=num_classes,
+             lam=float(tc.lam), eps=float(tc.eps), radius=int(tc.radius))
+  blob = json.dumps(key, sort_keys=True).encode()
+  return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def cache_dir(builder, data_config, split: str, num_classes: int) -> str:
+  tag = ''.join(c if c.isalnum() else '_' for c in split)
+  return os.path.join(builder.data_dir, DIR_NAME, f'{tag}_' + fingerprint(
+      builder, data_config, split, num_classes))
+
+
+def _examples(builder, split, annotation):
+  """(file_name, image uint8 [H, W, 3], annotation [H, W]) of a split."""
+  ds = builder.as_dataset(split=split, shuffle_files=False)
+  for ex in ds.as_numpy_iterator():
+    name = ex['file_name']
+    yield (name.decode() if isinstance(name, bytes) else str(name),
+           ex['image'], ex[annotation])
+
+
+def prepare(builder, data_config, split: str, num_classes: int) -> str:
+  """Solves and caches the targets of `split` unless cached; returns the dir."""
+  out = cache_dir(builder, data_config, split, num_classes)
+  if os.path.exists(os.path.join(out, 'index.json')):
+    return out
+  tc = data_config.targets
+  start = time.time()
+  index, parts, offset = {}, [], 0
+  for name, image, ann in _examples(builder, split, data_config.annotation):
+    alpha = solve_image(image, ann, num_classes, tc.lam, tc.eps, tc.radius)
+    q = np.rint(np.clip(alpha, 0.0, 1.0) * QUANT).astype(np.uint8)
+    index[name] = [offset, int(q.shape[0]), int(q.shape[1])]
+    parts.append(q.reshape(-1))
+    offset += q.size
+  tmp = out + f'.tmp{os.getpid()}'
+  os.makedirs(tmp, exist_ok=True)
+  np.save(os.path.join(tmp, 'alpha.npy'), np.concatenate(parts))
+  with open(os.path.join(tmp, 'index.json'), 'w') as f:
+    json.dump({'num_classes': num_classes, 'index': index}, f)
+  try:
+    os.replace(tmp, out)
+  except OSError:  # another process finished first: keep its copy
+    if not os.path.exists(os.path.join(out, 'index.json')):
+      raise
+  logging.info('Closed-form targets of %s %s: %d images in %.1f s (%s)',
+               builder.name, split, len(index), time.time() - start, out)
+  return out
+
+
+class Lookup:
+  """file name -> uint8 [H, W, K-1] target of a prepared cache (memory-mapped).
+
+  Raises KeyError for a file name the cache does not hold.
+  """
+
+  def __init__(self, path: str):
+    with open(os.path.join(path, 'index.json')) as f:
+      meta = json.load(f)
+    self.k1 = int(meta['num_classes']) - 1
+    self.index = meta['index']
+    self.alpha = np.load(os.path.join(path, 'alpha.npy'), mmap_mode='r')
+
+  def __call__(self, file_name) -> np.ndarray:
+    file_name = np.asarray(file_name).item()  # numpy_function: 0-d array
+    if isinstance(file_name, bytes):
+      file_name = file_name.decode('utf-8')
+    offset, h, w = self.index[str(file_name)]
+    return np.array(self.alpha[offset:offset + h * w * self.k1]).reshape(
+        h, w, self.k1)
+
+  def tf_lookup(self, file_name):
+    """The tf op of `__call__`: uint8 [H, W, K-1] for a string tensor."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    out = tf.numpy_function(self, [file_name], tf.uint8, stateful=False)
+    out.set_shape([None, None, self.k1])
+    return out

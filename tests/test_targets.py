@@ -1,0 +1,172 @@
+"""Closed-form targets: the target terms, the cache and its augmentation."""
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cfcls import config_schema
+from cfcls import config_utils
+from cfcls import laplacian
+from cfcls import losses
+from cfcls import matting
+from cfcls import objectives
+from cfcls.data import pipeline
+from cfcls.data import targets
+from tests import data_fixtures
+
+K = 3
+
+
+def _scene(seed=0, h=10, w=12):
+  rng = np.random.default_rng(seed)
+  image = rng.random((h, w, 3))
+  scribbles = np.full((h, w), 255, np.int32)
+  scribbles[1:3, 1:4], scribbles[6:8, 7:10], scribbles[8, 1:3] = 1, 2, 0
+  return image, scribbles
+
+
+def test_solve_image_matches_the_scipy_reference():
+  image, scribbles = _scene()
+  ref = matting.solve_alpha_direct(image, scribbles, K, lam=100.0)
+  got = targets.solve_image(image, scribbles, K, 100.0, 1e-7, 1)
+  np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_target_term_value_and_gradient_against_scipy():
+  image, scribbles = _scene(1)
+  star = np.clip(matting.solve_alpha_direct(image, scribbles, K), 0, 1)
+  rng = np.random.default_rng(3)
+  alpha = rng.normal(0.5, 0.5, (2,) + star.shape)
+  tgt = np.stack([star, star[::-1]])
+  valid = np.ones(alpha.shape[:3])
+  valid[1, :, :3] = 0
+  n = star.shape[0] * star.shape[1]
+  ref = np.sum(valid[..., None] * (alpha - tgt) ** 2) / n / 2
+  fn = lambda a: losses.target_loss(a, tgt, valid)[0]
+  np.testing.assert_allclose(fn(alpha), ref, rtol=1e-5)
+  np.testing.assert_allclose(jax.grad(fn)(alpha),
+                             valid[..., None] * (alpha - tgt) / n, atol=1e-6)
+  # Its minimiser is the closed-form matte (where that lies in [0, 1]).
+  assert float(fn(tgt)) < 1e-12
+
+
+def _objective_loss(config, batch, outputs, mlc):
+  fn = lambda o, m, b: objectives.get(config.loss).loss_shares(
+      config, K, o, m, b, axis_name='d')
+  share, terms = jax.vmap(fn, axis_name='d')(outputs[None], mlc[None],
+                                             jax.tree.map(lambda x: x[None],
+                                                          batch))
+  return float(share[0]), {k: float(v[0]) for k, v in terms.items()}
+
+
+def _batch(seed=2):
+  image, scribbles = _scene(seed)
+  star = np.clip(matting.solve_alpha_direct(image, scribbles, K), 0, 1)
+  batch = dict(images=jnp.asarray(image[None], jnp.float32),
+               scribbles=jnp.asarray(scribbles[None]),
+               valid=jnp.ones((1,) + scribbles.shape, jnp.float32),
+               presence=jnp.ones((1, K - 1), jnp.float32),
+               targets=jnp.asarray(star[None], jnp.float32))
+  rng = np.random.default_rng(seed)
+  return (batch, jnp.asarray(rng.normal(size=star.shape)[None], jnp.float32),
+          jnp.asarray(rng.normal(size=(1, K - 1)), jnp.float32))
+
+
+def test_paper_recipe_loss_is_unchanged():
+  config = config_schema.load_config_file(
+      os.path.join(os.path.dirname(__file__), '..', 'configs', 'voc.py'))
+  assert (config.loss, config.cfm_norm, config.cfm_classes) == (
+      'cfm', 'residual', 'scribbles')
+  assert not config.data.targets.enabled
+  assert not objectives.needs_targets(config)
+  batch, outputs, mlc = _batch()
+  share, terms = _objective_loss(config, batch, outputs, mlc)
+  stats = laplacian.window_stats(batch['images'], eps=1e-7, radius=1,
+                                 valid=batch['valid'])
+  cfm = losses.cfm_loss(stats, outputs, batch['scribbles'], K, lam=100.0,
+                        norm='residual')[0]
+  mlc_ref = losses.mlc_bce(mlc, batch['presence'])
+  assert set(terms) == {'cfm', 'mlc'}
+  np.testing.assert_allclose(share, float(cfm + mlc_ref), rtol=1e-5)
+
+
+def test_target_norm_blends_the_energy_and_needs_targets():
+  config = config_schema.get_config()
+  config.cfm_norm, config.cfm_energy_weight = 'target', 0.5
+  assert any('data.targets.enabled' in p
+             for p in config_utils._value_problems(config, None))
+  config.data.targets.enabled = True
+  assert not config_utils._value_problems(config, None)
+  batch, outputs, mlc = _batch()
+  share, terms = _objective_loss(config, batch, outputs, mlc)
+  stats = laplacian.window_stats(batch['images'], eps=1e-7, radius=1,
+                                 valid=batch['valid'])
+  energy = losses.cfm_loss(stats, outputs, batch['scribbles'], K,
+                           presence=batch['presence'], norm='energy')[0]
+  tgt = losses.target_loss(outputs, batch['targets'], batch['valid'])[0]
+  np.testing.assert_allclose(terms['target'], float(tgt), rtol=1e-5)
+  np.testing.assert_allclose(terms['cfm'], 0.5 * float(energy), rtol=1e-5)
+  np.testing.assert_allclose(
+      share, float(tgt + 0.5 * energy + losses.mlc_bce(mlc,
+                                                       batch['presence'])),
+      rtol=1e-5)
+
+
+def test_two_stage_labels_and_soft_targets():
+  t = jnp.array([[[[0.7, 0.2], [0.4, 0.45], [0.1, 0.9], [0.9, 0.0]]]])
+  scr = jnp.array([[[255, 255, 255, 0]]])
+  valid = jnp.array([[[1.0, 1.0, 0.0, 1.0]]])
+  np.testing.assert_array_equal(losses.closed_form_labels(t, scr, valid, 0.5),
+                                [[[1, 0, 255, 0]]])
+  logits = jnp.log(jnp.array([[[[0.3, 0.7, 1e-9]] * 4]]))
+  value, count = losses.soft_target_ce(logits, t, scr, valid)
+  assert count == 3 and np.isfinite(value)
+
+
+@pytest.fixture(scope='module')
+def folder_config(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('folder'))
+  data_fixtures.make_folder(root, names=('a', 'b', 'c', 'd'), size=(24, 20))
+  config = config_schema.get_data_config()
+  config.name, config.builder_config = 'scribble_folder', ''
+  config.manual_dir = root
+  config.data_dir = str(tmp_path_factory.mktemp('tfds'))
+  config.crop_size, config.scale_range = 16, (0.7, 1.4)
+  config.targets.enabled = True
+  return config
+
+
+def test_cached_targets_equal_a_fresh_solve_after_augmentation(
+    folder_config):
+  """Tolerance: the uint8 quantisation, 1/510 (bilinear keeps the bound)."""
+  config = folder_config
+  builder = pipeline.get_builder(config)
+  path = targets.prepare(builder, config, 'train', K)
+  assert targets.prepare(builder, config, 'train', K) == path  # reused
+  lookup = targets.Lookup(path)
+  decode = pipeline._decoder(builder)
+  for i, ex in enumerate(pipeline._read(builder, 'train')):
+    image = decode(ex, 'image').numpy()
+    fresh = targets.solve_image(image, decode(ex, 'scribbles').numpy(), K,
+                                100.0, 1e-7, 1)
+    fresh = tf.constant(np.clip(fresh, 0, 1) * targets.QUANT, tf.float32)
+    seed = tf.constant([7, i], tf.int64)
+    args = (ex, decode, seed, (16, 16), (0.7, 1.4), True, 'scribbles', K)
+    cached = pipeline._augment(*args, lookup.tf_lookup(ex['file_name']))
+    ref = pipeline._augment(*args, fresh)
+    np.testing.assert_allclose(cached['targets'], ref['targets'],
+                               atol=0.5 / 255 + 1e-6)
+    # Aligned with the label maps: on (valid) scribbled pixels the target
+    # of the scribble's class is high.
+    scr, t = cached['scribbles'].numpy(), cached['targets'].numpy()
+    fg = (scr > 0) & (scr < K)
+    if fg.any():
+      assert np.median(t[fg, scr[fg] - 1]) > 0.8
+  batch = next(pipeline.create_train_iterator(config, 2, seed=0))
+  assert batch['targets'].shape == (2, 16, 16, K - 1)
+  assert batch['targets'].min() >= 0 and batch['targets'].max() <= 1
+  assert np.all(batch['targets'][batch['valid'] == 0] == 0)
