@@ -22,6 +22,7 @@ import tensorflow_datasets as tfds
 from cfcls import config_schema
 from cfcls import labels as labels_lib
 from cfcls.data import fingerprint
+from cfcls.data import inspection
 from cfcls.data.builders import common
 from cfcls.data.builders import scribble_cityscapes
 from cfcls.data.builders import scribble_folder
@@ -127,6 +128,7 @@ def get_builder(data_config, prepare: bool = True):
     if cls is scribble_folder.ScribbleFolder:
       fingerprint.write(os.fspath(builder.data_dir),
                         fingerprint.folder_fingerprint(manual_dir))
+      logging.info('%s', inspection.summary_line(manual_dir))
   return builder
 
 
