@@ -115,6 +115,11 @@ def get_config():
   config.target_threshold = 0.5  # 'two_stage': closed-form label threshold
   config.laplacian_eps = 1e-7
   config.laplacian_radius = 1
+  # Arithmetic of the per-window statistics in the training step: 'float64'
+  # (a float64 island: fast on CPUs and H100/H200-class GPUs), 'float32'
+  # (no float64 anywhere: for TPUs and GPUs with slow float64; same accuracy,
+  # docs/method.md, section 1) or 'auto' (float32 on TPUs, else float64).
+  config.laplacian_precision = 'float64'
 
   # Optimisation.
   config.optimizer = 'adam'  # adam | sgd (with momentum)

@@ -15,6 +15,7 @@ import ml_collections
 
 from cfcls import config_schema
 from cfcls import labels
+from cfcls import laplacian
 from cfcls import losses
 from cfcls import models
 from cfcls import objectives
@@ -80,6 +81,8 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
          fingerprint.ON_FOLDER_CHANGE)
   one_of('cfm_classes', config.cfm_classes, objectives.CFM_CLASSES)
   one_of('cfm_norm', config.cfm_norm, losses.CFM_NORMS)
+  one_of('laplacian_precision', config.laplacian_precision,
+         laplacian.PRECISIONS)
   if config.loss in objectives.NAMES and config.cfm_norm in losses.CFM_NORMS:
     check(not objectives.needs_targets(config) or config.data.targets.enabled,
           f'loss={config.loss!r} with cfm_norm={config.cfm_norm!r} trains on '

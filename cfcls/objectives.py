@@ -160,7 +160,8 @@ class ClosedFormMatting(Objective):
                   axis_name=DATA_AXIS):
     stats = laplacian.window_stats(batch['images'], eps=config.laplacian_eps,
                                    radius=config.laplacian_radius,
-                                   valid=batch.get('valid'))
+                                   valid=batch.get('valid'),
+                                   precision=config.laplacian_precision)
     presence = None  # 'scribbles': gate by the scribbles of each crop
     if config.cfm_classes == 'all':
       presence = jnp.ones(outputs.shape[:1] + outputs.shape[-1:], jnp.float32)
