@@ -139,6 +139,10 @@ def _reprepare_if_changed(builder, data_config, cls, cfg, data_dir):
     return builder
   prepared = os.fspath(builder.data_dir)
   folder = data_config.manual_dir
+  if not os.path.isdir(folder):  # the prepared copy stands on its own
+    logging.warning('%s is gone: using its prepared copy in %s', folder,
+                    prepared)
+    return builder
   old = fingerprint.read(prepared)
   new = fingerprint.folder_fingerprint(folder)
   if old is None:  # prepared before fingerprints existed: record it now
