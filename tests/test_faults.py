@@ -251,7 +251,8 @@ def _bad_input_cases(data_dir, tmp_path):
           'invalid config: data.crop_size=5000 must be an int'),
       'unknown loss': (
           ('--config.loss=dice',),
-          "invalid config: loss='dice' is not one of ('cfm', 'pce', 'ce')"),
+          "invalid config: loss='dice' is not one of ('cfm', 'pce', 'ce', "
+          "'two_stage', 'cfm_soft')"),
       'missing data folder': (
           ('--config.data.name=scribble_folder',
            f'--config.data.manual_dir={tmp_path / "nowhere"}'),
@@ -299,7 +300,7 @@ def test_train_py_prints_the_message_alone(setup, tmp_path):
   assert out.returncode == 1 and 'Traceback' not in out.stderr
   assert out.stderr.strip().splitlines()[-1] == (
       "train.py: invalid config: loss='dice' is not one of ('cfm', 'pce', "
-      "'ce')")
+      "'ce', 'two_stage', 'cfm_soft')")
 
 
 def test_corrupt_eval_image_becomes_a_padding_example(tmp_path, monkeypatch):
