@@ -9,6 +9,21 @@ a fine pattern on its core, where the scribbles run; its colours are random
 and its outer band is plain, so only colour edges (or full masks) tell how
 far an object reaches.
 
+The default loss is 'two_stage' (issue 15): the closed-form matte alpha* =
+(L + lam D)^-1 lam D S of every training image is solved once after the
+dataset is prepared (cfcls.data.targets, ~2-4 min for the 300 images on
+2 cores, cached under the dataset's data_dir), augmented with the image,
+and the softmax network is trained with cross-entropy on its labels
+(alpha* >= 0.5, scribbled pixels kept). The closed-form mattes already
+hold ~0.9 mIoU labels; the end-to-end CFM loss measures the network's
+errors in the A or A^2 metric (A = L + lam D), where colour-affine errors
+are nearly free, and so keeps a fraction of them. Measured on this data,
+network outputs only (README.md, "Demo results"; benchmarks/README.md,
+"Closed-form targets"): 1500-step sweep: two_stage 0.859, cfm_norm='target'
+(the L2 distance to alpha* on the matte head) 0.597; full runs: CFM energy
+recipe 0.748, pCE 0.639, CE 0.939. To train the end-to-end CFM loss:
+--config.loss=cfm (its settings below); the paper's: configs/voc.py.
+
 The CFM recipe differs from the paper's settings in three measured ways
 (benchmarks/README.md, "Demo recipe sweep"): the residual is measured in the
 energy norm (cfm_norm='energy': same minimiser, the closed-form matte, but
@@ -61,6 +76,8 @@ def get_config():
   config.eval_every_steps = 1000
   config.checkpoint_every_steps = 1000
 
+  config.loss = 'two_stage'
+  config.data.targets.enabled = True  # lam, eps, radius = config's
   config.cfm_norm = 'energy'
   config.cfm_classes = 'all'
   config.mlc_gate = False
