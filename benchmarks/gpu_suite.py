@@ -59,11 +59,11 @@ TRAIN_KEYS = ('image', 'scribbles', 'mask', 'valid', 'presence')
 
 FULL = dict(backbone='resnet101', width=1.0, size=321, batch=16, big=513,
             steps=10, warmup=2, solver_images=16, dtype='bfloat16',
-            scaling_cases=2,
+            scaling_cases=2, torch_compile=(False, True),
             torch_model='deeplabv3_resnet101')
 SMOKE = dict(backbone='resnet18', width=0.125, size=33, batch=2, big=41,
              steps=2, warmup=1, solver_images=1, dtype='float32',
-             scaling_cases=1,
+             scaling_cases=1, torch_compile=(False,),
              torch_model='deeplabv3_resnet50')
 
 
@@ -171,7 +171,7 @@ def section_torchvision(p):
     return [{'skipped': f'torch/torchvision not installed ({e})'}]
   device = 'cuda' if torch.cuda.is_available() else 'cpu'
   rows = []
-  for compiled in (False, True):
+  for compiled in p['torch_compile']:
     model = getattr(torchvision.models.segmentation, p['torch_model'])(
         weights=None, weights_backbone=None, num_classes=NUM_CLASSES,
         aux_loss=False).to(device).to(memory_format=torch.channels_last)
