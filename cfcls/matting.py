@@ -32,6 +32,7 @@ import scipy.sparse.linalg
 from cfcls import _validate
 from cfcls import laplacian
 from cfcls import losses
+from cfcls import multigrid
 
 
 def _sum_hw(x):
@@ -100,24 +101,41 @@ def _coarse_apply(coarse_inv, r, block: int):
   return up.reshape(b, ny * block, nx * block, c)[:, :h, :w]
 
 
-@functools.partial(jax.jit, static_argnames=('coarse_block',))
-def _setup(stats, labelled, lam, coarse_block):
+PRECONDITIONERS = ('multigrid', 'tiles', 'jacobi')
+
+
+@functools.partial(jax.jit, static_argnames=('kind', 'coarse_block'))
+def _setup(stats, labelled, lam, images, kind, coarse_block):
   """The preconditioner's data (jit-friendly pytree of arrays)."""
+  if kind == 'multigrid':
+    return multigrid.setup(stats.stencil, labelled, lam, images)
   diag = stats.diagonal[..., None] + lam * labelled
   inv_diag = jnp.where(diag > 0, 1.0 / jnp.where(diag > 0, diag, 1.0), 0.0)
-  if not coarse_block:
+  if kind == 'jacobi':
     return inv_diag, None
   return inv_diag, _coarse_inverse(stats, labelled, lam, coarse_block)
 
 
-@functools.partial(jax.jit, static_argnames=('coarse_block',))
+def _preconditioner(precond_data, kind, coarse_block):
+  """v [B, H, W, C] -> M^-1 v, a fixed symmetric positive operator."""
+  if kind == 'multigrid':
+    return functools.partial(multigrid.apply, precond_data)
+  inv_diag, coarse_inv = precond_data
+  if coarse_inv is None:
+    return lambda v: inv_diag * v
+  active = (inv_diag > 0).astype(inv_diag.dtype)
+  return lambda v: inv_diag * v + active * _coarse_apply(
+      coarse_inv, v, coarse_block)
+
+
+@functools.partial(jax.jit, static_argnames=('kind', 'coarse_block'))
 def _pcg(stats, labelled, lam, precond_data, rhs, todo, rtol, max_iters,
-         coarse_block):
+         kind, coarse_block):
   """Preconditioned CG for A d = rhs, float32; d starts at 0.
 
   Args:
     stats: float32 WindowStats; labelled [B, H, W, 1]; lam scalar.
-    precond_data: from `_setup`.
+    precond_data: from `_setup` (of `kind`, `coarse_block`).
     rhs: [B, H, W, C]; todo: bool [B, 1, 1, C], the systems to solve.
     rtol: stop a system when its preconditioned residual norm
       sqrt(r^T M r) falls to rtol times its initial value.
@@ -126,13 +144,7 @@ def _pcg(stats, labelled, lam, precond_data, rhs, todo, rtol, max_iters,
   Returns:
     (d [B, H, W, C], iterations int32).
   """
-  inv_diag, coarse_inv = precond_data
-  if coarse_inv is None:
-    precond = lambda v: inv_diag * v
-  else:
-    active = (inv_diag > 0).astype(inv_diag.dtype)
-    precond = lambda v: inv_diag * v + active * _coarse_apply(
-        coarse_inv, v, coarse_block)
+  precond = _preconditioner(precond_data, kind, coarse_block)
 
   def matvec(x):
     return laplacian.laplacian_matvec(stats, x) + lam * labelled * x
@@ -182,7 +194,7 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
                 eps: float = 1e-7, radius: int = 1, tol: float = 1e-4,
                 max_iters: int = 5000, valid=None, x0=None,
                 inner_tol: float = 1e-3, max_refinements: int = 30,
-                coarse_block: int = 16
+                preconditioner: str = 'tiles', coarse_block: int = 16
                 ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
   """Closed-form mattes of every foreground class, matrix-free.
 
@@ -207,9 +219,13 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
     inner_tol: each correction's CG stops when its preconditioned residual
       norm has fallen by this factor.
     max_refinements: cap on the refinement steps.
-    coarse_block: tile side of the coarse correction (0: Jacobi only). The
-      coarse matrix has ceil(H/block) * ceil(W/block) rows and is inverted
-      densely in float64 once per image.
+    preconditioner: 'tiles' (default: Jacobi + a coarse correction on
+      coarse_block x coarse_block tiles whose ceil(H/block) * ceil(W/block)
+      matrix is inverted densely in float64: small images only), 'jacobi',
+      or 'multigrid' (experimental, `cfcls/multigrid.py`: few iterations,
+      nearly independent of the image size, but its setup and cycle are
+      not yet fast on the CPU).
+    coarse_block: tile side for 'tiles'.
 
   Returns:
     alpha [B, H, W, K-1] float32 (not clipped) and info with
@@ -253,7 +269,12 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
   stats32 = laplacian.WindowStats(stencil32)
   lab32 = labelled.astype(jnp.float32)
   lam32 = jnp.asarray(lam, jnp.float32)
-  precond_data = _setup(stats32, lab32, lam32, int(coarse_block))
+  if preconditioner not in PRECONDITIONERS:
+    raise ValueError(f'preconditioner={preconditioner!r} is not one of '
+                     f'{PRECONDITIONERS}')
+  coarse_block = int(coarse_block) if preconditioner == 'tiles' else 0
+  precond_data = _setup(stats32, lab32, lam32, jnp.asarray(images),
+                        preconditioner, coarse_block)
   todo = np.broadcast_to(scribbled[:, None], (b, c)).copy()
   change = np.zeros((b, c))
   iters = 0
@@ -267,7 +288,8 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
     d, k = _pcg(stats32, lab32, lam32, precond_data, r32,
                 jnp.asarray(todo)[:, None, None, :],
                 jnp.asarray(inner_tol, jnp.float32),
-                jnp.asarray(max_iters - iters, jnp.int32), int(coarse_block))
+                jnp.asarray(max_iters - iters, jnp.int32), preconditioner,
+                coarse_block)
     iters += int(k)
     steps += 1
     with jax.enable_x64(True):

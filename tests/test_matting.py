@@ -107,10 +107,10 @@ def test_tight_tolerance_reaches_float64_accuracy():
   np.testing.assert_allclose(np.asarray(alpha[0]), want, rtol=0, atol=1e-7)
 
 
-@pytest.mark.parametrize("coarse_block", [0, 4, 16])
-def test_valid_mask_padding_gets_zero(solved, coarse_block):
-  # coarse_block 0: plain Jacobi; 4: 3 x 4 coarse tiles, one of them part
-  # padding; 16: one tile.
+@pytest.mark.parametrize("preconditioner,coarse_block", [
+    ('multigrid', 16), ('jacobi', 0), ('tiles', 4), ('tiles', 16)])
+def test_valid_mask_padding_gets_zero(solved, preconditioner, coarse_block):
+  # tiles 4: 3 x 4 coarse tiles, one of them part padding; 16: one tile.
   images, scribbles, _, _ = solved
   valid = np.ones(scribbles.shape, np.float32)
   valid[:, :, -5:] = 0
@@ -118,13 +118,14 @@ def test_valid_mask_padding_gets_zero(solved, coarse_block):
   images = np.where(valid[..., None] > 0, images, 0).astype(np.float32)
   alpha, info = matting.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM,
                                     tol=1e-8, valid=valid,
+                                    preconditioner=preconditioner,
                                     coarse_block=coarse_block)
   alpha = np.asarray(alpha)
   assert np.all(alpha[valid == 0] == 0)
   assert np.asarray(info['relative_residual']).max() < 1e-6
   want = _spsolve_reference(images[0], scribbles[0], valid=valid[0])
   np.testing.assert_allclose(alpha[0], want, rtol=0, atol=1e-4)
-  if coarse_block != 16:
+  if preconditioner != 'multigrid':
     return
   direct = matting.solve_alpha_direct(images[0], scribbles[0], NUM_CLASSES,
                                       lam=LAM, valid=valid[0])
