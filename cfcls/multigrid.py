@@ -71,12 +71,20 @@ class Hierarchy(NamedTuple):
 
 def _bmm(a, x):
   """Per-node a @ x: a [B, m, k, Y, X], x [B, k, C, Y, X] -> [B, m, C, Y, X]."""
-  return jnp.sum(a[:, :, :, None] * x[:, None], axis=2)
+  # Unrolled over k: ~100x faster on XLA:CPU than a broadcast-multiply-reduce
+  # (which does not vectorise over the grid).
+  out = a[:, :, 0, None] * x[:, 0, None]
+  for j in range(1, a.shape[2]):
+    out = out + a[:, :, j, None] * x[:, j, None]
+  return out
 
 
 def _bmm_t(a, x):
   """Per-node a^T @ x: a [B, m, k, Y, X], x [B, m, C, Y, X] -> [B, k, C, Y, X]."""
-  return jnp.sum(a[:, :, :, None] * x[:, :, None], axis=1)
+  out = a[:, 0, :, None] * x[:, 0, None]
+  for m in range(1, a.shape[1]):
+    out = out + a[:, m, :, None] * x[:, m, None]
+  return out
 
 
 def _shift(x, dy, dx):
