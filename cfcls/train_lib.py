@@ -37,7 +37,8 @@ from cfcls import run_lib
 from cfcls import stopping
 from cfcls import train_step as train_step_lib
 
-_TRAIN_KEYS = ('image', 'scribbles', 'mask', 'valid', 'presence')
+# (targets: the closed-form mattes, with data.targets.enabled)
+_TRAIN_KEYS = ('image', 'scribbles', 'mask', 'valid', 'presence', 'targets')
 # How long the other processes wait while process 0 prepares the dataset.
 _PREPARE_TIMEOUT_S = 24 * 3600
 

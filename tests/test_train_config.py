@@ -11,6 +11,10 @@ from cfcls import train_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, 'configs', 'demo.py')
+# The paper's loss for the paper's data; the closed-form-target recipe of
+# issue 15 for the demo and the user's folders (measured: README).
+LOSSES = {'demo': 'two_stage', 'voc': 'cfm', 'voc_full': 'cfm',
+          'cityscapes': 'cfm', 'folder': 'two_stage'}
 CONFIGS = ('demo', 'voc', 'voc_full', 'cityscapes', 'folder')
 
 
@@ -28,7 +32,7 @@ def load(path, *overrides):
 def test_config_files_are_valid(name):
   config = load(os.path.join(ROOT, 'configs', f'{name}.py'))
   config_utils.validate_config(config, device_count=2)
-  assert config.loss == 'cfm'
+  assert config.loss == LOSSES[name]
 
 
 def test_demo_is_the_default_and_small():
