@@ -163,11 +163,6 @@ def get_config():
   config.matting_metrics = True
   config.matting_max_images = 16  # validation images used; 0 = all
   config.matting_gradient_sigma = 1.4  # Gaussian derivative filter sigma
-  # The closed-form solve (cfcls.matting.solve_alpha): stop when a refinement
-  # step changes no alpha by more than solver_tol (max |alpha - exact| stays
-  # well under 1e-3); solver_max_iters caps the CG iterations.
-  config.solver_tol = 1e-4
-  config.solver_max_iters = 5000
   return config
 
 
