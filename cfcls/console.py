@@ -60,8 +60,7 @@ class Progress:
 
   def __init__(self, first_step: int, last_step: int):
     self.last_step = last_step
-    self._start_step = first_step
-    self._start = time.monotonic()
+    self._since = (first_step, time.monotonic())  # the previous line's
     self._paused = 0.0
 
   def pause(self, seconds: float):
@@ -69,9 +68,15 @@ class Progress:
     self._paused += seconds
 
   def line(self, step: int, scalars: Optional[Dict[str, float]]) -> str:
-    """'step 200/5000  loss 0.0123 (cfm ..., mlc ...)  4.1 steps/s  ETA 19m'."""
-    elapsed = time.monotonic() - self._start - self._paused
-    done = step - self._start_step
+    """'step 200/5000  loss 0.0123 (cfm ..., mlc ...)  4.1 steps/s  ETA 19m'.
+
+    The rate is that of the steps since the previous line (the first line's
+    includes the compilation).
+    """
+    now = time.monotonic()
+    elapsed = now - self._since[1] - self._paused
+    done = step - self._since[0]
+    self._since, self._paused = (step, now), 0.0
     text = f'step {step}/{self.last_step}'
     scalars = scalars or {}
     if 'train/loss' in scalars:
