@@ -2,6 +2,7 @@
 
 Shared by the builder, data-prep, fault and command-line tests.
 """
+import importlib.util
 import os
 
 import cv2
@@ -10,6 +11,18 @@ from PIL import Image
 
 from cfcls import visualize
 from cfcls.data import scribbles as S
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def data_prep_script(name):
+  """The module of data_prep/<name>.py (the scripts are not a package)."""
+  spec = importlib.util.spec_from_file_location(
+      name, os.path.join(ROOT, 'data_prep', name + '.py'))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
 
 # The standard VOC colour map (mask PNGs store indices; the colours only
 # make the files look like VOC's).

@@ -1,5 +1,4 @@
 """data_prep scripts: ScribbleSup XML -> PNG, scribble synthesis, prepare."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -14,12 +13,7 @@ import data_fixtures as fixtures
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _script(name):
-  spec = importlib.util.spec_from_file_location(
-      name, os.path.join(ROOT, 'data_prep', name + '.py'))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
+_script = fixtures.data_prep_script
 
 
 def test_scribblesup_to_png(tmp_path):

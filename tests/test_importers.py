@@ -6,7 +6,6 @@ each centre pixel widened to a width x width square), not with the code under
 test.
 """
 import base64
-import importlib.util
 import io
 import json
 import os
@@ -21,17 +20,12 @@ from cfcls import visualize
 from cfcls.data import importers
 from cfcls.data import inspection
 from cfcls.data import scribbles as S
+from data_fixtures import data_prep_script as _script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H, W = 30, 40
 
 
-def _script(name):
-  spec = importlib.util.spec_from_file_location(
-      name, os.path.join(ROOT, 'data_prep', name + '.py'))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
 
 
 def _photo(seed, h=H, w=W):
