@@ -13,8 +13,6 @@ from cfcls import _validate
 from cfcls import labels as labels_lib
 from cfcls import laplacian
 
-IGNORE = labels_lib.IGNORE  # TODO(refactor): callers import cfcls.labels
-
 
 def scribble_constraints(scribbles, num_classes: int):
   """One-vs-rest constraints of every foreground class from a scribble map.

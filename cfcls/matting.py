@@ -30,6 +30,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 
 from cfcls import _validate
+from cfcls import labels as labels_lib
 from cfcls import laplacian
 from cfcls import losses
 from cfcls import multigrid
@@ -332,7 +333,7 @@ def solve_alpha_direct(image, scribbles, num_classes: int, lam: float = 100.0,
                         '[H, W] (the image size)')
   _validate.check_labels('scribbles', scribbles, num_classes)
   h, w, _ = image.shape
-  labelled = (scribbles != losses.IGNORE).ravel().astype(np.float64)
+  labelled = (scribbles != labels_lib.IGNORE).ravel().astype(np.float64)
   classes = np.arange(1, num_classes)
   targets = (scribbles.reshape(-1, 1) == classes[None, :]).astype(np.float64)
   if not labelled.any():
