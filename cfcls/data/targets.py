@@ -19,9 +19,9 @@ file name and augments it with the image (same crop, scale, flip; bilinear),
 so a target pixel differs from the matte resampled at the same point by at
 most the quantisation, 1/510.
 
-Each image is solved exactly (sparse LU of the image's system with a
-minimum-degree ordering, scipy): ~0.3-0.5 s for a 128x128 image on one CPU
-core.
+Each image is solved exactly (`matting.solve_alpha_direct`: sparse LU of
+the image's system with a minimum-degree ordering): ~0.3-0.5 s for a
+128x128 image on one CPU core.
 """
 from __future__ import annotations
 
@@ -32,11 +32,8 @@ import time
 
 from absl import logging
 import numpy as np
-import scipy.sparse
-import scipy.sparse.linalg
 
-from cfcls import labels as labels_lib
-from cfcls import laplacian
+from cfcls import matting
 
 DIR_NAME = 'closed_form_targets'
 QUANT = 255.0  # alpha* is stored as round(clip(alpha*, 0, 1) * QUANT)
@@ -52,21 +49,9 @@ def solve_image(image, scribbles, num_classes: int, lam: float,
     num_classes: K.
     lam, eps, radius: the matting system's parameters.
   """
-  image = np.asarray(image)
-  if image.dtype == np.uint8:
-    image = image.astype(np.float64) / 255.0
-  h, w = scribbles.shape
-  flat = np.asarray(scribbles).reshape(-1).astype(np.int64)
-  on = flat != labels_lib.IGNORE
-  if not on.any():
-    return np.zeros((h, w, num_classes - 1), np.float32)
-  lap = laplacian.sparse_laplacian(image, eps=eps, radius=radius)
-  pin = lam * on + (lap.diagonal() + lam * on <= 0)  # isolated rows: pin
-  system = (lap + scipy.sparse.diags(pin)).tocsc()
-  rhs = lam * (flat[:, None] == np.arange(1, num_classes)[None, :])
-  lu = scipy.sparse.linalg.splu(system, permc_spec='MMD_AT_PLUS_A')
-  return lu.solve(rhs.astype(np.float64)).reshape(h, w, -1).astype(
-      np.float32)
+  return matting.solve_alpha_direct(
+      image, scribbles, num_classes, lam=lam, eps=eps,
+      radius=radius).astype(np.float32)
 
 
 def fingerprint(builder, data_config, split: str, num_classes: int) -> str:
