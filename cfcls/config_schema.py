@@ -19,6 +19,11 @@ def model_fields() -> dict:
   machine may lack.)
   """
   return dict(
+      # deeplabv3plus (ResNet DeepLabV3+, the paper's VOC/Cityscapes network)
+      # | unet | erfnet (the paper's inspection-data networks; README.md,
+      # "Choosing the network"). backbone, output_stride, aspp_channels,
+      # decoder_channels and low_level_channels are DeepLabV3+'s only.
+      name='deeplabv3plus',
       backbone='resnet101',  # resnet18 | resnet34 | resnet50 | resnet101 | resnet152
       output_stride=16,  # 8 | 16
       dtype='float32',  # float32 | bfloat16 (compute dtype)
@@ -30,6 +35,10 @@ def model_fields() -> dict:
       mlc_features='backbone',  # backbone (the paper) | decoder: what the
       # MLC head pools
       bn_momentum=0.9,  # flax decay of the BatchNorm running averages
+      unet_base=64,  # unet: channels of the first level (x width)
+      # erfnet: spatial dropout rates in training of the 64- and the
+      # 128-channel encoder blocks (the paper's); eval is deterministic.
+      erfnet_dropout=(0.03, 0.3),
   )
 
 
@@ -113,6 +122,9 @@ def get_config():
   config.cfm_norm = 'residual'
   config.cfm_energy_weight = 0.0  # cfm_norm='target' only
   config.target_threshold = 0.5  # 'two_stage': closed-form label threshold
+  # 'two_stage': leave out pixels whose closed-form label is unsure (largest
+  # alpha* within target_margin of the threshold or of the runner-up).
+  config.target_margin = 0.0
   config.laplacian_eps = 1e-7
   config.laplacian_radius = 1
   # Arithmetic of the per-window statistics in the training step: 'float64'

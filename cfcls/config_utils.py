@@ -91,7 +91,13 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
         f'cfm_energy_weight={config.cfm_energy_weight!r} must be >= 0')
   check(0 < config.target_threshold <= 1,
         f'target_threshold={config.target_threshold!r} must be in (0, 1]')
+  check(0 <= config.target_margin < 0.5,
+        f'target_margin={config.target_margin!r} must be in [0, 0.5)')
   problems += models.config_problems(config.model)
+  check(not config.init_from or config.model.name == 'deeplabv3plus',
+        f'init_from={config.init_from!r} loads torchvision ResNet weights: '
+        "it needs model.name='deeplabv3plus' (not "
+        f'{config.model.name!r})')
   check(config.lam > 0, f'lam={config.lam!r} must be > 0')
   check(config.beta >= 0, f'beta={config.beta!r} must be >= 0')
   check(config.learning_rate > 0,

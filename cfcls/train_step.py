@@ -40,8 +40,10 @@ class TrainState(flax.struct.PyTreeNode):
   """What a checkpoint holds: step, params, BN statistics, optimiser state.
 
   The training input position is `step` (the data iterator is a pure function
-  of (seed, step)), and there is no other random state: the model has no
-  dropout and the augmentation randomness lives in the input pipeline.
+  of (seed, step)), and there is no other random state: the augmentation
+  randomness lives in the input pipeline and the dropout key of a step
+  (ERFNet) is `dropout_key(config.seed, step)`, so a resumed run repeats an
+  uninterrupted one exactly.
   """
   step: jax.Array
   params: Any
@@ -50,6 +52,21 @@ class TrainState(flax.struct.PyTreeNode):
 
   def variables(self):
     return {'params': self.params, 'batch_stats': self.batch_stats}
+
+
+# Separates the dropout keys from other uses of jax.random.key(config.seed)
+# (the parameter initialisation).
+DROPOUT_STREAM = 1
+
+
+def dropout_key(seed: int, step):
+  """The dropout key of train step `step`: a pure function of (seed, step).
+
+  Inside the mapped train step each device folds in its index on the data
+  axis as well, so the devices draw different masks for their examples.
+  """
+  key = jax.random.fold_in(jax.random.key(seed), DROPOUT_STREAM)
+  return jax.random.fold_in(key, step)
 
 
 def make_init_fn(model, tx, image_shape: Sequence[int], mesh) -> Callable:
@@ -93,11 +110,13 @@ def make_train_step(config, model, tx, num_classes: int, mesh,
 
   def per_device(state: TrainState, batch):
     batch = _prepare(batch)
+    rngs = {'dropout': jax.random.fold_in(
+        dropout_key(config.seed, state.step), jax.lax.axis_index(DATA_AXIS))}
 
     def loss_fn(params):
       (outputs, mlc_logits), new_vars = model.apply(
           {'params': params, 'batch_stats': state.batch_stats},
-          batch['images'], train=True, mutable=['batch_stats'])
+          batch['images'], train=True, mutable=['batch_stats'], rngs=rngs)
       share, terms = objective.loss_shares(config, num_classes, outputs,
                                            mlc_logits, batch)
       return share, (terms, new_vars['batch_stats'])
