@@ -139,7 +139,8 @@ def target_loss(alpha, targets, valid=None) -> Tuple[jax.Array, jax.Array]:
   return jnp.sum(per_class), per_class
 
 
-def closed_form_labels(targets, scribbles, valid, threshold: float):
+def closed_form_labels(targets, scribbles, valid, threshold: float,
+                       margin: float = 0.0):
   """Hard labels of the closed-form mattes (the two-stage baseline).
 
   Args:
@@ -148,12 +149,22 @@ def closed_form_labels(targets, scribbles, valid, threshold: float):
     valid: float [B, H, W]; padding gets 255.
     threshold: a pixel is 1 + argmax_c alpha*_c where that is >= threshold,
       else background (0).
+    margin: unsure pixels are left out (255): those whose largest alpha* is
+      within margin of the threshold, or whose two largest alpha* are within
+      margin of each other. 0 keeps every pixel.
 
   Returns:
     int32 [B, H, W], class ids and 255.
   """
   best = jnp.argmax(targets, axis=-1).astype(jnp.int32) + 1
-  labels = jnp.where(jnp.max(targets, axis=-1) >= threshold, best, 0)
+  top = jnp.max(targets, axis=-1)
+  labels = jnp.where(top >= threshold, best, 0)
+  if margin > 0:
+    unsure = jnp.abs(top - threshold) < margin
+    if targets.shape[-1] > 1:
+      second = jnp.sort(targets, axis=-1)[..., -2]
+      unsure = unsure | ((top >= threshold) & (top - second < margin))
+    labels = jnp.where(unsure, labels_lib.IGNORE, labels)
   labels = jnp.where(scribbles != labels_lib.IGNORE, scribbles, labels)
   return jnp.where(valid > 0, labels, labels_lib.IGNORE).astype(jnp.int32)
 

@@ -267,14 +267,16 @@ class FullCrossEntropy(_Softmax):
 
 class TwoStage(_Softmax):
   """'two_stage': CE on the closed-form labels (alpha* >= target_threshold,
-  scribbled pixels kept; needs data.targets.enabled)."""
+  scribbled pixels kept, pixels within target_margin of a decision left out;
+  needs data.targets.enabled)."""
   name = 'two_stage'
   needs_targets = True
 
   def _cross_entropy(self, config, outputs, batch, num_classes):
     labels = losses.closed_form_labels(batch['targets'], batch['scribbles'],
                                        batch['valid'],
-                                       config.target_threshold)
+                                       config.target_threshold,
+                                       config.target_margin)
     return losses.full_ce(outputs, labels), jnp.sum(
         labels != labels_lib.IGNORE)
 

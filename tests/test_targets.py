@@ -122,6 +122,17 @@ def test_two_stage_labels_and_soft_targets():
   valid = jnp.array([[[1.0, 1.0, 0.0, 1.0]]])
   np.testing.assert_array_equal(losses.closed_form_labels(t, scr, valid, 0.5),
                                 [[[1, 0, 255, 0]]])
+  # margin 0.1: 0.45 is within 0.1 of the threshold and 0.7 / 0.2 and
+  # 0.9 / 0.0 are sure; a scribbled pixel is kept whatever its alpha*.
+  np.testing.assert_array_equal(
+      losses.closed_form_labels(t, scr, valid, 0.5, margin=0.1),
+      [[[1, 255, 255, 0]]])
+  # Two classes both above the threshold and close: unsure, left out.
+  close = jnp.array([[[[0.8, 0.75], [0.8, 0.3], [0.2, 0.1]]]])
+  np.testing.assert_array_equal(
+      losses.closed_form_labels(close, jnp.full((1, 1, 3), 255),
+                                jnp.ones((1, 1, 3)), 0.5, margin=0.1),
+      [[[255, 1, 0]]])
   logits = jnp.log(jnp.array([[[[0.3, 0.7, 1e-9]] * 4]]))
   value, count = losses.soft_target_ce(logits, t, scr, valid)
   assert count == 3 and np.isfinite(value)
