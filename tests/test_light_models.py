@@ -5,6 +5,7 @@ shapes. Numerics use tiny width-reduced networks on small images.
 """
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -136,33 +137,47 @@ def test_output_shapes_odd_and_even_sizes(name):
       assert outputs.dtype == mlc_logits.dtype == jnp.float32
 
 
+# The numeric tests share these compiled eval-mode forwards and image sizes
+# (compiling the tiny networks costs seconds each on the CPU): 13x21 images
+# and their edge-padding to the network's multiple (ERFNet 8, U-Net 16).
+PADDED_WIDTH = {"erfnet": 24, "unet": 32}
+
+
+@functools.cache
+def eval_apply(name, **overrides):
+  model = create_model(dict(TINY[name], **overrides), 3)
+  return jax.jit(functools.partial(model.apply, train=False))
+
+
+def odd_and_padded_images(name):
+  images = random_images((2, 13, 21, 3))
+  pads = ((0, 0), (0, 3), (0, PADDED_WIDTH[name] - 21), (0, 0))
+  return images, jnp.pad(images, pads, mode="edge")
+
+
 @pytest.mark.parametrize("name", ["erfnet", "unet"])
 def test_odd_size_output_is_the_padded_output_cropped(name, tiny_variables):
-  # A 13x21 image is padded (edge) inside to 16x24 (ERFNet, multiples of 8)
-  # or 16x32 (U-Net, of 16); its outputs must be the top-left of the outputs
-  # of the explicitly edge-padded image (eval mode).
-  model = create_model(TINY[name], 3)
-  apply = jax.jit(functools.partial(model.apply, train=False))
-  images = random_images((1, 13, 21, 3))
-  pad_w = {"erfnet": 3, "unet": 11}[name]
-  padded = jnp.pad(images, ((0, 0), (0, 3), (0, pad_w), (0, 0)), mode="edge")
+  # A 13x21 image is padded (edge) inside to 16x24 (ERFNet) or 16x32
+  # (U-Net); its outputs must be the top-left of the outputs of the
+  # explicitly padded image (eval mode).
+  images, padded = odd_and_padded_images(name)
+  apply = eval_apply(name)
   out, mlc = apply(tiny_variables[name], images)
   out_padded, mlc_padded = apply(tiny_variables[name], padded)
-  assert out.shape == (1, 13, 21, 2)
+  assert out.shape == (2, 13, 21, 2) and mlc.shape == (2, 2)
   np.testing.assert_allclose(out, out_padded[:, :13, :21], rtol=1e-5,
                              atol=1e-5)
   np.testing.assert_allclose(mlc, mlc_padded, rtol=1e-5, atol=1e-5)
   assert np.all(np.isfinite(np.asarray(out)))
+  assert float(np.std(np.asarray(out))) > 1e-3  # not a constant map
 
 
 @pytest.mark.parametrize("name", ["erfnet", "unet"])
 def test_bfloat16_forward_agrees_with_float32(name, tiny_variables):
-  images = random_images((2, 24, 24, 3))
-  run = lambda dtype: jax.jit(functools.partial(
-      create_model(dict(TINY[name], dtype=dtype), 3).apply, train=False))(
-          tiny_variables[name], images)
-  out32, mlc32 = run("float32")
-  out16, mlc16 = run("bfloat16")
+  _, images = odd_and_padded_images(name)
+  out32, mlc32 = eval_apply(name)(tiny_variables[name], images)
+  out16, mlc16 = eval_apply(name, dtype="bfloat16")(tiny_variables[name],
+                                                    images)
   assert out16.dtype == mlc16.dtype == jnp.float32
   for a, b in ((out32, out16), (mlc32, mlc16)):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -184,8 +199,10 @@ def test_batchnorm_statistics_are_averaged_across_two_devices(
   local_model = create_model(config, 3)
   sharded_model = create_model(config, 3, axis_name="batch")
   variables = tiny_variables[name]
-  images = jnp.concatenate([0.3 * random_images((2, 16, 16, 3), 1),
-                            0.5 + 0.5 * random_images((2, 16, 16, 3), 2)])
+  # The halves differ in brightness: per-device statistics differ clearly.
+  half_a = 0.3 * random_images((2, 16, 16, 3), 1)
+  half_b = 0.5 + 0.5 * random_images((2, 16, 16, 3), 2)
+  images = jnp.concatenate([half_a, half_b])
 
   def forward(model, variables, images):
     (outputs, mlc), state = model.apply(variables, images, train=True,
@@ -199,7 +216,11 @@ def test_batchnorm_statistics_are_averaged_across_two_devices(
   out_sharded, mlc_sharded, stats_sharded = sharded(variables, images)
   local = jax.jit(functools.partial(forward, local_model))
   out_global, mlc_global, stats_global = local(variables, images)
-  _, _, stats_first_half = local(variables, images[:2])
+  # The first device's statistics alone: its half twice (same mean and
+  # variance, and the shape compiled already).
+  _, _, stats_first_half = local(variables,
+                                 jnp.concatenate([half_a, half_a]))
+
   # Per tensor, relative to its largest entry: train-mode BN at the 2x2
   # bottleneck normalises 16 numbers per channel, which magnifies the
   # different summation order (measured up to ~3e-4 of the output scale).
@@ -223,27 +244,22 @@ def test_batchnorm_statistics_are_averaged_across_two_devices(
                          rtol=1e-2, atol=1e-3)
 
 
-def test_erfnet_dropout_only_in_training(tiny_variables):
-  model = create_model(ERFNET_TINY, 3)
+def test_erfnet_eval_has_no_dropout(tiny_variables):
+  # Eval mode needs no dropout key and is the network without dropout,
+  # exactly (the train step's dropout: test_resume_with_dropout_...).
   variables = tiny_variables["erfnet"]
-  images = random_images((2, 16, 16, 3))
-
-  @jax.jit
-  def train_apply(key):
-    (outputs, _), _ = model.apply(variables, images, train=True,
-                                  mutable=["batch_stats"],
-                                  rngs={"dropout": key})
-    return outputs
-
-  eval_apply = jax.jit(functools.partial(model.apply, train=False))
-  eval_a, eval_b = eval_apply(variables, images), eval_apply(variables, images)
-  np.testing.assert_array_equal(eval_a[0], eval_b[0])
-  key_a, key_b = jax.random.key(1), jax.random.key(2)
-  np.testing.assert_array_equal(train_apply(key_a), train_apply(key_a))
-  diff = np.max(np.abs(np.asarray(train_apply(key_a) - train_apply(key_b))))
-  assert diff > 1e-3, diff
+  _, images = odd_and_padded_images("erfnet")
+  with_dropout = eval_apply("erfnet")(variables, images)
+  without = eval_apply("erfnet", erfnet_dropout=(0.0, 0.0))(variables, images)
+  again = eval_apply("erfnet")(variables, images)
+  for a, b, c in zip(with_dropout, without, again):
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
+  model = create_model(ERFNET_TINY, 3)
   with pytest.raises(Exception, match="dropout"):  # train needs the key
-    model.apply(variables, images, train=True, mutable=["batch_stats"])
+    jax.eval_shape(functools.partial(model.apply, train=True,
+                                     mutable=["batch_stats"]),
+                   variables, images)
 
 
 def _tiny_run_config():
@@ -315,8 +331,9 @@ def test_resume_with_dropout_equals_an_uninterrupted_run(tmp_path):
                   jax.tree_util.tree_leaves(states[-1])):
     np.testing.assert_array_equal(a, b)
 
-  # The dropout masks do depend on the step: step 2's state trained as if it
-  # were step 7 (same batch, constant learning rate) ends elsewhere.
+  # Dropout is on in the train step and its masks depend on the step: step
+  # 2's state trained as if it were step 7 (same batch, constant learning
+  # rate, so only the dropout key differs) ends elsewhere.
   shifted = jax.device_put(states[1].replace(step=np.int32(7)),
                            parallel.replicated_sharding(run.mesh))
   other, _ = run.train_step(shifted, batches[2])
@@ -349,3 +366,21 @@ def test_init_from_needs_deeplab():
   config.init_from = "resnet101.pth"
   with pytest.raises(ValueError, match="model.name='deeplabv3plus'"):
     config_utils.validate_config(config)
+
+
+@pytest.mark.parametrize("network", ["unet", "erfnet"])
+def test_inspection_config_is_valid(network):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))), "configs", "inspection.py")
+  values = flags.FlagValues()
+  argv = ["train.py", f"--config={path}:{network}"]
+  config_flags.DEFINE_config_file("config", path, flag_values=values,
+                                  lock_config=True, sys_argv=argv)
+  values(argv)
+  config = values.config
+  config_utils.validate_config(config, device_count=2)
+  assert config.model.name == network
+  assert (config.data.name, config.data.crop_size, config.batch_size,
+          config.loss) == ("scribble_folder", 513, 10, "cfm")
