@@ -2,6 +2,10 @@
 
 Full-size networks are only traced (jax.eval_shape): parameter counts and
 shapes. Numerics use tiny width-reduced networks on small images.
+
+Time on the shared 2-core CPU (2026-12-01): 29 s with the persistent
+compilation cache of tests/conftest.py filled, 69 s without it, 36 s of which
+is compiling the ERFNet train step of the resume test.
 """
 
 import functools
