@@ -8,6 +8,10 @@ is what the CFM loss asks the network to reproduce, so it bounds what a
 network trained with it can reach from these scribbles.
 
   python benchmarks/demo_closed_form.py [--config=configs/demo.py]
+  python benchmarks/demo_closed_form.py --family=textures --eps=1e-5 --radius=2
+
+The system's parameters default to the config's closed-form targets
+(data.targets: lam, eps, radius), i.e. the teacher of `loss='two_stage'`.
 """
 from __future__ import annotations
 
@@ -23,31 +27,40 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from cfcls import config_schema, matting, objectives  # pylint: disable=g-import-not-at-top
 from cfcls import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
 from cfcls.data import synthetic  # pylint: disable=g-import-not-at-top
+from cfcls.data import synthetic_textures  # pylint: disable=g-import-not-at-top
+
+FAMILIES = {'scenes': synthetic, 'textures': synthetic_textures}
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--config', default='configs/demo.py')
+  parser.add_argument('--family', default='scenes', choices=list(FAMILIES))
+  parser.add_argument('--lam', type=float, default=None)
+  parser.add_argument('--eps', type=float, default=None)
+  parser.add_argument('--radius', type=int, default=None)
   args = parser.parse_args()
   config = config_schema.load_config_file(args.config)
   syn = config.data.synthetic
-  k = synthetic.NUM_CLASSES
+  family = FAMILIES[args.family]
+  k = family.NUM_CLASSES
+  lam = config.data.targets.lam if args.lam is None else args.lam
+  eps = config.data.targets.eps if args.eps is None else args.eps
+  radius = config.data.targets.radius if args.radius is None else args.radius
   thresholds = tuple(config.thresholds)
   confusion = np.zeros((len(thresholds), k, k), np.int64)
   start = time.time()
   for i in range(syn.num_val):
-    ex = synthetic.generate_example(syn.seed, 'validation', i, syn.image_size)
+    ex = family.generate_example(syn.seed, 'validation', i, syn.image_size)
     alpha = matting.solve_alpha_direct(ex['image'] / 255.0, ex['scribbles'],
-                                       k, lam=config.lam,
-                                       eps=config.laplacian_eps,
-                                       radius=config.laplacian_radius)
+                                       k, lam=lam, eps=eps, radius=radius)
     scores = np.clip(alpha, 0, 1)[None]
     for t, thr in enumerate(thresholds):
       labels = np.asarray(objectives.labels_from_scores(scores, thr))[0]
       confusion[t] += np.asarray(metrics_lib.confusion_matrix(
           ex['mask'].astype(np.int32), labels, k))
-  print(f'{syn.num_val} validation scenes, lam={config.lam}, '
-        f'{time.time() - start:.1f} s')
+  print(f'{args.family}: {syn.num_val} validation scenes, lam={lam}, '
+        f'eps={eps:g}, radius={radius}, {time.time() - start:.1f} s')
   for t, thr in enumerate(thresholds):
     miou = metrics_lib.segmentation_metrics(confusion[t])['miou']
     print(f'closed-form mattes, threshold {thr}: mIoU {miou:.4f}')

@@ -13,6 +13,7 @@ benchmarks/README.md were measured before the demo had the filter.
 
   python benchmarks/demo_sweep.py --variants=cfm,pce,ce --steps=1500
   python benchmarks/demo_sweep.py --variants=all --parallel=8   # on a GPU
+  python benchmarks/demo_sweep.py --variants=ce,pce --set model.name=erfnet
 
 Each variant runs in its own process (`--parallel` at once; on one GPU each
 gets 1/parallel of its memory). Results: one JSON line per variant on stdout
@@ -91,6 +92,15 @@ VARIANTS = {
     'target_e1': {'cfm_norm': 'target', 'cfm_energy_weight': 1.0},
     'target_t05': {'cfm_norm': 'target', 'threshold': 0.5},
     'two_stage': {'loss': 'two_stage'},
+    'two_stage_m2': {'loss': 'two_stage', 'target_margin': 0.2},
+    'two_stage_m1': {'loss': 'two_stage', 'target_margin': 0.1},
+    'two_stage_t6': {'loss': 'two_stage', 'target_threshold': 0.6},
+    # Targets solved with eps=1e-5 (pass a --data npz of their own: the cache
+    # is per family, not per target setting).
+    'two_stage_e5_t6_m2': {'loss': 'two_stage', 'data.targets.eps': 1e-5,
+                           'target_threshold': 0.6, 'target_margin': 0.2},
+    'two_stage_e5_t7_m2': {'loss': 'two_stage', 'data.targets.eps': 1e-5,
+                           'target_threshold': 0.7, 'target_margin': 0.2},
     'cfm_soft': {'loss': 'cfm_soft'},
 }
 THRESHOLDS = (0.4, 0.5, 0.6, 0.7)
@@ -103,11 +113,24 @@ def family_module(family):
   return importlib.import_module('cfcls.data.' + FAMILIES[family])
 
 
-def make_config(name, steps):
+def parse_sets(sets):
+  """['model.name=erfnet', 'model.width=0.5'] -> {key: value} (literals)."""
+  import ast  # pylint: disable=g-import-not-at-top
+  out = {}
+  for item in sets or ():
+    key, _, text = item.partition('=')
+    try:
+      out[key] = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      out[key] = text
+  return out
+
+
+def make_config(name, steps, sets=None):
   from cfcls import config_schema  # pylint: disable=g-import-not-at-top
   config = config_schema.load_config_file(os.path.join(ROOT, 'configs',
                                                        'demo.py'))
-  for key, value in VARIANTS[name].items():
+  for key, value in {**VARIANTS[name], **parse_sets(sets)}.items():
     node = config
     *path, leaf = key.split('.')
     for p in path:
@@ -184,11 +207,11 @@ def crop_example(rng, image, scribbles, mask, crop, scale_range, num_classes,
           present, out_tgt)
 
 
-def run_variant(name, steps, data_path, family='scenes'):
+def run_variant(name, steps, data_path, family='scenes', sets=None):
   """Trains one variant; returns its result dict."""
   import jax  # pylint: disable=g-import-not-at-top
   from cfcls import parallel, run_lib  # pylint: disable=g-import-not-at-top
-  config = make_config(name, steps)
+  config = make_config(name, steps, sets)
   synthetic = family_module(family)
   k = synthetic.NUM_CLASSES
   data = np.load(data_path)
@@ -224,7 +247,8 @@ def run_variant(name, steps, data_path, family='scenes'):
     for key, value in evaluate(config, run, state, data, k).items():
       miou[f'gf{gf}_{key}'] = value
   mlc = {key: miou.pop(key) for key in list(miou) if 'mlc' in key}
-  return {'variant': name, 'family': family, 'overrides': VARIANTS[name],
+  overrides = {**VARIANTS[name], **parse_sets(sets)}
+  return {'variant': name, 'family': family, 'overrides': overrides,
           'steps': config.num_train_steps, 'train_s': round(train_s, 1),
           'device': jax.devices()[0].device_kind, 'miou': miou,
           'best': max(miou.items(), key=lambda kv: kv[1]), 'mlc': mlc,
@@ -281,12 +305,16 @@ def main():
   parser.add_argument('--data', default='',
                       help='npz cache (default /tmp/cfcls_sweep_<family>.npz)')
   parser.add_argument('--out', default='')
+  parser.add_argument('--set', action='append', default=[],
+                      help='KEY=VALUE config override for every variant, '
+                      'e.g. --set model.name=erfnet (repeatable)')
   parser.add_argument('--worker', default='', help=argparse.SUPPRESS)
   args = parser.parse_args()
   args.data = args.data or f'/tmp/cfcls_sweep_{args.family}.npz'
   if args.worker:
     print('RESULT ' + json.dumps(run_variant(args.worker, args.steps, args.data,
-                                             args.family)), flush=True)
+                                             args.family, args.set)),
+          flush=True)
     return
   names = list(VARIANTS) if args.variants == 'all' else args.variants.split(',')
   unknown = [n for n in names if n not in VARIANTS]
@@ -303,7 +331,7 @@ def main():
   def launch(name):
     cmd = [sys.executable, os.path.abspath(__file__), f'--worker={name}',
            f'--steps={args.steps}', f'--data={args.data}',
-           f'--family={args.family}']
+           f'--family={args.family}'] + [f'--set={x}' for x in args.set]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
                           check=False)
     for line in proc.stdout.splitlines():
