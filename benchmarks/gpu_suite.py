@@ -73,7 +73,7 @@ def parse_args(argv=None):
   parser.add_argument('--smoke', action='store_true',
                       help='tiny sizes on the CPU: the same code paths')
   parser.add_argument('--sections', default='train_step,torchvision,cfm_loss,'
-                      'solver,scaling')
+                      'solver,scaling,models')
   parser.add_argument('--budget_s', type=float, default=420.0,
                       help='skip the remaining sections after this long')
   return parser.parse_args(argv)
@@ -119,8 +119,10 @@ def _batch(size, batch, seed=0):
           'presence': presence.astype(np.float32)}
 
 
-def _config(p, loss, size, batch, precision='float64'):
+def _config(p, loss, size, batch, precision='float64', model='deeplabv3plus'):
   config = config_schema.get_config()
+  if 'name' in config.model:
+    config.model.name = model
   config.model.backbone = p['backbone']
   config.model.width = p['width']
   config.model.dtype = p['dtype']
@@ -132,9 +134,10 @@ def _config(p, loss, size, batch, precision='float64'):
   return config
 
 
-def train_step_figure(p, loss, size, batch, precision='float64'):
+def train_step_figure(p, loss, size, batch, precision='float64',
+                      model='deeplabv3plus'):
   """images/s, step ms, compile s and peak memory of one train step."""
-  config = _config(p, loss, size, batch, precision)
+  config = _config(p, loss, size, batch, precision, model)
   run = run_lib.build(config, NUM_CLASSES, [str(c) for c in range(7)])
   state = run_lib.initial_state(run)
   host = _batch(size, batch)
@@ -146,7 +149,8 @@ def train_step_figure(p, loss, size, batch, precision='float64'):
     return metrics['loss']
 
   seconds, first = timed(step, p['steps'], p['warmup'])
-  return {'loss': loss, 'size': size, 'batch': batch, 'precision': precision,
+  return {'model': model, 'loss': loss, 'size': size, 'batch': batch,
+          'precision': precision,
           'images_per_s': batch / seconds, 'step_ms': 1e3 * seconds,
           'compile_s': first, 'peak_bytes': peak_memory_bytes()}
 
@@ -161,6 +165,13 @@ def section_train_step(p):
   for row in rows:
     row['over_ce'] = row['step_ms'] / ce - 1.0
   return rows
+
+
+def section_models(p):
+  """The train step of each network (issue 18), CE and CFM, same batch."""
+  return [train_step_figure(p, loss, p['size'], p['batch'], model=model)
+          for model in ('deeplabv3plus', 'unet', 'erfnet')
+          for loss in ('ce', 'cfm')]
 
 
 def section_torchvision(p):
@@ -287,7 +298,7 @@ def section_scaling(p):
 SECTIONS = {'train_step': section_train_step,
             'torchvision': section_torchvision,
             'cfm_loss': section_cfm_loss, 'solver': section_solver,
-            'scaling': section_scaling}
+            'scaling': section_scaling, 'models': section_models}
 
 
 def markdown(result) -> str:
