@@ -26,10 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from cfcls import config_schema, matting, objectives  # pylint: disable=g-import-not-at-top
 from cfcls import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
-from cfcls.data import synthetic  # pylint: disable=g-import-not-at-top
-from cfcls.data import synthetic_textures  # pylint: disable=g-import-not-at-top
-
-FAMILIES = {'scenes': synthetic, 'textures': synthetic_textures}
+from demo_sweep import FAMILIES, family_module  # pylint: disable=g-import-not-at-top
 
 
 def main():
@@ -42,7 +39,7 @@ def main():
   args = parser.parse_args()
   config = config_schema.load_config_file(args.config)
   syn = config.data.synthetic
-  family = FAMILIES[args.family]
+  family = family_module(args.family)
   k = family.NUM_CLASSES
   lam = config.data.targets.lam if args.lam is None else args.lam
   eps = config.data.targets.eps if args.eps is None else args.eps
