@@ -266,6 +266,39 @@ def test_erfnet_eval_has_no_dropout(tiny_variables):
                    variables, images)
 
 
+def test_erfnet_upsampler_is_aligned_like_pytorch():
+  # The reference ConvTranspose2d(3, stride=2, padding=1, output_padding=1)
+  # sends input pixel i to output pixels 2i-1, 2i, 2i+1 with the (flipped)
+  # kernel centred on 2i, and output row 2H-1 sees input row H-1. Flax's
+  # "SAME" centres it on 2i+1: every upsampled map one pixel off.
+  from cfcls.models import erfnet  # pylint: disable=g-import-not-at-top
+  conv = erfnet.nn.ConvTranspose(1, (3, 3), strides=(2, 2),
+                                 padding=erfnet.UPSAMPLER_PADDING)
+  kernel = np.arange(1.0, 10.0, dtype=np.float32).reshape(3, 3, 1, 1)
+  variables = {"params": {"kernel": jnp.asarray(kernel),
+                          "bias": jnp.zeros((1,), jnp.float32)}}
+  for (i, j), (h, w) in (((2, 1), (4, 3)), ((0, 2), (3, 3)),
+                         ((2, 2), (3, 3))):
+    x = np.zeros((1, h, w, 1), np.float32)
+    x[0, i, j, 0] = 1.0
+    out = np.asarray(conv.apply(variables, jnp.asarray(x)))[0, :, :, 0]
+    assert out.shape == (2 * h, 2 * w)
+    expected = np.zeros((2 * h + 2, 2 * w + 2), np.float32)  # 1 pixel margin
+    expected[2 * i:2 * i + 3, 2 * j:2 * j + 3] = kernel[::-1, ::-1, 0, 0]
+    np.testing.assert_array_equal(out, expected[1:-1, 1:-1])
+  # And the module uses it: an impulse through the Upsampler's conv.
+  module = erfnet.Upsampler(1)
+  x = np.zeros((1, 4, 3, 1), np.float32)
+  x[0, 1, 1, 0] = 1.0
+  up = {"params": {"conv": variables["params"],
+                   "bn": {"scale": jnp.ones((1,)), "bias": jnp.zeros((1,))}},
+        "batch_stats": {"bn": {"mean": jnp.zeros((1,)), "var": jnp.ones((1,))}}}
+  out = np.asarray(module.apply(up, jnp.asarray(x), train=False))[0, :, :, 0]
+  expected = np.zeros((8, 6), np.float32)
+  expected[1:4, 1:4] = kernel[::-1, ::-1, 0, 0] / np.sqrt(1 + erfnet.BN_EPSILON)
+  np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
 def _tiny_run_config():
   config = config_utils.default_schema()
   config.model.update(ERFNET_TINY)

@@ -15,7 +15,12 @@ Eromera/erfnet_pytorch), which the CFM paper trains on its inspection data:
   ReLU(x + input);
 * decoder: upsampler (3x3 stride-2 transposed conv, BN, ReLU) 128->64, two
   non-bottleneck-1D at 64, upsampler 64->16, two non-bottleneck-1D at 16,
-  a 2x2 stride-2 transposed conv to ``num_outputs`` (linear, float32);
+  a 2x2 stride-2 transposed conv to ``num_outputs`` (linear, float32); the
+  upsampler's transposed conv is padded like the reference's
+  ``ConvTranspose2d(padding=1, output_padding=1)`` (``UPSAMPLER_PADDING``,
+  not flax's "SAME", which is one pixel off); a PyTorch transposed-conv
+  weight ``[in, out, kh, kw]`` is the flax kernel ``[kh, kw, in, out]``
+  flipped in both spatial axes;
 * ``mlc_head`` (as in DeepLabV3+): global average pool of the encoder output
   (``mlc_features='decoder'``: of the 16-channel decoder output), Dense +
   ReLU, Dense to K-1 logits.
@@ -43,6 +48,11 @@ from cfcls.models.deeplab import MLC_FEATURES, MLCHead
 BN_EPSILON = 1e-3  # the reference implementation's BatchNorm2d(eps=1e-3)
 ENCODER_DILATIONS = (2, 4, 8, 16, 2, 4, 8, 16)
 INPUT_MULTIPLE = 8  # three stride-2 stages
+# PyTorch's ConvTranspose2d(3, stride=2, padding=1, output_padding=1): the
+# stride-dilated input is padded by k-1-padding = 1 before and by
+# k-1-padding+output_padding = 2 after. Flax's "SAME" pads (2, 1) instead and
+# so shifts every upsampled map by one pixel down and right of the reference.
+UPSAMPLER_PADDING = ((1, 2), (1, 2))
 
 
 def _conv(features, kernel, *, stride=1, dilation=(1, 1), dtype, name):
@@ -121,7 +131,7 @@ class Upsampler(nn.Module):
   def __call__(self, x, train: bool):
     """x: ``[B, H, W, C]`` -> ``[B, 2H, 2W, features]``."""
     x = nn.ConvTranspose(self.features, (3, 3), strides=(2, 2),
-                         padding="SAME", dtype=self.dtype,
+                         padding=UPSAMPLER_PADDING, dtype=self.dtype,
                          param_dtype=jnp.float32,
                          kernel_init=resnet.conv_kernel_init, name="conv")(x)
     x = _bn(train, self.axis_name, self.bn_momentum, self.dtype, "bn")(x)
