@@ -82,14 +82,13 @@ class MattingErrors:
       if not len(rows) or not present:
         continue
       region = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-      # The exact closed-form mattes of the image (its padding cut off):
-      # scipy's sparse LU, float64. (The iterative solve_alpha is accurate
-      # by default but, until its multigrid preconditioner is the default,
-      # slower than this at evaluation sizes.)
-      alpha_ref = matting.solve_alpha_direct(
-          images[i][region] / 255.0, scribbles[i][region], run.num_classes,
-          lam=config.lam, eps=config.laplacian_eps,
+      # The closed-form mattes of the image (its padding cut off), by the
+      # default call (exact: the direct method at evaluation sizes).
+      alpha_ref, _ = matting.solve_alpha(
+          images[i][region][None] / 255.0, scribbles[i][region][None],
+          run.num_classes, lam=config.lam, eps=config.laplacian_eps,
           radius=config.laplacian_radius)
+      alpha_ref = np.asarray(alpha_ref[0], np.float64)
       self.accumulator.add(metrics_lib.matting_errors(
           scores[i][region][..., present], alpha_ref[..., present],
           sigma=config.matting_gradient_sigma))

@@ -1,7 +1,14 @@
 """Closed-form matting: solve (L + lam D) alpha_c = lam D S_c per class.
 
-`solve_alpha` is batched and matrix-free, all images and classes at once:
-mixed-precision iterative refinement. The residual b - A x is recomputed in
+`solve_alpha` picks one of two methods (`method='auto'`: by image size).
+The direct method factorises each image's sparse system once for all its
+classes (scipy's SuperLU, the pixels in nested-dissection order from
+`cfcls.grid_ordering`, no pivoting since A is symmetric positive definite):
+exact, and the faster of the two on CPUs at the sizes measured, but its
+memory grows like N log N.
+
+The iterative method is batched and matrix-free, all images and classes at
+once: mixed-precision iterative refinement. The residual b - A x is recomputed in
 float64 from a float64 stencil (the operator of `solve_alpha_direct`), and
 each correction A d = r is solved in float32 by preconditioned conjugate
 gradients on the float32 stencil. The preconditioner is two-level additive:
@@ -18,7 +25,8 @@ starts from the exact (float64) residual, so once the well-determined part
 of alpha is resolved, what is left of the residual is the weakly coupled
 part, and the next correction resolves it.
 
-`solve_alpha_direct` factorises the sparse system with scipy: the reference.
+`solve_alpha_direct` is the direct method for one image; with a scipy
+ordering (`ordering='COLAMD'`, partial pivoting) it is the reference.
 """
 import functools
 from typing import Dict, Tuple
@@ -30,6 +38,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 
 from cfcls import _validate
+from cfcls import grid_ordering
 from cfcls import labels as labels_lib
 from cfcls import laplacian
 from cfcls import losses
@@ -195,14 +204,31 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
                 eps: float = 1e-7, radius: int = 1, tol: float = 1e-4,
                 max_iters: int = 5000, valid=None, x0=None,
                 inner_tol: float = 1e-3, max_refinements: int = 30,
-                preconditioner: str = 'tiles', coarse_block: int = 16
+                preconditioner: str = 'tiles', coarse_block: int = 16,
+                method: str = 'auto', direct_max_pixels: int = 2 ** 19
                 ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
-  """Closed-form mattes of every foreground class, matrix-free.
+  """Closed-form mattes of every foreground class.
 
   Solves (L + lam D) alpha_c = lam D S_c for c = 1..K-1 with D = diag(1 on
-  scribbled pixels) and S_c = 1 on pixels scribbled c (one-vs-rest), all
-  images and classes at once, by float64 iterative refinement around float32
-  preconditioned conjugate gradients (see the module doc).
+  scribbled pixels) and S_c = 1 on pixels scribbled c (one-vs-rest), for
+  all images and classes, by one of two methods:
+
+  * 'direct': per image, a sparse factorisation in float64 in
+    nested-dissection order (`solve_alpha_direct`, the factor shared by all
+    classes) plus one refinement step. Exact to ~1e-10; its memory grows
+    like N log N (about 1.2 GB at 480x640), so it is for images up to
+    `direct_max_pixels`. On this project's 2-core CPU it is also faster
+    than the iterative method at every size measured (solver_bench.py).
+  * 'iterative': matrix-free, all images and classes at once: float64
+    iterative refinement around float32 preconditioned conjugate gradients
+    (see the module doc). Memory linear in pixels, jit-compiled for any
+    backend, but its preconditioners are not yet good enough: at 480x640
+    on the photo-like bench scene it hits `max_iters` with errors of order
+    1 (info['error_estimate'] says so).
+
+  'auto' (default) takes 'direct' for images of at most
+  `direct_max_pixels` pixels (H * W, default 2^19 ~ 724 x 724) and
+  'iterative' above.
 
   Args:
     images: float [B, H, W, 3] in [0, 1].
@@ -227,13 +253,18 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
       nearly independent of the image size, but its setup and cycle are
       not yet fast on the CPU).
     coarse_block: tile side for 'tiles'.
+    method: 'auto', 'direct' or 'iterative' (above). tol, max_iters, x0,
+      inner_tol, max_refinements, preconditioner and coarse_block are
+      those of the iterative method; 'direct' ignores them.
+    direct_max_pixels: the largest H * W that 'auto' solves directly.
 
   Returns:
     alpha [B, H, W, K-1] float32 (not clipped) and info with
     'relative_residual' [B, K-1] = ||A alpha - b|| / ||b|| in float64
     (||A alpha|| when b = 0), 'error_estimate' [B, K-1] = max abs change of
     the last refinement step, 'iterations' (int, CG iterations of the whole
-    batch), 'refinements' (int) and 'scribbled' bool [B].
+    batch; 0 for 'direct'), 'refinements' (int), 'scribbled' bool [B] and
+    'method' ('direct' or 'iterative').
 
     An image with no scribbled pixel at all has no unique solution (L is
     singular, and L alpha = 0 for every constant alpha): its mattes are
@@ -246,12 +277,17 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
   _validate.check_labels('scribbles', scribbles, num_classes)
   if not tol > 0:
     raise ValueError(f'tol must be > 0, got {tol}')
+  if method not in METHODS:
+    raise ValueError(f'method={method!r} is not one of {METHODS}')
   b, h, w = np.shape(scribbles)
   c = num_classes - 1
   if x0 is not None:
     _validate.check_shape('x0', x0, (b, h, w, c),
                           f'[B, H, W, K-1] = [{b}, {h}, {w}, {c}]')
     _validate.check_finite('x0', x0)
+  if method == 'direct' or (method == 'auto' and h * w <= direct_max_pixels):
+    return _solve_direct_batch(images, scribbles, num_classes, lam, eps,
+                               radius, valid)
   scribbles = jnp.asarray(scribbles)
   labelled, targets = losses.scribble_constraints(scribbles, num_classes)
   scribbled = np.asarray(jnp.any(labelled > 0, axis=(1, 2, 3)))
@@ -309,13 +345,76 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
     alpha = x.astype(jnp.float32)
   return alpha, {'relative_residual': rel, 'error_estimate': change,
                  'iterations': iters, 'refinements': steps,
-                 'scribbled': scribbled}
+                 'scribbled': scribbled, 'method': 'iterative'}
+
+
+METHODS = ('auto', 'direct', 'iterative')
+
+
+def _solve_direct_batch(images, scribbles, num_classes, lam, eps, radius,
+                        valid):
+  """solve_alpha's 'direct' method: `solve_alpha_direct` per image."""
+  images = np.asarray(images)
+  _validate.check_finite('images', images)
+  scribbles = np.asarray(scribbles)
+  alphas, infos = [], []
+  for i in range(len(scribbles)):
+    alpha, info = solve_alpha_direct(
+        images[i], scribbles[i], num_classes, lam=lam, eps=eps,
+        radius=radius, valid=None if valid is None else np.asarray(valid)[i],
+        refine=True)
+    alphas.append(alpha)
+    infos.append(info)
+  stack = lambda key: np.stack([info[key] for info in infos])
+  scribbled = np.any(scribbles != labels_lib.IGNORE, axis=(1, 2))
+  return jnp.asarray(np.stack(alphas), jnp.float32), {
+      'relative_residual': stack('relative_residual'),
+      'error_estimate': stack('error_estimate'), 'iterations': 0,
+      'refinements': 1, 'scribbled': scribbled, 'method': 'direct'}
+
+
+ORDERINGS = ('nested_dissection', 'MMD_AT_PLUS_A', 'COLAMD', 'MMD_ATA',
+             'NATURAL')
+
+
+def _factorise(a_mat, h: int, w: int, radius: int, ordering: str):
+  """A solve function for the sparse SPD matrix a_mat (scipy SuperLU)."""
+  if ordering not in ORDERINGS:
+    raise ValueError(f'ordering={ordering!r} is not one of {ORDERINGS}')
+  if ordering != 'nested_dissection':
+    lu = scipy.sparse.linalg.splu(a_mat.tocsc(), permc_spec=ordering)
+    return lu.solve
+  perm = grid_ordering.nested_dissection(h, w, reach=2 * radius)
+  # A is symmetric positive definite: no pivoting, the ordering is kept as
+  # given (a symmetric permutation, as for a Cholesky factor).
+  lu = scipy.sparse.linalg.splu(
+      a_mat[perm][:, perm].tocsc(), permc_spec='NATURAL',
+      diag_pivot_thresh=0.0, options=dict(SymmetricMode=True))
+
+  def solve(rhs):
+    out = np.empty_like(rhs)
+    out[perm] = lu.solve(np.ascontiguousarray(rhs[perm]))
+    return out
+  return solve
+
+
+def _direct_system(image, scribbles, num_classes, lam, eps, radius, valid):
+  """(A, rhs) of one image, float64 scipy CSR and numpy [H * W, K-1]."""
+  labelled = (scribbles != labels_lib.IGNORE).ravel().astype(np.float64)
+  classes = np.arange(1, num_classes)
+  targets = (scribbles.reshape(-1, 1) == classes[None, :]).astype(np.float64)
+  a_mat = laplacian.sparse_laplacian(image, eps=eps, radius=radius,
+                                     valid=valid)
+  diag = a_mat.diagonal() + lam * labelled
+  # Rows of pixels in no kept window and unscribbled are all zero: pin them.
+  a_mat = a_mat + scipy.sparse.diags(lam * labelled + (diag <= 0))
+  return a_mat.tocsr(), lam * labelled[:, None] * targets
 
 
 def solve_alpha_direct(image, scribbles, num_classes: int, lam: float = 100.0,
                        eps: float = 1e-7, radius: int = 1,
-                       valid=None, ordering: str = 'MMD_AT_PLUS_A'
-                       ) -> np.ndarray:
+                       valid=None, ordering: str = 'nested_dissection',
+                       refine: bool = False):
   """Closed-form mattes of one image with a sparse LU factorisation (scipy).
 
   Args:
@@ -323,13 +422,20 @@ def solve_alpha_direct(image, scribbles, num_classes: int, lam: float = 100.0,
     scribbles: int [H, W], class ids and 255 = unlabelled.
     num_classes: K, including background.
     lam, eps, radius, valid: as in `solve_alpha`.
-    ordering: the column ordering of `scipy.sparse.linalg.splu`
-      (`permc_spec`). The default minimum degree on A^T + A suits this
-      symmetric system and is several times faster than scipy's default
-      'COLAMD' (both timed by benchmarks/solver_bench.py).
+    ordering: 'nested_dissection' (default: `cfcls.grid_ordering`, the
+      symmetric positive definite system factorised without pivoting in
+      that order), or a column ordering of `scipy.sparse.linalg.splu`
+      (`permc_spec`, with scipy's partial pivoting): 'MMD_AT_PLUS_A' (the
+      default before 2026-12), 'COLAMD' (scipy's default), 'MMD_ATA',
+      'NATURAL'. All give the same mattes to ~1e-10;
+      benchmarks/solver_bench.py times them.
+    refine: also return info: one step of iterative refinement with the
+      factorisation is made (and kept), and its largest change is reported
+      as 'error_estimate' [K-1], with 'relative_residual' [K-1].
 
   Returns:
-    float64 numpy [H, W, K-1]. All zero when nothing is scribbled.
+    float64 numpy [H, W, K-1] (all zero when nothing is scribbled), and
+    with refine=True also the info dict.
   """
   image = np.asarray(image)
   if image.dtype == np.uint8:
@@ -340,17 +446,24 @@ def solve_alpha_direct(image, scribbles, num_classes: int, lam: float = 100.0,
                         '[H, W] (the image size)')
   _validate.check_labels('scribbles', scribbles, num_classes)
   h, w, _ = image.shape
-  labelled = (scribbles != labels_lib.IGNORE).ravel().astype(np.float64)
-  classes = np.arange(1, num_classes)
-  targets = (scribbles.reshape(-1, 1) == classes[None, :]).astype(np.float64)
-  if not labelled.any():
-    return np.zeros((h, w, num_classes - 1))
-  a_mat = laplacian.sparse_laplacian(image, eps=eps, radius=radius,
-                                     valid=valid)
-  diag = a_mat.diagonal() + lam * labelled
-  # Rows of pixels in no kept window and unscribbled are all zero: pin them.
-  a_mat = a_mat + scipy.sparse.diags(lam * labelled + (diag <= 0))
-  rhs = lam * labelled[:, None] * targets
-  lu = scipy.sparse.linalg.splu(a_mat.tocsc(), permc_spec=ordering)
-  sol = lu.solve(rhs)
-  return sol.reshape(h, w, num_classes - 1)
+  c = num_classes - 1
+  if not np.any(scribbles != labels_lib.IGNORE):
+    out = np.zeros((h, w, c))
+    info = {'relative_residual': np.zeros(c), 'error_estimate': np.zeros(c)}
+    return (out, info) if refine else out
+  a_mat, rhs = _direct_system(image, scribbles, num_classes, lam, eps,
+                              radius, valid)
+  solve = _factorise(a_mat, h, w, radius, ordering)
+  sol = solve(rhs)
+  if not refine:
+    return sol.reshape(h, w, c)
+  step = solve(rhs - a_mat @ sol)
+  sol = sol + step
+  res = rhs - a_mat @ sol
+  b_norm = np.linalg.norm(rhs, axis=0)
+  res_norm = np.linalg.norm(res, axis=0)
+  rel = np.where(b_norm > 0, res_norm / np.where(b_norm > 0, b_norm, 1.0),
+                 res_norm)
+  info = {'relative_residual': rel,
+          'error_estimate': np.max(np.abs(step), axis=0)}
+  return sol.reshape(h, w, c), info

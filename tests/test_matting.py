@@ -56,7 +56,7 @@ def solved():
   images, scribbles = _scene()
   # tol: the largest change of the last float64 refinement step.
   alpha, info = matting.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM,
-                                    tol=1e-8)
+                                    tol=1e-8, method='iterative')
   return images, scribbles, alpha, info
 
 
@@ -91,7 +91,7 @@ def test_residual_info_and_cfm_loss_vanish_at_the_solution(solved):
   assert float(loss) < 1e-6 * float(loss_off)
   # Stopping early leaves a larger residual and reports the cap.
   _, early = matting.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM,
-                                 max_iters=3)
+                                 max_iters=3, method='iterative')
   assert int(early['iterations']) == 3
   assert np.asarray(early['relative_residual']).max() > 1e-3
 
@@ -100,7 +100,7 @@ def test_tight_tolerance_reaches_float64_accuracy():
   # Iterative refinement with float64 residuals goes past float32's floor.
   images, scribbles = _scene()
   alpha, info = matting.solve_alpha(images[:1], scribbles[:1], NUM_CLASSES,
-                                    lam=LAM, tol=1e-9)
+                                    lam=LAM, tol=1e-9, method='iterative')
   assert np.asarray(info['relative_residual']).max() < 1e-9
   assert info['refinements'] >= 2
   want = _spsolve_reference(images[0], scribbles[0])
@@ -117,7 +117,7 @@ def test_valid_mask_padding_gets_zero(solved, preconditioner, coarse_block):
   scribbles = np.where(valid > 0, scribbles, 255)
   images = np.where(valid[..., None] > 0, images, 0).astype(np.float32)
   alpha, info = matting.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM,
-                                    tol=1e-8, valid=valid,
+                                    tol=1e-8, valid=valid, method='iterative',
                                     preconditioner=preconditioner,
                                     coarse_block=coarse_block)
   alpha = np.asarray(alpha)
@@ -132,7 +132,8 @@ def test_valid_mask_padding_gets_zero(solved, preconditioner, coarse_block):
   np.testing.assert_allclose(direct, want, rtol=0, atol=1e-9)
 
 
-def test_no_scribbles_gives_zero():
+@pytest.mark.parametrize('method', ['direct', 'iterative'])
+def test_no_scribbles_gives_zero(method):
   images, scribbles = _scene()
   none = np.full_like(scribbles[0], 255)
   out = matting.solve_alpha_direct(images[0], none, NUM_CLASSES)
@@ -143,7 +144,8 @@ def test_no_scribbles_gives_zero():
   scribbles[1] = 255
   x0 = np.full(scribbles.shape + (NUM_CLASSES - 1,), 0.3, np.float32)
   alpha, info = matting.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM,
-                                    x0=x0)
+                                    x0=x0, method=method)
+  assert info['method'] == method
   assert list(info['scribbled']) == [True, False]
   assert np.all(np.asarray(alpha)[1] == 0)
   want = _spsolve_reference(images[0], scribbles[0])
@@ -152,16 +154,17 @@ def test_no_scribbles_gives_zero():
 
 def test_warm_start():
   images, scribbles = _scene()
+  iterative = dict(lam=LAM, tol=1e-6, method='iterative')
   cold, info_cold = matting.solve_alpha(images, scribbles, NUM_CLASSES,
-                                        lam=LAM, tol=1e-6)
+                                        **iterative)
   # From the answer itself: nothing to do.
-  _, info = matting.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM,
-                                tol=1e-6, x0=cold)
+  _, info = matting.solve_alpha(images, scribbles, NUM_CLASSES, x0=cold,
+                                **iterative)
   assert info['iterations'] < info_cold['iterations'] // 2
   # From a nearby guess: fewer iterations, the same answer.
   guess = 0.999 * np.asarray(cold)
-  warm, info = matting.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM,
-                                   tol=1e-6, x0=guess.astype(np.float32))
+  warm, info = matting.solve_alpha(images, scribbles, NUM_CLASSES,
+                                   x0=guess.astype(np.float32), **iterative)
   assert info['iterations'] < info_cold['iterations']
   np.testing.assert_allclose(np.asarray(warm), np.asarray(cold), rtol=0,
                              atol=1e-5)
@@ -187,8 +190,9 @@ def test_bad_inputs():
     matting.solve_alpha_direct(images, scribbles[0], NUM_CLASSES)
 
 
+@pytest.mark.parametrize('method', ['auto', 'iterative'])
 @pytest.mark.parametrize('kind', ['photo', 'grey', 'padded'])
-def test_default_call_is_within_1e3_of_the_direct_solve(kind):
+def test_default_call_is_within_1e3_of_the_direct_solve(kind, method):
   # Sparse strokes, a flat saturated sky, a thin wire and pole, a flat grey
   # block: regions weakly coupled to the scribbles, where a small residual
   # hides a large error (the old default was off by up to 0.4 on photos).
@@ -203,8 +207,13 @@ def test_default_call_is_within_1e3_of_the_direct_solve(kind):
     image = np.where(valid[..., None] > 0, image, 0).astype(np.float32)
   alpha, info = matting.solve_alpha(
       image[None], scribbles[None], 7,
-      valid=None if valid is None else valid[None])
-  want = matting.solve_alpha_direct(image, scribbles, 7, valid=valid)
+      valid=None if valid is None else valid[None], method=method)
+  # 'auto' picks the direct method at this size.
+  assert info['method'] == ('direct' if method == 'auto' else method)
+  # The reference: scipy's default ordering with partial pivoting, not the
+  # nested-dissection factorisation that the direct method uses.
+  want = matting.solve_alpha_direct(image, scribbles, 7, valid=valid,
+                                    ordering='COLAMD')
   err = np.abs(np.asarray(alpha[0], np.float64) - want)
   assert err.max() <= 1e-3
   # The reported estimate is an upper estimate here (the last change).
@@ -214,3 +223,31 @@ def test_default_call_is_within_1e3_of_the_direct_solve(kind):
     assert np.all(np.asarray(alpha[0])[valid == 0] == 0)
   # The scene is non-trivial: some unscribbled pixel has alpha far from 0/1.
   assert np.any((want > 0.1) & (want < 0.9))
+
+
+def test_direct_method_is_exact_and_auto_switches_by_size():
+  images, scribbles = _scene()
+  alpha, info = matting.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM)
+  assert info['method'] == 'direct' and info['iterations'] == 0
+  assert np.asarray(info['relative_residual']).max() < 1e-12
+  assert info['error_estimate'].shape == (2, NUM_CLASSES - 1)
+  assert info['error_estimate'].max() < 1e-9
+  for i in range(2):
+    want = _spsolve_reference(images[i], scribbles[i])
+    np.testing.assert_allclose(np.asarray(alpha[i]), want, rtol=0, atol=1e-6)
+  # Above direct_max_pixels, 'auto' takes the iterative method.
+  _, info = matting.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM,
+                                direct_max_pixels=12 * 15 - 1)
+  assert info['method'] == 'iterative' and info['iterations'] > 0
+  with pytest.raises(ValueError, match='method='):
+    matting.solve_alpha(images, scribbles, NUM_CLASSES, method='exact')
+
+
+def test_orderings_agree_and_bad_ordering_is_refused():
+  image, scribbles = matting_scenes.photo_like_scene(30, 41, num_classes=5)
+  ref = matting.solve_alpha_direct(image, scribbles, 5, ordering='COLAMD')
+  for ordering in matting.ORDERINGS:
+    out = matting.solve_alpha_direct(image, scribbles, 5, ordering=ordering)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-9)
+  with pytest.raises(ValueError, match='ordering='):
+    matting.solve_alpha_direct(image, scribbles, 5, ordering='METIS')
