@@ -3,10 +3,13 @@
 For photo-like images with sparse strokes (tests/matting_scenes.py: flat
 saturated sky, thin wire and pole, flat grey block, textured objects, ~1% of
 pixels scribbled), in one process:
-  * `matting.solve_alpha` with default arguments (jit; compile excluded):
-    time, CG iterations, refinement steps, info['error_estimate'], and the
-    max |alpha - direct|;
-  * `matting.solve_alpha_direct` (scipy sparse LU, all classes): time;
+  * scipy's SuperLU on the assembled system, all classes: with the minimum
+    degree ordering (the reference: `solve_alpha_direct`'s default until
+    2026-12), with nested dissection (its default since) and with COLAMD;
+  * `matting.solve_alpha` with default arguments (at these sizes the direct
+    method, cfcls/multifrontal.py): time, max |alpha - reference| and
+    info['error_estimate']; with --iterative also method='iterative' (jit,
+    compile excluded) with its CG iterations;
   * pymatting's `estimate_alpha_cf` (ichol-preconditioned CG, hard
     constraints) per class, if pymatting is installed (it is not in
     requirements.txt: `pip install pymatting`): time per class, and its max
@@ -42,8 +45,9 @@ def _size(text):
   return int(h), int(w)
 
 
-def _ours(image, scribbles, num_classes):
-  run = lambda: matting.solve_alpha(image[None], scribbles[None], num_classes)
+def _ours(image, scribbles, num_classes, **kwargs):
+  run = lambda: matting.solve_alpha(image[None], scribbles[None], num_classes,
+                                    **kwargs)
   jax.block_until_ready(run()[0])  # compile for this size
   start = time.perf_counter()
   alpha, info = run()
@@ -74,28 +78,39 @@ def _pymatting(image, scribbles, num_classes):
   return float(np.mean(times)), float(np.max(errs))
 
 
-def compare(h, w, num_classes, skip_pymatting):
+def _direct(image, scribbles, num_classes, ordering):
+  start = time.perf_counter()
+  out = matting.solve_alpha_direct(image, scribbles, num_classes,
+                                   ordering=ordering)
+  return time.perf_counter() - start, out
+
+
+def compare(h, w, num_classes, skip_pymatting, iterative):
   image, scribbles = matting_scenes.photo_like_scene(h, w, num_classes)
   print(f'{h}x{w}, {num_classes - 1} mattes, '
         f'{100 * np.mean(scribbles != 255):.2f}% pixels scribbled')
   matting.solve_alpha_direct(image[:8, :8], scribbles[:8, :8], num_classes)
-  start = time.perf_counter()
-  direct = matting.solve_alpha_direct(image, scribbles, num_classes)
-  t_direct = time.perf_counter() - start
+  # The reference: scipy's SuperLU with the ordering that was the default
+  # of solve_alpha_direct until 2026-12 (minimum degree, partial pivoting).
+  t_ref, ref = _direct(image, scribbles, num_classes, 'MMD_AT_PLUS_A')
+  print(f'  scipy SuperLU, minimum degree (the direct solve until 2026-12, '
+        f'all classes): {t_ref:.2f} s')
+  for ordering in ('nested_dissection', 'COLAMD'):
+    t, out = _direct(image, scribbles, num_classes, ordering)
+    print(f'  scipy SuperLU, {ordering}: {t:.2f} s ({t_ref / t:.1f}x), max '
+          f'difference {np.abs(out - ref).max():.1e}')
   t_ours, alpha, info = _ours(image, scribbles, num_classes)
-  err = np.abs(alpha - direct).max()
-  start = time.perf_counter()
-  colamd = matting.solve_alpha_direct(image, scribbles, num_classes,
-                                      ordering='COLAMD')
-  t_colamd = time.perf_counter() - start
-  print(f'  direct (scipy sparse LU, all classes): {t_direct:.2f} s '
-        f'(minimum degree, the default); {t_colamd:.2f} s with scipy\'s '
-        f'default COLAMD ordering ({t_colamd / t_direct:.1f}x slower, max '
-        f'difference {np.abs(colamd - direct).max():.1e})')
-  print(f'  cfcls default: {t_ours:.2f} s ({t_direct / t_ours:.1f}x vs '
-        f'direct), {info["iterations"]} CG iterations, '
-        f'{info["refinements"]} refinements, max |alpha - direct| '
-        f'{err:.1e}, error estimate {info["error_estimate"].max():.1e}')
+  print(f'  cfcls default ({info["method"]}): {t_ours:.2f} s '
+        f'({t_ref / t_ours:.1f}x vs minimum degree), max |alpha - direct| '
+        f'{np.abs(alpha - ref).max():.1e}, error estimate '
+        f'{info["error_estimate"].max():.1e}')
+  if iterative:
+    t_it, alpha, info = _ours(image, scribbles, num_classes,
+                              method='iterative')
+    print(f'  cfcls iterative: {t_it:.2f} s ({t_ref / t_it:.1f}x), '
+          f'{info["iterations"]} CG iterations, {info["refinements"]} '
+          f'refinements, max |alpha - direct| {np.abs(alpha - ref).max():.1e}'
+          f', error estimate {info["error_estimate"].max():.1e}')
   if not skip_pymatting:
     out = _pymatting(image, scribbles, num_classes)
     if out is not None:
@@ -114,7 +129,8 @@ def large(h, w, num_classes):
   elapsed = time.perf_counter() - start
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
   print(f'{h}x{w}, {num_classes - 1} mattes: {elapsed:.1f} s incl. compile, '
-        f'{info["iterations"]} CG iterations, error estimate '
+        f'method {info["method"]}, {info["iterations"]} CG iterations, '
+        f'error estimate '
         f'{info["error_estimate"].max():.1e}, peak RSS {peak:.2f} GiB')
 
 
@@ -125,6 +141,8 @@ def main():
   parser.add_argument('--num-classes', type=int, default=7,
                       help='K incl. background: K-1 mattes (default 6)')
   parser.add_argument('--skip-pymatting', action='store_true')
+  parser.add_argument('--iterative', action='store_true',
+                      help="also time solve_alpha(method='iterative')")
   parser.add_argument('--large', default='',
                       help='HxW of one large image (e.g. 1024x2048)')
   parser.add_argument('--large-classes', type=int, default=10,
@@ -134,7 +152,8 @@ def main():
         f'{os.cpu_count()} cores, {time.strftime("%Y-%m-%d")}')
   if args.sizes != 'none':
     for text in args.sizes.split(','):
-      compare(*_size(text), args.num_classes, args.skip_pymatting)
+      compare(*_size(text), args.num_classes, args.skip_pymatting,
+              args.iterative)
   if args.large:
     large(*_size(args.large), args.large_classes)
 

@@ -10,9 +10,59 @@ minimum-degree heuristics find on this 25-point stencil (about 1.3-1.5x
 more nonzeros and 2-4x the factorisation time at 321x321 and 480x640,
 benchmarks/solver_bench.py).
 """
+from typing import List, NamedTuple, Tuple
+
 import numpy as np
 
 LEAF_PIXELS = 64  # blocks this small are eliminated in row-major order
+
+
+class Node(NamedTuple):
+  """One node of the dissection tree.
+
+  Attributes:
+    pixels: int64 row-major indices of the node's own pixels: the whole
+      block for a leaf, the separating band for an inner node.
+    region: (y0, y1, x0, x1), the rectangle that the node's subtree covers.
+    children: indices (into the post-ordered node list) of its two halves.
+  """
+  pixels: np.ndarray
+  region: Tuple[int, int, int, int]
+  children: Tuple[int, ...]
+
+
+def dissection_tree(height: int, width: int, reach: int,
+                    leaf_pixels: int = LEAF_PIXELS) -> List[Node]:
+  """The nested-dissection tree of a grid, children before parents.
+
+  Every split cuts the longer side of a region with a band of `reach`
+  rows (or columns); regions of at most `leaf_pixels` pixels, or too thin
+  to split, are leaves. The root is the last node.
+  """
+  if height < 1 or width < 1 or reach < 1:
+    raise ValueError(f'nested_dissection needs a non-empty grid and '
+                     f'reach >= 1, got {height}x{width}, reach {reach}')
+  index = np.arange(height * width).reshape(height, width)
+  nodes: List[Node] = []
+
+  def build(y0, y1, x0, x1):
+    h, w = y1 - y0, x1 - x0
+    if h * w <= leaf_pixels or max(h, w) <= 2 * reach + 1:
+      nodes.append(Node(index[y0:y1, x0:x1].ravel(), (y0, y1, x0, x1), ()))
+      return len(nodes) - 1
+    if h >= w:
+      mid = y0 + (h - reach) // 2
+      kids = (build(y0, mid, x0, x1), build(mid + reach, y1, x0, x1))
+      band = index[mid:mid + reach, x0:x1]
+    else:
+      mid = x0 + (w - reach) // 2
+      kids = (build(y0, y1, x0, mid), build(y0, y1, mid + reach, x1))
+      band = index[y0:y1, mid:mid + reach]
+    nodes.append(Node(band.ravel(), (y0, y1, x0, x1), kids))
+    return len(nodes) - 1
+
+  build(0, height, 0, width)
+  return nodes
 
 
 def nested_dissection(height: int, width: int, reach: int) -> np.ndarray:
@@ -27,28 +77,5 @@ def nested_dissection(height: int, width: int, reach: int) -> np.ndarray:
     int64 [height * width]: perm such that A[perm][:, perm] eliminates
     both halves of every split before their separator.
   """
-  if height < 1 or width < 1 or reach < 1:
-    raise ValueError(f'nested_dissection needs a non-empty grid and '
-                     f'reach >= 1, got {height}x{width}, reach {reach}')
-  index = np.arange(height * width).reshape(height, width)
-  order = []
-  # Depth-first over (y0, y1, x0, x1, is_separator): halves before the band.
-  stack = [(0, height, 0, width, False)]
-  while stack:
-    y0, y1, x0, x1, separator = stack.pop()
-    h, w = y1 - y0, x1 - x0
-    if separator or h * w <= LEAF_PIXELS or max(h, w) <= 2 * reach + 1:
-      order.append(index[y0:y1, x0:x1].ravel())
-      continue
-    if h >= w:
-      mid = y0 + (h - reach) // 2
-      parts = [(y0, mid, x0, x1), (mid + reach, y1, x0, x1)]
-      band = (mid, mid + reach, x0, x1, True)
-    else:
-      mid = x0 + (w - reach) // 2
-      parts = [(y0, y1, x0, mid), (y0, y1, mid + reach, x1)]
-      band = (y0, y1, mid, mid + reach, True)
-    stack.append(band)  # popped last: after both halves
-    for part in reversed(parts):
-      stack.append(part + (False,))
-  return np.concatenate(order)
+  nodes = dissection_tree(height, width, reach)
+  return np.concatenate([node.pixels for node in nodes])

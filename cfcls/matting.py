@@ -1,11 +1,11 @@
 """Closed-form matting: solve (L + lam D) alpha_c = lam D S_c per class.
 
 `solve_alpha` picks one of two methods (`method='auto'`: by image size).
-The direct method factorises each image's sparse system once for all its
-classes (scipy's SuperLU, the pixels in nested-dissection order from
-`cfcls.grid_ordering`, no pivoting since A is symmetric positive definite):
-exact, and the faster of the two on CPUs at the sizes measured, but its
-memory grows like N log N.
+The direct method factorises each image's system once for all its classes
+with this package's multifrontal Cholesky (`cfcls.multifrontal`: nested
+dissection of the pixel grid, dense fronts on BLAS-3, then one step of
+iterative refinement): exact, and the faster of the two on CPUs at the
+sizes measured, but its memory grows like N log N.
 
 The iterative method is batched and matrix-free, all images and classes at
 once: mixed-precision iterative refinement. The residual b - A x is recomputed in
@@ -42,6 +42,7 @@ from cfcls import grid_ordering
 from cfcls import labels as labels_lib
 from cfcls import laplacian
 from cfcls import losses
+from cfcls import multifrontal
 from cfcls import multigrid
 
 
@@ -213,11 +214,11 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
   scribbled pixels) and S_c = 1 on pixels scribbled c (one-vs-rest), for
   all images and classes, by one of two methods:
 
-  * 'direct': per image, a sparse factorisation in float64 in
-    nested-dissection order (`solve_alpha_direct`, the factor shared by all
-    classes) plus one refinement step. Exact to ~1e-10; its memory grows
-    like N log N (about 1.2 GB at 480x640), so it is for images up to
-    `direct_max_pixels`. On this project's 2-core CPU it is also faster
+  * 'direct': per image, a multifrontal Cholesky factorisation in float64
+    in nested-dissection order (`cfcls.multifrontal`, the factor shared by
+    all classes) plus one refinement step. Exact to ~1e-10; its memory
+    grows like N log N (the factor holds ~7e7 numbers, 0.55 GB, at
+    480x640), so it is for images up to `direct_max_pixels`. On this project's 2-core CPU it is also faster
     than the iterative method at every size measured (solver_bench.py).
   * 'iterative': matrix-free, all images and classes at once: float64
     iterative refinement around float32 preconditioned conjugate gradients
@@ -351,28 +352,6 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
 METHODS = ('auto', 'direct', 'iterative')
 
 
-def _solve_direct_batch(images, scribbles, num_classes, lam, eps, radius,
-                        valid):
-  """solve_alpha's 'direct' method: `solve_alpha_direct` per image."""
-  images = np.asarray(images)
-  _validate.check_finite('images', images)
-  scribbles = np.asarray(scribbles)
-  alphas, infos = [], []
-  for i in range(len(scribbles)):
-    alpha, info = solve_alpha_direct(
-        images[i], scribbles[i], num_classes, lam=lam, eps=eps,
-        radius=radius, valid=None if valid is None else np.asarray(valid)[i],
-        refine=True)
-    alphas.append(alpha)
-    infos.append(info)
-  stack = lambda key: np.stack([info[key] for info in infos])
-  scribbled = np.any(scribbles != labels_lib.IGNORE, axis=(1, 2))
-  return jnp.asarray(np.stack(alphas), jnp.float32), {
-      'relative_residual': stack('relative_residual'),
-      'error_estimate': stack('error_estimate'), 'iterations': 0,
-      'refinements': 1, 'scribbled': scribbled, 'method': 'direct'}
-
-
 ORDERINGS = ('nested_dissection', 'MMD_AT_PLUS_A', 'COLAMD', 'MMD_ATA',
              'NATURAL')
 
@@ -411,11 +390,59 @@ def _direct_system(image, scribbles, num_classes, lam, eps, radius, valid):
   return a_mat.tocsr(), lam * labelled[:, None] * targets
 
 
+def _refine_once(solve, a_mat, rhs):
+  """x = A^-1 rhs plus one refinement step; info on that step's change."""
+  sol = solve(rhs)
+  step = solve(rhs - a_mat @ sol)
+  sol = sol + step
+  res = rhs - a_mat @ sol
+  b_norm = np.linalg.norm(rhs, axis=0)
+  res_norm = np.linalg.norm(res, axis=0)
+  rel = np.where(b_norm > 0, res_norm / np.where(b_norm > 0, b_norm, 1.0),
+                 res_norm)
+  return sol, {'relative_residual': rel,
+               'error_estimate': np.max(np.abs(step), axis=0)}
+
+
+def _solve_direct_batch(images, scribbles, num_classes, lam, eps, radius,
+                        valid):
+  """solve_alpha's 'direct' method: a multifrontal Cholesky per image."""
+  images = np.asarray(images)
+  _validate.check_finite('images', images)
+  scribbles = np.asarray(scribbles)
+  b, h, w = scribbles.shape
+  c = num_classes - 1
+  alphas = np.zeros((b, h, w, c))
+  rel, change = np.zeros((b, c)), np.zeros((b, c))
+  scribbled = np.any(scribbles != labels_lib.IGNORE, axis=(1, 2))
+  for i in np.flatnonzero(scribbled):
+    image = images[i].astype(np.float64)
+    a_mat, rhs = _direct_system(
+        image, scribbles[i], num_classes, lam, eps, radius,
+        None if valid is None else np.asarray(valid)[i])
+    try:
+      factor = multifrontal.factorise(a_mat, h, w, reach=2 * radius)
+    except np.linalg.LinAlgError as e:
+      raise ValueError(
+          f'image {i}: the matting system is singular (a part of the image '
+          f'that no window connects to any scribble?): {e}') from e
+    sol, info = _refine_once(functools.partial(multifrontal.solve, factor),
+                             a_mat, rhs)
+    alphas[i] = sol.reshape(h, w, c)
+    rel[i], change[i] = info['relative_residual'], info['error_estimate']
+  return jnp.asarray(alphas, jnp.float32), {
+      'relative_residual': rel, 'error_estimate': change, 'iterations': 0,
+      'refinements': 1, 'scribbled': scribbled, 'method': 'direct'}
+
+
 def solve_alpha_direct(image, scribbles, num_classes: int, lam: float = 100.0,
                        eps: float = 1e-7, radius: int = 1,
-                       valid=None, ordering: str = 'nested_dissection',
-                       refine: bool = False):
-  """Closed-form mattes of one image with a sparse LU factorisation (scipy).
+                       valid=None, ordering: str = 'nested_dissection'
+                       ) -> np.ndarray:
+  """Closed-form mattes of one image with scipy's sparse LU (SuperLU).
+
+  The reference for `solve_alpha` (whose direct method is this package's
+  own multifrontal Cholesky, `cfcls.multifrontal`).
 
   Args:
     image: [H, W, 3] in [0, 1] (uint8 is scaled to [0, 1]).
@@ -429,13 +456,9 @@ def solve_alpha_direct(image, scribbles, num_classes: int, lam: float = 100.0,
       default before 2026-12), 'COLAMD' (scipy's default), 'MMD_ATA',
       'NATURAL'. All give the same mattes to ~1e-10;
       benchmarks/solver_bench.py times them.
-    refine: also return info: one step of iterative refinement with the
-      factorisation is made (and kept), and its largest change is reported
-      as 'error_estimate' [K-1], with 'relative_residual' [K-1].
 
   Returns:
-    float64 numpy [H, W, K-1] (all zero when nothing is scribbled), and
-    with refine=True also the info dict.
+    float64 numpy [H, W, K-1]. All zero when nothing is scribbled.
   """
   image = np.asarray(image)
   if image.dtype == np.uint8:
@@ -446,24 +469,9 @@ def solve_alpha_direct(image, scribbles, num_classes: int, lam: float = 100.0,
                         '[H, W] (the image size)')
   _validate.check_labels('scribbles', scribbles, num_classes)
   h, w, _ = image.shape
-  c = num_classes - 1
   if not np.any(scribbles != labels_lib.IGNORE):
-    out = np.zeros((h, w, c))
-    info = {'relative_residual': np.zeros(c), 'error_estimate': np.zeros(c)}
-    return (out, info) if refine else out
+    return np.zeros((h, w, num_classes - 1))
   a_mat, rhs = _direct_system(image, scribbles, num_classes, lam, eps,
                               radius, valid)
   solve = _factorise(a_mat, h, w, radius, ordering)
-  sol = solve(rhs)
-  if not refine:
-    return sol.reshape(h, w, c)
-  step = solve(rhs - a_mat @ sol)
-  sol = sol + step
-  res = rhs - a_mat @ sol
-  b_norm = np.linalg.norm(rhs, axis=0)
-  res_norm = np.linalg.norm(res, axis=0)
-  rel = np.where(b_norm > 0, res_norm / np.where(b_norm > 0, b_norm, 1.0),
-                 res_norm)
-  info = {'relative_residual': rel,
-          'error_estimate': np.max(np.abs(step), axis=0)}
-  return sol.reshape(h, w, c), info
+  return solve(rhs).reshape(h, w, num_classes - 1)

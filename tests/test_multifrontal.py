@@ -1,0 +1,62 @@
+"""Tests for cfcls.multifrontal against scipy's sparse LU."""
+import numpy as np
+import pytest
+import scipy.sparse
+import scipy.sparse.linalg
+
+from cfcls import matting
+from cfcls import multifrontal
+
+import matting_scenes
+
+
+def _random_stencil_spd(h, w, reach, seed=0):
+  """A random SPD matrix coupling pixels within `reach` in each axis."""
+  rng = np.random.default_rng(seed)
+  ys, xs = np.divmod(np.arange(h * w), w)
+  rows, cols, vals = [], [], []
+  for dy in range(0, reach + 1):
+    for dx in range(-reach, reach + 1):
+      if dy == 0 and dx <= 0:
+        continue
+      ok = (ys + dy < h) & (xs + dx >= 0) & (xs + dx < w)
+      i = np.flatnonzero(ok)
+      rows.append(i)
+      cols.append(i + dy * w + dx)
+      vals.append(-rng.uniform(0.1, 1.0, len(i)))
+  rows, cols, vals = map(np.concatenate, (rows, cols, vals))
+  off = scipy.sparse.coo_matrix((vals, (rows, cols)), shape=(h * w, h * w))
+  off = off + off.T
+  # Diagonally dominant: positive definite.
+  diag = -np.asarray(off.sum(axis=1)).ravel() + rng.uniform(0.01, 0.1, h * w)
+  return (off + scipy.sparse.diags(diag)).tocsr()
+
+
+@pytest.mark.parametrize('h,w,reach,leaf', [
+    (1, 1, 1, 4), (5, 3, 2, 4), (23, 31, 1, 16), (40, 37, 2, 64),
+    (33, 70, 3, 128)])
+def test_solves_like_scipy(h, w, reach, leaf):
+  a = _random_stencil_spd(h, w, reach)
+  rhs = np.random.default_rng(1).standard_normal((h * w, 3))
+  factor = multifrontal.factorise(a, h, w, reach, leaf_pixels=leaf)
+  got = multifrontal.solve(factor, rhs)
+  want = scipy.sparse.linalg.splu(a.tocsc()).solve(rhs)
+  np.testing.assert_allclose(got, want, rtol=0,
+                             atol=1e-10 * np.abs(want).max())
+  # A vector right-hand side too.
+  np.testing.assert_allclose(multifrontal.solve(factor, rhs[:, 0]),
+                             want[:, 0], rtol=0,
+                             atol=1e-10 * np.abs(want).max())
+
+
+def test_matting_system_and_errors():
+  image, scribbles = matting_scenes.photo_like_scene(37, 45, num_classes=5)
+  a, rhs = matting._direct_system(image, scribbles, 5, 100.0, 1e-7, 1, None)
+  factor = multifrontal.factorise(a, 37, 45, reach=2)
+  want = matting.solve_alpha_direct(image, scribbles, 5, ordering='COLAMD')
+  np.testing.assert_allclose(multifrontal.solve(factor, rhs),
+                             want.reshape(-1, 4), rtol=0, atol=1e-8)
+  with pytest.raises(ValueError, match='expected'):
+    multifrontal.factorise(a, 37, 44, reach=2)
+  with pytest.raises(ValueError, match='rows'):
+    multifrontal.solve(factor, rhs[1:])
