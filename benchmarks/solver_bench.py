@@ -121,10 +121,11 @@ def compare(h, w, num_classes, skip_pymatting, iterative):
             f'({t_py * (num_classes - 1) / t_ours:.1f}x)')
 
 
-def large(h, w, num_classes):
+def large(h, w, num_classes, method):
   image, scribbles = matting_scenes.photo_like_scene(h, w, num_classes)
   start = time.perf_counter()
-  alpha, info = matting.solve_alpha(image[None], scribbles[None], num_classes)
+  alpha, info = matting.solve_alpha(image[None], scribbles[None], num_classes,
+                                    method=method)
   jax.block_until_ready(alpha)
   elapsed = time.perf_counter() - start
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
@@ -147,6 +148,9 @@ def main():
                       help='HxW of one large image (e.g. 1024x2048)')
   parser.add_argument('--large-classes', type=int, default=10,
                       help='K of the large image (default 9 mattes)')
+  parser.add_argument('--large-method', default='auto',
+                      choices=matting.METHODS,
+                      help="solve_alpha's method for --large")
   args = parser.parse_args()
   print(f'jax {jax.__version__} on {jax.devices()[0].platform}, '
         f'{os.cpu_count()} cores, {time.strftime("%Y-%m-%d")}')
@@ -155,7 +159,7 @@ def main():
       compare(*_size(text), args.num_classes, args.skip_pymatting,
               args.iterative)
   if args.large:
-    large(*_size(args.large), args.large_classes)
+    large(*_size(args.large), args.large_classes, args.large_method)
 
 
 if __name__ == '__main__':

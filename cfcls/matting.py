@@ -206,7 +206,7 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
                 max_iters: int = 5000, valid=None, x0=None,
                 inner_tol: float = 1e-3, max_refinements: int = 30,
                 preconditioner: str = 'tiles', coarse_block: int = 16,
-                method: str = 'auto', direct_max_pixels: int = 2 ** 19
+                method: str = 'auto', direct_max_pixels: int = 2 ** 21
                 ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
   """Closed-form mattes of every foreground class.
 
@@ -216,10 +216,11 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
 
   * 'direct': per image, a multifrontal Cholesky factorisation in float64
     in nested-dissection order (`cfcls.multifrontal`, the factor shared by
-    all classes) plus one refinement step. Exact to ~1e-10; its memory
-    grows like N log N (the factor holds ~7e7 numbers, 0.55 GB, at
-    480x640), so it is for images up to `direct_max_pixels`. On this project's 2-core CPU it is also faster
-    than the iterative method at every size measured (solver_bench.py).
+    all classes) plus one refinement step. Exact to ~1e-10. Time and
+    memory grow like N^1.5 and N log N: on a 2-core CPU 1.9 s at 321x321,
+    4.6 s at 480x640 (6 mattes) and 83 s with a 7.1 GiB peak at 1024x2048
+    (9 mattes), benchmarks/README.md. On that CPU it is faster than the
+    iterative method at every size measured.
   * 'iterative': matrix-free, all images and classes at once: float64
     iterative refinement around float32 preconditioned conjugate gradients
     (see the module doc). Memory linear in pixels, jit-compiled for any
@@ -228,7 +229,7 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
     1 (info['error_estimate'] says so).
 
   'auto' (default) takes 'direct' for images of at most
-  `direct_max_pixels` pixels (H * W, default 2^19 ~ 724 x 724) and
+  `direct_max_pixels` pixels (H * W, default 2^21 = 1024 x 2048) and
   'iterative' above.
 
   Args:
