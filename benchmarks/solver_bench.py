@@ -4,8 +4,8 @@ For photo-like images with sparse strokes (tests/matting_scenes.py: flat
 saturated sky, thin wire and pole, flat grey block, textured objects, ~1% of
 pixels scribbled), in one process:
   * scipy's SuperLU on the assembled system, all classes: with the minimum
-    degree ordering (the reference: `solve_alpha_direct`'s default until
-    2026-12), with nested dissection (its default since) and with COLAMD;
+    degree ordering (the reference: `solve_alpha_direct`'s default), with
+    our nested dissection (`ordering='nested_dissection'`) and with COLAMD;
   * `matting.solve_alpha` with default arguments (at these sizes the direct
     method, cfcls/multifrontal.py): time, max |alpha - reference| and
     info['error_estimate']; with --iterative also method='iterative' (jit,
@@ -90,11 +90,11 @@ def compare(h, w, num_classes, skip_pymatting, iterative):
   print(f'{h}x{w}, {num_classes - 1} mattes, '
         f'{100 * np.mean(scribbles != 255):.2f}% pixels scribbled')
   matting.solve_alpha_direct(image[:8, :8], scribbles[:8, :8], num_classes)
-  # The reference: scipy's SuperLU with the ordering that was the default
-  # of solve_alpha_direct until 2026-12 (minimum degree, partial pivoting).
+  # The reference: scipy's SuperLU with solve_alpha_direct's default
+  # ordering (minimum degree, partial pivoting).
   t_ref, ref = _direct(image, scribbles, num_classes, 'MMD_AT_PLUS_A')
-  print(f'  scipy SuperLU, minimum degree (the direct solve until 2026-12, '
-        f'all classes): {t_ref:.2f} s')
+  print(f'  scipy SuperLU, minimum degree (solve_alpha_direct, all '
+        f'classes): {t_ref:.2f} s')
   for ordering in ('nested_dissection', 'COLAMD'):
     t, out = _direct(image, scribbles, num_classes, ordering)
     print(f'  scipy SuperLU, {ordering}: {t:.2f} s ({t_ref / t:.1f}x), max '

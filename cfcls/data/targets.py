@@ -19,9 +19,8 @@ file name and augments it with the image (same crop, scale, flip; bilinear),
 so a target pixel differs from the matte resampled at the same point by at
 most the quantisation, 1/510.
 
-Each image is solved exactly (`matting.solve_alpha_direct`: sparse LU of
-the image's system with a minimum-degree ordering): ~0.3-0.5 s for a
-128x128 image on one CPU core.
+Each image is solved exactly by `matting.solve_alpha`'s direct method (a
+multifrontal Cholesky of the image's system in nested-dissection order).
 """
 from __future__ import annotations
 
@@ -49,9 +48,13 @@ def solve_image(image, scribbles, num_classes: int, lam: float,
     num_classes: K.
     lam, eps, radius: the matting system's parameters.
   """
-  return matting.solve_alpha_direct(
-      image, scribbles, num_classes, lam=lam, eps=eps,
-      radius=radius).astype(np.float32)
+  image = np.asarray(image)
+  if image.dtype == np.uint8:
+    image = image.astype(np.float64) / 255.0
+  alpha, _ = matting.solve_alpha(image[None], np.asarray(scribbles)[None],
+                                 num_classes, lam=lam, eps=eps, radius=radius,
+                                 method='direct')
+  return np.asarray(alpha[0], np.float32)
 
 
 def fingerprint(builder, data_config, split: str, num_classes: int) -> str:
