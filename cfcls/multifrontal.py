@@ -24,6 +24,7 @@ from typing import List, NamedTuple
 import numpy as np
 import scipy.linalg
 import scipy.linalg.blas
+import scipy.linalg.lapack
 import scipy.sparse
 
 try:  # in requirements.txt; optional so the solver imports without it
@@ -80,8 +81,8 @@ def factorise(a_mat, height: int, width: int, reach: int,
     leaf_pixels: the largest block eliminated as one leaf front.
 
   Raises:
-    numpy.linalg.LinAlgError if a front is not positive definite (A is
-    not, e.g. a region of the image with no scribble and no coupling).
+    numpy.linalg.LinAlgError if a front is not numerically positive
+    definite.
   """
   n = height * width
   if a_mat.shape != (n, n):
@@ -91,6 +92,8 @@ def factorise(a_mat, height: int, width: int, reach: int,
   nodes = grid_ordering.dissection_tree(height, width, reach, leaf_pixels)
   # The rows of A in elimination order: a node's own rows are a slice.
   order = np.concatenate([node.pixels for node in nodes])
+  rank = np.empty(n, np.int64)
+  rank[order] = np.arange(n)
   rows_csr = scipy.sparse.csr_matrix(a_mat)[order]
   indptr, indices, data = rows_csr.indptr, rows_csr.indices, rows_csr.data
   pos = np.full(n, -1, np.int64)
@@ -101,6 +104,11 @@ def factorise(a_mat, height: int, width: int, reach: int,
     for k, node in enumerate(nodes):
       own = node.pixels
       ring = _ring(node.region, height, width, reach, index)
+      # Fronts list their pixels in elimination order (own pixels first,
+      # ancestors after), so a child's ring lands in its parent's front in
+      # increasing order: lower triangles map to lower triangles, and only
+      # lower triangles are ever read.
+      ring = ring[np.argsort(rank[ring])]
       front = np.concatenate([own, ring])
       m, s = len(front), len(own)
       pos[front] = np.arange(m)
@@ -118,32 +126,43 @@ def factorise(a_mat, height: int, width: int, reach: int,
         at = pos[child_ring]
         flat[(at[:, None] * m + at[None, :]).reshape(-1)] += update.reshape(-1)
       pos[front] = -1
-      l_own = np.linalg.cholesky(dense[:s, :s])
-      l_ring = scipy.linalg.solve_triangular(
-          l_own, dense[:s, s:], lower=True, check_finite=False).T
+      l_own, info = scipy.linalg.lapack.dpotrf(dense[:s, :s], lower=1,
+                                               clean=1)
+      if info != 0:
+        raise np.linalg.LinAlgError(
+            f'front {k} ({s} pixels) is not positive definite (dpotrf '
+            f'info {info})')
+      if len(ring):
+        # L_ro = F_ro L_oo^-T, from the lower-left block F_ro.
+        l_ring_t, _ = scipy.linalg.lapack.dtrtrs(
+            l_own, np.ascontiguousarray(dense[s:, :s].T), lower=1)
+        l_ring = np.ascontiguousarray(l_ring_t.T)
+      else:
+        l_ring = np.zeros((0, s))
       if k != len(nodes) - 1 and len(ring):
-        # F_rr - L_ro L_ro^T: the lower triangle by SYRK, then mirrored.
-        lower = scipy.linalg.blas.dsyrk(-1.0, l_ring, beta=1.0,
-                                        c=dense[s:, s:], lower=1)
-        lower = np.tril(lower)
-        updates[k] = (ring, lower + np.tril(lower, -1).T)
-      fronts.append(Front(own, ring, l_own, np.ascontiguousarray(l_ring)))
+        # F_rr - L_ro L_ro^T, lower triangle (SYRK; the upper is not read).
+        updates[k] = (ring, scipy.linalg.blas.dsyrk(
+            -1.0, l_ring, beta=1.0, c=dense[s:, s:], lower=1))
+      fronts.append(Front(own, ring, l_own, l_ring))
   return Factor(n, fronts)
 
 
 def solve(factor: Factor, rhs: np.ndarray) -> np.ndarray:
   """A^-1 rhs for rhs [N] or [N, C] (float64)."""
-  x = np.array(rhs, np.float64)
-  if x.shape[0] != factor.n:
-    raise ValueError(f'rhs has {x.shape[0]} rows, the factor {factor.n}')
+  rhs = np.asarray(rhs, np.float64)
+  if rhs.shape[0] != factor.n:
+    raise ValueError(f'rhs has {rhs.shape[0]} rows, the factor {factor.n}')
+  x = rhs.reshape(factor.n, -1).copy()
+  trtrs = scipy.linalg.lapack.dtrtrs
   with _one_blas_thread():
     for f in factor.fronts:  # forward: L y = b
-      y = scipy.linalg.solve_triangular(f.l_own, x[f.own], lower=True,
-                                        check_finite=False)
+      y, _ = trtrs(f.l_own, x[f.own], lower=1)
       x[f.own] = y
-      x[f.ring] -= f.l_ring @ y
+      if len(f.ring):
+        x[f.ring] -= f.l_ring @ y
     for f in reversed(factor.fronts):  # backward: L^T x = y
-      x[f.own] = scipy.linalg.solve_triangular(
-          f.l_own, x[f.own] - f.l_ring.T @ x[f.ring], lower=True, trans='T',
-          check_finite=False)
-  return x
+      b = x[f.own]
+      if len(f.ring):
+        b = b - f.l_ring.T @ x[f.ring]
+      x[f.own], _ = trtrs(f.l_own, b, lower=1, trans=1)
+  return x.reshape(rhs.shape)
