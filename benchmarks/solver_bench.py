@@ -21,6 +21,7 @@ Run from the repository root:
   python benchmarks/solver_bench.py                  # 321x321 and 480x640
   python benchmarks/solver_bench.py --sizes 321x321 --skip-pymatting
   python benchmarks/solver_bench.py --sizes none --large 1024x2048
+  python benchmarks/solver_bench.py --sizes none --coffee 160x240,320x480
 """
 import argparse
 import os
@@ -121,6 +122,38 @@ def compare(h, w, num_classes, skip_pymatting, iterative):
             f'({t_py * (num_classes - 1) / t_ours:.1f}x)')
 
 
+# Hand-drawn-style strokes on scikit-image's coffee photo (600x400 pixel
+# coordinates): class -> polyline. 0 = background (the table top and wall).
+COFFEE_STROKES = {0: [(20, 20), (580, 30)], 1: [(200, 120), (380, 140)],
+                  2: [(260, 300), (330, 360)], 3: [(60, 420), (120, 480)],
+                  4: [(470, 330), (560, 360)]}
+
+
+def coffee(h, w):
+  """The default call against the reference on a real photo (scikit-image)."""
+  try:
+    import skimage.data  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    print('scikit-image is not installed (pip install scikit-image): skipped')
+    return
+  import cv2  # pylint: disable=g-import-not-at-top
+  image = cv2.resize(skimage.data.coffee(), (w, h),
+                     interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+  scribbles = np.full((h, w), 255, np.uint8)
+  for c, points in COFFEE_STROKES.items():
+    pts = np.array([(x * w / 600, y * h / 400) for x, y in points], np.int32)
+    cv2.polylines(scribbles, [pts], False, int(c), thickness=5)
+  num_classes = len(COFFEE_STROKES)
+  matting.laplacian.sparse_laplacian(image)  # compile for this size
+  t_ref, ref = _direct(image, scribbles, num_classes, 'MMD_AT_PLUS_A')
+  t_ours, alpha, info = _ours(image, scribbles, num_classes)
+  print(f'coffee {h}x{w}, {num_classes - 1} mattes, 5-px strokes: reference '
+        f'{t_ref:.2f} s, default ({info["method"]}) {t_ours:.2f} s '
+        f'({t_ref / t_ours:.1f}x), max |alpha - reference| '
+        f'{np.abs(alpha - ref).max():.1e}, error estimate '
+        f'{info["error_estimate"].max():.1e}')
+
+
 def large(h, w, num_classes, method):
   image, scribbles = matting_scenes.photo_like_scene(h, w, num_classes)
   start = time.perf_counter()
@@ -144,6 +177,9 @@ def main():
   parser.add_argument('--skip-pymatting', action='store_true')
   parser.add_argument('--iterative', action='store_true',
                       help="also time solve_alpha(method='iterative')")
+  parser.add_argument('--coffee', default='',
+                      help="comma-separated HxW of scikit-image's coffee "
+                      'photo with hand-drawn-style strokes (e.g. 320x480)')
   parser.add_argument('--large', default='',
                       help='HxW of one large image (e.g. 1024x2048)')
   parser.add_argument('--large-classes', type=int, default=10,
@@ -158,6 +194,8 @@ def main():
     for text in args.sizes.split(','):
       compare(*_size(text), args.num_classes, args.skip_pymatting,
               args.iterative)
+  for text in filter(None, args.coffee.split(',')):
+    coffee(*_size(text))
   if args.large:
     large(*_size(args.large), args.large_classes, args.large_method)
 
