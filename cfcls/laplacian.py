@@ -83,11 +83,12 @@ def half_offsets(radius: int):
           if dy > 0 or dx >= 0]
 
 
-def _assemble(weights, radius: int):
+def _assemble(weights, radius: int, xp=jnp):
   """Window weights [B, P, hc, W - 2r] -> stencil rows [B, T, hc + 2r, W + 4r].
 
   Row u of the window centres covers pixel rows u .. u + 2r of the output;
-  columns get the 2r frame of WindowStats.stencil.
+  columns get the 2r frame of WindowStats.stencil. xp: the array library
+  (jax.numpy, or numpy on the host).
   """
   r = radius
   offsets = window_weights.window_offsets(r)
@@ -101,9 +102,9 @@ def _assemble(weights, radius: int):
       d, (ay, ax) = (ay - by, ax - bx), (by, bx)
     # W_ab sits at pixel centre + o_a and couples it to centre + o_b (tap
     # o_b - o_a); stored at the upper-half tap of the pair.
-    terms[index[d]].append(jnp.pad(
+    terms[index[d]].append(xp.pad(
         weights[:, p], ((0, 0), (r + ay, r - ay), (3 * r + ax, 3 * r - ax))))
-  return jnp.stack([sum(t[1:], t[0]) for t in terms], axis=1)
+  return xp.stack([sum(t[1:], t[0]) for t in terms], axis=1)
 
 
 # Window-centre rows per strip when tiling on the CPU (cache locality).
@@ -297,6 +298,38 @@ def laplacian_matvec(stats: WindowStats, x) -> jax.Array:
   return _apply(stencil, x)
 
 
+def host_stencil(image, eps: float = 1e-7, radius: int = 1,
+                 valid=None) -> np.ndarray:
+  """The stencil of one image's matting Laplacian, in float64 NumPy.
+
+  The same window weights as `window_stats` at precision 'float64', but
+  computed on the host with NumPy: nothing is compiled, so a first call
+  costs what later ones do (the direct solver and the sparse reference use
+  it).
+
+  Args:
+    image: [H, W, 3] array, RGB in [0, 1].
+    eps, radius: as in `window_stats`.
+    valid: optional [H, W] mask (1 = real pixel), as in `window_stats`.
+
+  Returns:
+    float64 [T, H, W]: L[p, p + d_t] at pixel p for the offsets d_t of
+    `half_offsets(radius)` (0 where p + d_t is outside the image).
+  """
+  image = np.asarray(image)
+  _validate.check_shape('image', image, (None, None, 3), '[H, W, 3]')
+  if valid is not None:
+    _validate.check_shape('valid', valid, image.shape[:2], '[H, W]')
+    valid = np.asarray(valid)[None]
+  _check_images(image[None], valid, radius, eps)
+  w = image.shape[1]
+  weights = window_weights.weights_float64(
+      image[None].astype(np.float64), float(eps), int(radius),
+      None if valid is None else valid > 0.5, np.float64, xp=np)
+  r2 = 2 * radius
+  return _assemble(weights, radius, xp=np)[0, :, :, r2:r2 + w]
+
+
 def sparse_laplacian(image, eps: float = 1e-7, radius: int = 1,
                      valid=None) -> scipy.sparse.csr_matrix:
   """The matting Laplacian of one image as a scipy CSR matrix in float64.
@@ -309,22 +342,8 @@ def sparse_laplacian(image, eps: float = 1e-7, radius: int = 1,
   Returns:
     N x N CSR float64 matrix, N = H * W, pixels in row-major order.
   """
-  image = np.asarray(image)
-  _validate.check_shape('image', image, (None, None, 3), '[H, W, 3]')
-  images = image[None].astype(np.float32)
-  if valid is not None:
-    _validate.check_shape('valid', valid, image.shape[:2], '[H, W]')
-    valid = np.asarray(valid, np.float32)[None]
-  _check_images(images, valid, radius, eps)
-  h, w, _ = image.shape
-  with jax.enable_x64(True):
-    stencil = np.asarray(_stencil_jit(
-        jnp.asarray(image[None], jnp.float64), eps=float(eps),
-        radius=int(radius),
-        valid=None if valid is None else jnp.asarray(valid),
-        dtype=jnp.dtype(jnp.float64), precision='float64'))[0]
-  r2 = 2 * radius
-  stencil = stencil[:, r2:r2 + h, r2:r2 + w]
+  stencil = host_stencil(image, eps, radius, valid)
+  _, h, w = stencil.shape
   ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing='ij')
   rows, cols, vals = [], [], []
   for k, (dy, dx) in enumerate(half_offsets(radius)):

@@ -391,12 +391,35 @@ def _direct_system(image, scribbles, num_classes, lam, eps, radius, valid):
   return a_mat.tocsr(), lam * labelled[:, None] * targets
 
 
-def _refine_once(solve, a_mat, rhs):
+def _direct_taps(image, scribbles, num_classes, lam, eps, radius, valid):
+  """(taps, rhs) of one image's system: float64 [T, H, W] for
+  `multifrontal.factorise_taps` (reach 2 * radius) and [H * W, K-1]."""
+  half = laplacian.host_stencil(image, eps, radius, valid)
+  _, h, w = half.shape
+  reach = 2 * radius
+  offsets = multifrontal.full_offsets(reach)
+  taps = np.zeros((len(offsets), h, w))
+  index = {d: t for t, d in enumerate(offsets)}
+  for t, (dy, dx) in enumerate(laplacian.half_offsets(radius)):
+    taps[index[dy, dx]] = half[t]
+    if (dy, dx) != (0, 0):  # A[p + d, p] = A[p, p + d]
+      ya, xa, xb = max(0, -dx), max(0, dx), w - max(0, -dx)
+      taps[index[-dy, -dx], dy:, xa:xb] = half[t][:h - dy, ya:ya + xb - xa]
+  labelled = (scribbles != labels_lib.IGNORE).astype(np.float64)
+  centre = taps[index[0, 0]]
+  # Rows of pixels in no kept window and unscribbled are all zero: pin them.
+  centre += lam * labelled + (centre + lam * labelled <= 0)
+  classes = np.arange(1, num_classes)
+  targets = (scribbles.reshape(-1, 1) == classes[None, :]).astype(np.float64)
+  return taps, lam * labelled.reshape(-1, 1) * targets
+
+
+def _refine_once(solve, matvec, rhs):
   """x = A^-1 rhs plus one refinement step; info on that step's change."""
   sol = solve(rhs)
-  step = solve(rhs - a_mat @ sol)
+  step = solve(rhs - matvec(sol))
   sol = sol + step
-  res = rhs - a_mat @ sol
+  res = rhs - matvec(sol)
   b_norm = np.linalg.norm(rhs, axis=0)
   res_norm = np.linalg.norm(res, axis=0)
   rel = np.where(b_norm > 0, res_norm / np.where(b_norm > 0, b_norm, 1.0),
@@ -411,6 +434,8 @@ def _solve_direct_batch(images, scribbles, num_classes, lam, eps, radius,
   images = np.asarray(images)
   _validate.check_finite('images', images)
   scribbles = np.asarray(scribbles)
+  if valid is not None:
+    valid = np.asarray(valid)
   b, h, w = scribbles.shape
   c = num_classes - 1
   alphas = np.zeros((b, h, w, c))
@@ -418,17 +443,18 @@ def _solve_direct_batch(images, scribbles, num_classes, lam, eps, radius,
   scribbled = np.any(scribbles != labels_lib.IGNORE, axis=(1, 2))
   for i in np.flatnonzero(scribbled):
     image = images[i].astype(np.float64)
-    a_mat, rhs = _direct_system(
+    taps, rhs = _direct_taps(
         image, scribbles[i], num_classes, lam, eps, radius,
-        None if valid is None else np.asarray(valid)[i])
+        None if valid is None else valid[i])
     try:
-      factor = multifrontal.factorise(a_mat, h, w, reach=2 * radius)
+      factor = multifrontal.factorise_taps(taps, reach=2 * radius)
     except np.linalg.LinAlgError as e:
       raise ValueError(
           f'image {i}: the matting system is singular (a part of the image '
           f'that no window connects to any scribble?): {e}') from e
     sol, info = _refine_once(functools.partial(multifrontal.solve, factor),
-                             a_mat, rhs)
+                             functools.partial(multifrontal.matvec, taps),
+                             rhs)
     alphas[i] = sol.reshape(h, w, c)
     rel[i], change[i] = info['relative_residual'], info['error_estimate']
   return jnp.asarray(alphas, jnp.float32), {

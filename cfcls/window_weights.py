@@ -28,6 +28,8 @@ grey (R=G=B) windows at eps = 1e-7, so the route to P decides the accuracy.
   with s ~ 1 and one with s ~ sqrt(eps): there the float32 rounding of the
   centred colours alone (relative 6e-8) moves P by ~6e-8 s_1 / sqrt(eps).
 """
+import contextlib
+
 import jax
 import jax.numpy as jnp
 
@@ -49,9 +51,9 @@ def window_pairs(radius: int):
   return [(a, b) for a in range(n) for b in range(a, n)]
 
 
-def _safe_div(num, den):
+def _safe_div(num, den, xp=jnp):
   ok = den > 0
-  return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
+  return xp.where(ok, num / xp.where(ok, den, 1.0), 0.0)
 
 
 def _dot(u, v):
@@ -79,7 +81,7 @@ def _centred_colours(images, radius: int):
   return [[p[c] - mean[c] for c in range(3)] for p in pix]
 
 
-def _weights(left, right, valid, radius: int, dtype):
+def _weights(left, right, valid, radius: int, dtype, xp=jnp):
   """W_ab = delta_ab - 1/n - left[a] . right[b] for a <= b, stacked.
 
   Args:
@@ -88,6 +90,7 @@ def _weights(left, right, valid, radius: int, dtype):
     valid: None or bool [B, H, W]; windows touching a False pixel get 0.
     radius: window radius r.
     dtype: output dtype.
+    xp: the array library (jax.numpy, or numpy on the host).
 
   Returns:
     [B, n (n + 1) / 2, hk, wk] in the order of `window_pairs(radius)`.
@@ -104,17 +107,18 @@ def _weights(left, right, valid, radius: int, dtype):
   for a, b in window_pairs(r):
     wab = float(a == b) - 1.0 / n - _dot(left[a], right[b])
     if keep is not None:
-      wab = jnp.where(keep, wab, 0.0)
+      wab = xp.where(keep, wab, 0.0)
     out.append(wab.astype(dtype))
-  return jnp.stack(out, axis=1)
+  return xp.stack(out, axis=1)
 
 
-def _inverse_covariances(cen, eps: float):
+def _inverse_covariances(cen, eps: float, xp=jnp):
   """(Sigma_k + eps/|w| I)^-1 of every window from its centred colours.
 
   Args:
     cen: cen[a][c] = centred colour channel c of window pixel a, [B, hk, wk].
     eps: the regulariser.
+    xp: the array library (jax.numpy, or numpy on the host).
 
   Returns:
     inv[c][e], [B, hk, wk] each.
@@ -137,18 +141,19 @@ def _inverse_covariances(cen, eps: float):
   yy, yz, zz = _dot(y, y), _dot(y, z), _dot(z, z)
   # Modified Gram-Schmidt: y1 = y - proj_x y, z1 = z - proj_x z,
   # z2 = z1 - proj_y1 z1.
-  ty = _safe_div(xy, xx)
-  tz = _safe_div(xz, xx)
+  div = lambda num, den: _safe_div(num, den, xp)
+  ty = div(xy, xx)
+  tz = div(xz, xx)
   y1 = [q - ty * p for p, q in zip(x, y)]
   z1 = [q - tz * p for p, q in zip(x, z)]
   yy1 = _dot(y1, y1)
   y1z1 = _dot(y1, z1)
-  t2 = _safe_div(y1z1, yy1)
+  t2 = div(y1z1, yy1)
   z2 = [q - t2 * p for p, q in zip(y1, z1)]
   zz2 = _dot(z2, z2)
-  r11, r22, r33 = jnp.sqrt(xx), jnp.sqrt(yy1), jnp.sqrt(zz2)
-  r12, r13 = _safe_div(xy, r11), _safe_div(xz, r11)
-  r23 = _safe_div(y1z1, r22)
+  r11, r22, r33 = xp.sqrt(xx), xp.sqrt(yy1), xp.sqrt(zz2)
+  r12, r13 = div(xy, r11), div(xz, r11)
+  r23 = div(y1z1, r22)
   # adj(R) for upper triangular R (rows).
   u0 = (r22 * r33, -r12 * r33, r12 * r23 - r13 * r22)
   u1 = (r11 * r33, -r11 * r23)
@@ -176,7 +181,7 @@ def _inverse_covariances(cen, eps: float):
            / det for e in range(3)] for c in range(3)]
 
 
-def weights_float64(images, eps: float, radius: int, valid, dtype):
+def weights_float64(images, eps: float, radius: int, valid, dtype, xp=jnp):
   """Window weights via Delta_k^-1, computed in a float64 island.
 
   Args:
@@ -185,19 +190,23 @@ def weights_float64(images, eps: float, radius: int, valid, dtype):
     radius: window radius r.
     valid: None or bool [B, H, W]; windows touching a False pixel get 0.
     dtype: output dtype.
+    xp: jax.numpy (default), or numpy to compute on the host without
+      compiling anything (`cfcls.laplacian.host_stencil`).
 
   Returns:
     [B, n (n + 1) / 2, H - 2r, W - 2r] in the order of `window_pairs(r)`,
     per window centre.
   """
   n = (2 * radius + 1) ** 2
-  with jax.enable_x64(True):
-    cen = _centred_colours(images.astype(jnp.float64), radius)
-    inv = _inverse_covariances(cen, eps)
+  island = (jax.enable_x64(True) if xp is jnp
+            else contextlib.nullcontext())
+  with island:
+    cen = _centred_colours(images.astype(xp.float64), radius)
+    inv = _inverse_covariances(cen, eps, xp)
     # m[a] = Delta^-1 (I_a - mu) / n: P_ab = m[a] . cen[b], bounded by 1
     # although Delta^-1 reaches ~1e8.
     m = [[_dot(inv[c], q) / n for c in range(3)] for q in cen]
-    return _weights(m, cen, valid, radius, dtype)
+    return _weights(m, cen, valid, radius, dtype, xp)
 
 
 def _jacobi_rotations(gram, sweeps: int):
