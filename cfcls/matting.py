@@ -206,7 +206,8 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
                 max_iters: int = 5000, valid=None, x0=None,
                 inner_tol: float = 1e-3, max_refinements: int = 30,
                 preconditioner: str = 'tiles', coarse_block: int = 16,
-                method: str = 'auto', direct_max_pixels: int = 2 ** 21
+                method: str = 'auto', direct_max_pixels: int = 2 ** 21,
+                direct_precision: str = 'auto'
                 ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
   """Closed-form mattes of every foreground class.
 
@@ -214,13 +215,18 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
   scribbled pixels) and S_c = 1 on pixels scribbled c (one-vs-rest), for
   all images and classes, by one of two methods:
 
-  * 'direct': per image, a multifrontal Cholesky factorisation in float64
-    in nested-dissection order (`cfcls.multifrontal`, the factor shared by
-    all classes) plus one refinement step. Exact to ~1e-10. Time and
-    memory grow like N^1.5 and N log N: on a 2-core CPU 1.9 s at 321x321,
-    4.6 s at 480x640 (6 mattes) and 83 s with a 7.1 GiB peak at 1024x2048
-    (9 mattes), benchmarks/README.md. On that CPU it is faster than the
-    iterative method at every size measured.
+  * 'direct': per image, a multifrontal Cholesky factorisation in
+    nested-dissection order (`cfcls.multifrontal`, the factor shared by
+    all classes), computed on the host with NumPy/LAPACK (nothing to
+    compile). Up to MIXED_PIXELS (2^20) pixels the factor is float64 and
+    one refinement step follows: exact to ~1e-10. Above, by default
+    (`direct_precision`), the factor is float32 (half the memory and
+    time) and float64 iterative refinement runs until a step changes no
+    alpha by more than MIXED_TOL (1e-7), 3-5 steps on photos; if the
+    float32 factor breaks down or does not converge in MIXED_MAX_STEPS,
+    the image is refactorised in float64. Time and memory grow like
+    N^1.5 and N log N (figures: benchmarks/README.md). On a 2-core CPU it
+    is faster than the iterative method at every size measured.
   * 'iterative': matrix-free, all images and classes at once: float64
     iterative refinement around float32 preconditioned conjugate gradients
     (see the module doc). Memory linear in pixels, jit-compiled for any
@@ -259,6 +265,9 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
       inner_tol, max_refinements, preconditioner and coarse_block are
       those of the iterative method; 'direct' ignores them.
     direct_max_pixels: the largest H * W that 'auto' solves directly.
+    direct_precision: the direct method's factor: 'float64', 'mixed'
+      (float32 factor, float64 refinement) or 'auto' (default: 'mixed'
+      above MIXED_PIXELS pixels).
 
   Returns:
     alpha [B, H, W, K-1] float32 (not clipped) and info with
@@ -289,7 +298,7 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
     _validate.check_finite('x0', x0)
   if method == 'direct' or (method == 'auto' and h * w <= direct_max_pixels):
     return _solve_direct_batch(images, scribbles, num_classes, lam, eps,
-                               radius, valid)
+                               radius, valid, direct_precision)
   scribbles = jnp.asarray(scribbles)
   labelled, targets = losses.scribble_constraints(scribbles, num_classes)
   scribbled = np.asarray(jnp.any(labelled > 0, axis=(1, 2, 3)))
@@ -414,23 +423,66 @@ def _direct_taps(image, scribbles, num_classes, lam, eps, radius, valid):
   return taps, lam * labelled.reshape(-1, 1) * targets
 
 
-def _refine_once(solve, matvec, rhs):
-  """x = A^-1 rhs plus one refinement step; info on that step's change."""
+DIRECT_PRECISIONS = ('auto', 'float64', 'mixed')
+# 'auto' factorises images of more pixels than this in float32 ('mixed').
+MIXED_PIXELS = 2 ** 20
+# 'mixed' refines until no alpha changes by more than this, in at most
+# MIXED_MAX_STEPS steps (each ~1e-2 of the last on photos: 3-5 steps).
+MIXED_TOL = 1e-7
+MIXED_MAX_STEPS = 10
+
+
+def _refine(solve, matvec, rhs, tol, max_steps):
+  """x = A^-1 rhs, then refinement steps until one changes no entry by more
+  than tol (at least one step, at most max_steps); info on the last."""
   sol = solve(rhs)
-  step = solve(rhs - matvec(sol))
-  sol = sol + step
+  for steps in range(1, max_steps + 1):
+    step = solve(rhs - matvec(sol))
+    sol += step
+    change = np.max(np.abs(step), axis=0)
+    if np.all(change <= tol):
+      break
   res = rhs - matvec(sol)
   b_norm = np.linalg.norm(rhs, axis=0)
   res_norm = np.linalg.norm(res, axis=0)
   rel = np.where(b_norm > 0, res_norm / np.where(b_norm > 0, b_norm, 1.0),
                  res_norm)
-  return sol, {'relative_residual': rel,
-               'error_estimate': np.max(np.abs(step), axis=0)}
+  return sol, {'relative_residual': rel, 'error_estimate': change,
+               'refinements': steps, 'converged': bool(np.all(change <= tol))}
+
+
+def _solve_direct_one(taps, rhs, reach, mixed, index):
+  """(alpha [N, K-1], info) of one image's system: a float64 factor and
+  one refinement step, or (mixed) a float32 factor refined to MIXED_TOL,
+  falling back to float64 if that breaks down or does not converge."""
+  matvec = functools.partial(multifrontal.matvec, taps)
+  if mixed:
+    try:
+      factor = multifrontal.factorise_taps(taps, reach, dtype=np.float32)
+    except np.linalg.LinAlgError:
+      factor = None
+    if factor is not None:
+      sol, info = _refine(functools.partial(multifrontal.solve, factor),
+                          matvec, rhs, MIXED_TOL, MIXED_MAX_STEPS)
+      if info['converged']:
+        return sol, info
+      del factor, sol
+  try:
+    factor = multifrontal.factorise_taps(taps, reach)
+  except np.linalg.LinAlgError as e:
+    raise ValueError(
+        f'image {index}: the matting system is singular (a part of the '
+        f'image that no window connects to any scribble?): {e}') from e
+  return _refine(functools.partial(multifrontal.solve, factor), matvec, rhs,
+                 np.inf, 1)
 
 
 def _solve_direct_batch(images, scribbles, num_classes, lam, eps, radius,
-                        valid):
+                        valid, precision):
   """solve_alpha's 'direct' method: a multifrontal Cholesky per image."""
+  if precision not in DIRECT_PRECISIONS:
+    raise ValueError(f'direct_precision={precision!r} is not one of '
+                     f'{DIRECT_PRECISIONS}')
   images = np.asarray(images)
   _validate.check_finite('images', images)
   scribbles = np.asarray(scribbles)
@@ -438,28 +490,23 @@ def _solve_direct_batch(images, scribbles, num_classes, lam, eps, radius,
     valid = np.asarray(valid)
   b, h, w = scribbles.shape
   c = num_classes - 1
+  mixed = precision == 'mixed' or (precision == 'auto'
+                                   and h * w > MIXED_PIXELS)
   alphas = np.zeros((b, h, w, c))
   rel, change = np.zeros((b, c)), np.zeros((b, c))
+  steps = 0
   scribbled = np.any(scribbles != labels_lib.IGNORE, axis=(1, 2))
   for i in np.flatnonzero(scribbled):
-    image = images[i].astype(np.float64)
     taps, rhs = _direct_taps(
-        image, scribbles[i], num_classes, lam, eps, radius,
-        None if valid is None else valid[i])
-    try:
-      factor = multifrontal.factorise_taps(taps, reach=2 * radius)
-    except np.linalg.LinAlgError as e:
-      raise ValueError(
-          f'image {i}: the matting system is singular (a part of the image '
-          f'that no window connects to any scribble?): {e}') from e
-    sol, info = _refine_once(functools.partial(multifrontal.solve, factor),
-                             functools.partial(multifrontal.matvec, taps),
-                             rhs)
+        images[i].astype(np.float64), scribbles[i], num_classes, lam, eps,
+        radius, None if valid is None else valid[i])
+    sol, info = _solve_direct_one(taps, rhs, 2 * radius, mixed, i)
     alphas[i] = sol.reshape(h, w, c)
     rel[i], change[i] = info['relative_residual'], info['error_estimate']
+    steps = max(steps, info['refinements'])
   return jnp.asarray(alphas, jnp.float32), {
       'relative_residual': rel, 'error_estimate': change, 'iterations': 0,
-      'refinements': 1, 'scribbled': scribbled, 'method': 'direct'}
+      'refinements': steps, 'scribbled': scribbled, 'method': 'direct'}
 
 
 def solve_alpha_direct(image, scribbles, num_classes: int, lam: float = 100.0,

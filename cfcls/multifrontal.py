@@ -29,7 +29,7 @@ is about a third of the time of a factorisation.
 """
 import contextlib
 import functools
-from typing import List, NamedTuple, Tuple
+from typing import Iterable, Iterator, List, NamedTuple, Tuple
 
 import numpy as np
 import scipy.linalg.blas
@@ -81,7 +81,8 @@ class Plan(NamedTuple):
   width: int
   reach: int
   order: np.ndarray    # int64 [N]: the pixels in elimination order
-  fronts: List[FrontPlan]
+  num_fronts: int
+  fronts: Iterable[FrontPlan]  # a list, or one pass for large grids
 
 
 def _ring(region, height, width, reach, index):
@@ -103,18 +104,27 @@ def _runs(at):
   return tuple(zip(starts.tolist(), lengths.tolist(), at[starts].tolist()))
 
 
-def _plan(height: int, width: int, reach: int, leaf_pixels: int) -> Plan:
+def _plan(height: int, width: int, reach: int, leaf_pixels: int,
+          lazy: bool = False) -> Plan:
+  """The plan; with `lazy`, its fronts are made as the factorisation asks
+  for them (a whole plan is ~50 bytes per pixel and tap)."""
   n = height * width
-  index = np.arange(n).reshape(height, width)
   nodes = grid_ordering.dissection_tree(height, width, reach, leaf_pixels)
   order = np.concatenate([node.pixels for node in nodes])
   rank = np.empty(n, np.int64)
   rank[order] = np.arange(n)
+  fronts = _front_plans(height, width, reach, nodes, rank)
+  return Plan(height, width, reach, order, len(nodes),
+              fronts if lazy else list(fronts))
+
+
+def _front_plans(height, width, reach, nodes, rank) -> Iterator[FrontPlan]:
+  n = height * width
+  index = np.arange(n).reshape(height, width)
   offsets = np.array(full_offsets(reach))
   ys, xs = np.divmod(np.arange(n), width)
   pos = np.full(n, -1, np.int64)
   rings = {}
-  fronts = []
   start = 0
   for k, node in enumerate(nodes):
     own = node.pixels
@@ -142,11 +152,9 @@ def _plan(height: int, width: int, reach: int, leaf_pixels: int) -> Plan:
     children = tuple((c, _runs(pos[rings.pop(c)])) for c in node.children)
     pos[front] = -1
     rings[k] = ring
-    fronts.append(FrontPlan(own, ring, start, rank[ring],
-                            dst.astype(np.int32), src.astype(np.int32),
-                            children))
+    yield FrontPlan(own, ring, start, rank[ring], dst.astype(np.int32),
+                    src.astype(np.int32), children)
     start += len(own)
-  return Plan(height, width, reach, order, fronts)
 
 
 _cached_plan = functools.lru_cache(maxsize=4)(_plan)
@@ -154,13 +162,14 @@ _cached_plan = functools.lru_cache(maxsize=4)(_plan)
 
 def plan(height: int, width: int, reach: int,
          leaf_pixels: int = LEAF_PIXELS) -> Plan:
-  """The symbolic analysis of a height x width grid (cached if small)."""
+  """The symbolic analysis of a height x width grid: cached up to
+  CACHED_PLAN_PIXELS, above that made front by front (one pass)."""
   if height < 1 or width < 1 or reach < 1:
     raise ValueError(f'a grid needs height, width, reach >= 1, got '
                      f'{height}x{width}, reach {reach}')
   if height * width <= CACHED_PLAN_PIXELS:
     return _cached_plan(height, width, reach, leaf_pixels)
-  return _plan(height, width, reach, leaf_pixels)
+  return _plan(height, width, reach, leaf_pixels, lazy=True)
 
 
 class Front(NamedTuple):
@@ -210,7 +219,7 @@ def factorise(a_mat, height: int, width: int, reach: int,
 
 
 def factorise_taps(taps: np.ndarray, reach: int,
-                   leaf_pixels: int = LEAF_PIXELS) -> Factor:
+                   leaf_pixels: int = LEAF_PIXELS, dtype=np.float64) -> Factor:
   """Cholesky factor of the SPD matrix given by its taps.
 
   Args:
@@ -220,6 +229,9 @@ def factorise_taps(taps: np.ndarray, reach: int,
       are ignored).
     reach: the stencil's reach.
     leaf_pixels: the largest block eliminated as one leaf front.
+    dtype: float64, or float32 (half the memory and about half the time
+      of the large fronts; `solve` with it is then accurate to about
+      cond(A) * 1e-7, so use it inside iterative refinement).
 
   Raises:
     numpy.linalg.LinAlgError if a front is not numerically positive
@@ -229,16 +241,22 @@ def factorise_taps(taps: np.ndarray, reach: int,
   if t != (2 * reach + 1) ** 2:
     raise ValueError(f'taps has {t} taps, expected {(2 * reach + 1) ** 2} '
                      f'for reach {reach}')
-  values = np.ascontiguousarray(taps, np.float64).reshape(-1)
+  dtype = np.dtype(dtype)
+  if dtype not in (np.float64, np.float32):
+    raise ValueError(f'dtype must be float64 or float32, got {dtype}')
+  potrf, = scipy.linalg.lapack.get_lapack_funcs(('potrf',), dtype=dtype)
+  trsm, syrk = scipy.linalg.blas.get_blas_funcs(('trsm', 'syrk'),
+                                                dtype=dtype)
+  values = np.ascontiguousarray(taps, dtype).reshape(-1)
   grid = plan(height, width, reach, leaf_pixels)
   updates = {}
   fronts = []
-  last = len(grid.fronts) - 1
+  last = grid.num_fronts - 1
   with _one_blas_thread():
     for k, fp in enumerate(grid.fronts):
       s = len(fp.own)
       m = s + len(fp.ring)
-      dense = np.zeros((m, m))
+      dense = np.zeros((m, m), dtype)
       dense.reshape(-1)[fp.dst] = values[fp.src]
       for child, runs in fp.children:
         update = updates.pop(child)
@@ -247,23 +265,22 @@ def factorise_taps(taps: np.ndarray, reach: int,
         for a, (ca, na, pa) in enumerate(runs):
           for cb, nb, pb in runs[:a + 1]:
             dense[pa:pa + na, pb:pb + nb] += update[ca:ca + na, cb:cb + nb]
-      l_own, info = scipy.linalg.lapack.dpotrf(dense[:s, :s], lower=1,
-                                               clean=1)
+      l_own, info = potrf(dense[:s, :s], lower=1, clean=1)
       if info != 0:
         raise np.linalg.LinAlgError(
-            f'front {k} ({s} pixels) is not positive definite (dpotrf '
-            f'info {info})')
+            f'front {k} ({s} pixels) is not positive definite in {dtype} '
+            f'(potrf info {info})')
       if m > s:
         # L_ro = F_ro L_oo^-T, from the lower-left block F_ro.
-        l_ring = scipy.linalg.blas.dtrsm(1.0, l_own, dense[s:, :s], side=1,
-                                         lower=1, trans_a=1)
+        l_ring = trsm(1.0, l_own, dense[s:, :s], side=1, lower=1,
+                      trans_a=1)
         if k != last:
           # F_rr - L_ro L_ro^T, lower triangle (SYRK; the upper is not
           # read).
-          updates[k] = scipy.linalg.blas.dsyrk(
-              -1.0, l_ring, beta=1.0, c=dense[s:, s:], lower=1)
+          updates[k] = syrk(-1.0, l_ring, beta=1.0, c=dense[s:, s:],
+                            lower=1)
       else:
-        l_ring = np.zeros((0, s))
+        l_ring = np.zeros((0, s), dtype)
       fronts.append(Front(fp.start, fp.ring_rank, l_own, l_ring))
   return Factor(height * width, grid.order, fronts)
 
@@ -284,13 +301,15 @@ def matvec(taps: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def solve(factor: Factor, rhs: np.ndarray) -> np.ndarray:
-  """A^-1 rhs for rhs [N] or [N, C] (float64)."""
+  """A^-1 rhs for rhs [N] or [N, C], in the factor's precision; returns
+  float64."""
   rhs = np.asarray(rhs, np.float64)
   if rhs.shape[0] != factor.n:
     raise ValueError(f'rhs has {rhs.shape[0]} rows, the factor {factor.n}')
+  dtype = factor.fronts[-1].l_own.dtype
   # In elimination order, every front's own pixels are a slice.
-  x = rhs.reshape(factor.n, -1)[factor.order]
-  trtrs = scipy.linalg.lapack.dtrtrs
+  x = rhs.reshape(factor.n, -1)[factor.order].astype(dtype)
+  trtrs, = scipy.linalg.lapack.get_lapack_funcs(('trtrs',), dtype=dtype)
   with _one_blas_thread():
     for f in factor.fronts:  # forward: L y = b
       own = slice(f.start, f.start + len(f.l_own))
@@ -304,6 +323,6 @@ def solve(factor: Factor, rhs: np.ndarray) -> np.ndarray:
       if len(f.ring_rank):
         b = b - f.l_ring.T @ x[f.ring_rank]
       x[own], _ = trtrs(f.l_own, b, lower=1, trans=1)
-  out = np.empty_like(x)
+  out = np.empty(x.shape)
   out[factor.order] = x
   return out.reshape(rhs.shape)

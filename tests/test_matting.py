@@ -251,3 +251,34 @@ def test_orderings_agree_and_bad_ordering_is_refused():
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-9)
   with pytest.raises(ValueError, match='ordering='):
     matting.solve_alpha_direct(image, scribbles, 5, ordering='METIS')
+
+
+@pytest.mark.parametrize('precision', ['float64', 'mixed'])
+def test_direct_precisions_agree_with_the_reference(precision):
+  image, scribbles = matting_scenes.photo_like_scene(48, 61, num_classes=5)
+  want = matting.solve_alpha_direct(image, scribbles, 5)
+  alpha, info = matting.solve_alpha(image[None], scribbles[None], 5,
+                                    method='direct',
+                                    direct_precision=precision)
+  np.testing.assert_allclose(np.asarray(alpha)[0], want, rtol=0, atol=1e-5)
+  if precision == 'mixed':  # refined until a step changes < MIXED_TOL
+    assert 1 < info['refinements'] <= matting.MIXED_MAX_STEPS
+    assert info['error_estimate'].max() <= matting.MIXED_TOL
+  else:
+    assert info['refinements'] == 1
+  with pytest.raises(ValueError, match='direct_precision'):
+    matting.solve_alpha(image[None], scribbles[None], 5, method='direct',
+                        direct_precision='half')
+
+
+def test_mixed_precision_falls_back_to_float64(monkeypatch):
+  # A float32 factor that cannot meet the tolerance: the image is solved
+  # again with the float64 factor (one refinement step), exactly.
+  monkeypatch.setattr(matting, 'MIXED_TOL', 0.0)
+  monkeypatch.setattr(matting, 'MIXED_MAX_STEPS', 1)
+  image, scribbles = matting_scenes.photo_like_scene(30, 41, num_classes=4)
+  want = matting.solve_alpha_direct(image, scribbles, 4)
+  alpha, info = matting.solve_alpha(image[None], scribbles[None], 4,
+                                    direct_precision='mixed')
+  np.testing.assert_allclose(np.asarray(alpha)[0], want, rtol=0, atol=1e-6)
+  assert info['refinements'] == 1 and info['error_estimate'].max() < 1e-8

@@ -60,3 +60,26 @@ def test_matting_system_and_errors():
     multifrontal.factorise(a, 37, 44, reach=2)
   with pytest.raises(ValueError, match='rows'):
     multifrontal.solve(factor, rhs[1:])
+
+
+def test_float32_factor_and_taps():
+  h, w, reach = 29, 34, 2
+  a = _random_stencil_spd(h, w, reach, seed=3)
+  rhs = np.random.default_rng(2).standard_normal((h * w, 2))
+  want = scipy.sparse.linalg.splu(a.tocsc()).solve(rhs)
+  taps = multifrontal.taps_from_sparse(a, h, w, reach)
+  # The taps reproduce A (matvec), and a float32 factor solves to ~1e-5.
+  np.testing.assert_allclose(multifrontal.matvec(taps, want), rhs,
+                             rtol=0, atol=1e-10)
+  factor = multifrontal.factorise_taps(taps, reach, dtype=np.float32)
+  assert factor.fronts[0].l_own.dtype == np.float32
+  got = multifrontal.solve(factor, rhs)
+  assert got.dtype == np.float64
+  err = np.abs(got - want).max() / np.abs(want).max()
+  assert 1e-9 < err < 1e-4  # float32 rounding, not float64
+  with pytest.raises(ValueError, match='float64 or float32'):
+    multifrontal.factorise_taps(taps, reach, dtype=np.float16)
+  with pytest.raises(ValueError, match='taps'):
+    multifrontal.factorise_taps(taps[:-1], reach)
+  with pytest.raises(ValueError, match='reach'):
+    multifrontal.taps_from_sparse(a, h, w, 1)
