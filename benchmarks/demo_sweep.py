@@ -9,7 +9,10 @@ numbers are close to, not the same as, `python train.py`'s: use it to rank
 recipes, then confirm the chosen one with train.py. Evaluation goes through
 `inference.forward`, so it applies configs/demo.py's guided filter
 (radius 8) unless a variant sets `guided_filter_radius` to 0; the tables in
-benchmarks/README.md were measured before the demo had the filter.
+benchmarks/README.md were measured before the demo had the filter. Width and
+steps are configs/demo.py's for the network (its per_network table; --set
+model.width=W and --steps=N win); each result records the width and the
+parameter count that ran.
 
   python benchmarks/demo_sweep.py --variants=cfm,pce,ce --steps=1500
   python benchmarks/demo_sweep.py --variants=all --parallel=8   # on a GPU
@@ -141,6 +144,9 @@ def make_config(name, steps, sets=None):
     node[leaf] = value
   if steps:
     config.num_train_steps = steps
+  # configs/demo.py's width (and steps) of model.name for what is still
+  # unset, as train.py does (an explicit --set or --steps wins).
+  config_schema.apply_per_network(config)
   from cfcls import objectives  # pylint: disable=g-import-not-at-top
   config.data.targets.enabled = objectives.needs_targets(config)
   return config
@@ -221,6 +227,8 @@ def run_variant(name, steps, data_path, family='scenes', sets=None):
   mesh = parallel.create_mesh(jax.devices()[:1])
   run = run_lib.build(config, k, synthetic.CLASS_NAMES, mesh)
   state = run_lib.initial_state(run)
+  params = {key: sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(tree))
+            for key, tree in state.params.items()}
   step_fn = run.train_step
   rng = np.random.default_rng(config.seed)
   n_train = data['train_image'].shape[0]
@@ -252,6 +260,10 @@ def run_variant(name, steps, data_path, family='scenes', sets=None):
   mlc = {key: miou.pop(key) for key in list(miou) if 'mlc' in key}
   overrides = {'loss': 'cfm', **VARIANTS[name], **parse_sets(sets)}
   return {'variant': name, 'family': family, 'overrides': overrides,
+          'model': config.model.name, 'width': config.model.width,
+          'params': sum(params.values()),
+          'params_without_mlc_head': sum(
+              v for key, v in params.items() if key != 'mlc_head'),
           'steps': config.num_train_steps, 'train_s': round(train_s, 1),
           'device': jax.devices()[0].device_kind, 'miou': miou,
           'best': max(miou.items(), key=lambda kv: kv[1]), 'mlc': mlc,

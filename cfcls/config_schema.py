@@ -175,7 +175,41 @@ def get_config():
   config.matting_metrics = True
   config.matting_max_images = 16  # validation images used; 0 = all
   config.matting_gradient_sigma = 1.4  # Gaussian derivative filter sigma
+
+  # Settings by network: per_network.<model.name> is a partial config (e.g.
+  # model.width, num_train_steps) whose fields fill the ones the config
+  # leaves unset (None) once model.name is known, i.e. after the command
+  # line (`apply_per_network`, which `config_utils.validate_config` runs).
+  # A value given explicitly (--config.model.width=0.5) is not None and wins.
+  # configs/demo.py uses it for a width and schedule per network.
+  config.per_network = ml_collections.ConfigDict()
   return config
+
+
+def apply_per_network(config) -> list:
+  """Fills the unset (None) fields of `config` from per_network[model.name].
+
+  In place; fields that hold a value (the config file's, or the command
+  line's) are kept. Returns the filled fields as ['model.width=0.5', ...].
+  """
+  table = config.get('per_network') or {}
+  entry = table.get(config.model.name) if hasattr(table, 'get') else None
+  filled = []
+
+  def fill(node, settings, prefix):
+    for key, value in settings.items():
+      if key not in node:
+        continue  # an unknown field: the schema check names it
+      if hasattr(value, 'items'):
+        if hasattr(node[key], 'items'):
+          fill(node[key], value, f'{prefix}{key}.')
+      elif node[key] is None and value is not None:
+        node[key] = value
+        filled.append(f'{prefix}{key}={value!r}')
+
+  if entry is not None:
+    fill(config, entry, '')
+  return filled
 
 
 def use_closed_form_labels(config):

@@ -54,12 +54,68 @@ def _field_problems(config, schema, prefix: str) -> List[str]:
     problems.append(f'missing field {prefix}{name} (start config files from '
                     'configs/base.py)')
   for name in sorted(keys & valid):
-    if _is_dict(schema[name]):
+    if not prefix and name == 'per_network':
+      problems += _per_network_problems(config[name], schema)
+    elif _is_dict(schema[name]):
       if not _is_dict(config[name]):
         problems.append(f'field {prefix}{name} must be a ConfigDict')
       else:
         problems += _field_problems(config[name], schema[name],
                                     f'{prefix}{name}.')
+  return problems
+
+
+def _partial_problems(config, schema, prefix: str) -> List[str]:
+  """Unknown fields of a partial config (one that may leave fields out)."""
+  problems = []
+  for name in sorted(config.keys()):
+    if name not in schema:
+      close = difflib.get_close_matches(name, sorted(schema.keys()), n=1)
+      hint = f' (did you mean {prefix}{close[0]}?)' if close else ''
+      problems.append(f'unknown field {prefix}{name}{hint}')
+    elif _is_dict(schema[name]) and _is_dict(config[name]):
+      problems += _partial_problems(config[name], schema[name],
+                                    f'{prefix}{name}.')
+    elif _is_dict(schema[name]) or _is_dict(config[name]):
+      problems.append(f'field {prefix}{name} must '
+                      f'{"" if _is_dict(schema[name]) else "not "}be a '
+                      'ConfigDict')
+  return problems
+
+
+def _per_network_problems(table, schema) -> List[str]:
+  """per_network: model names, each a partial config of the schema's fields."""
+  if not _is_dict(table):
+    return ['field per_network must be a ConfigDict']
+  problems = []
+  for name in sorted(table.keys()):
+    if name not in models.MODEL_NAMES:
+      problems.append(f'per_network.{name}: not a model.name; allowed: '
+                      f'{models.MODEL_NAMES}')
+    elif not _is_dict(table[name]):
+      problems.append(f'field per_network.{name} must be a ConfigDict')
+    else:
+      entry = table[name]
+      problems += _partial_problems(entry, schema, f'per_network.{name}.')
+      if 'per_network' in entry or 'name' in entry.get('model', {}):
+        problems.append(f'per_network.{name} cannot set per_network or '
+                        'model.name')
+  return problems
+
+
+def _unset_problems(config, schema, prefix: str, network: str) -> List[str]:
+  """Fields left None (for per_network) whose schema default is not None."""
+  problems = []
+  for name in sorted(schema.keys()):
+    if name == 'per_network' and not prefix:
+      continue
+    if _is_dict(schema[name]):
+      problems += _unset_problems(config[name], schema[name],
+                                  f'{prefix}{name}.', network)
+    elif config[name] is None and schema[name] is not None:
+      problems.append(f'{prefix}{name} is unset (None) and per_network.'
+                      f'{network} does not set it: give '
+                      f'--config.{prefix}{name}')
   return problems
 
 
@@ -153,15 +209,22 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
 def validate_config(config, schema=None, device_count: Optional[int] = None):
   """Raises ValueError naming every unknown field and impossible value.
 
+  First fills the fields the config leaves unset (None) from
+  `per_network[model.name]` (`config_schema.apply_per_network`, in place):
+  after it the config holds the values the run uses.
+
   Args:
-    config: the ml_collections config to check.
+    config: the ml_collections config to check (and complete).
     schema: the config that defines the valid fields; default
       configs/base.py's `get_config()`.
     device_count: if given, batch sizes must be divisible by it.
   """
   schema = default_schema() if schema is None else schema
   problems = _field_problems(config, schema, '')
-  if not problems:  # Value checks need the fields.
+  if not problems:  # The rest needs the fields.
+    config_schema.apply_per_network(config)
+    problems = _unset_problems(config, schema, '', config.model.name)
+  if not problems:  # Value checks need the values.
     problems = _value_problems(config, device_count)
   if problems:
     raise ConfigError('invalid config: ' + '; '.join(problems))

@@ -123,3 +123,94 @@ def test_class_weights_must_match_the_classes():
   with pytest.raises(ValueError, match='class_weights has 2 values but the '
                      'dataset has 5 foreground classes'):
     config_utils.check_class_weights(config, 6)
+
+
+def _demo_module():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location('_demo_config', DEMO)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.mark.parametrize('name', ['deeplabv3plus', 'unet', 'erfnet'])
+def test_demo_width_and_steps_follow_the_network(name):
+  """--config.model.name=NAME alone takes the demo's width and steps of NAME."""
+  table = _demo_module().PER_NETWORK
+  config = load(DEMO, f'--config.model.name={name}')
+  assert config.model.width is None and config.num_train_steps is None
+  config_utils.validate_config(config, device_count=2)
+  assert config.model.width == table[name]['model']['width']
+  assert config.num_train_steps == table[name]['num_train_steps']
+  if name == 'deeplabv3plus':  # the demo's default network is unchanged
+    assert (config.model.width, config.num_train_steps) == (0.25, 5000)
+    assert load(DEMO).model.name == 'deeplabv3plus'
+
+
+def test_explicit_width_and_steps_win_over_the_network_defaults():
+  config = load(DEMO, '--config.model.name=erfnet', '--config.model.width=1.0',
+                '--config.num_train_steps=300')
+  config_utils.validate_config(config)
+  assert (config.model.width, config.num_train_steps) == (1.0, 300)
+  # Only the unset field is filled.
+  config = load(DEMO, '--config.model.name=unet', '--config.model.width=0.3')
+  config_utils.validate_config(config)
+  assert config.model.width == 0.3
+  assert config.num_train_steps == _demo_module().PER_NETWORK['unet'][
+      'num_train_steps']
+  # The table itself can be changed on the command line.
+  config = load(DEMO, '--config.model.name=unet',
+                '--config.per_network.unet.model.width=0.5')
+  config_utils.validate_config(config)
+  assert config.model.width == 0.5
+  # Filling is idempotent and says what it filled.
+  from cfcls import config_schema  # pylint: disable=g-import-not-at-top
+  config = load(DEMO, '--config.model.name=erfnet', '--config.model.width=1.0')
+  assert config_schema.apply_per_network(config) == [
+      f"num_train_steps={config.num_train_steps!r}"]
+  assert config_schema.apply_per_network(config) == []
+  assert config.model.width == 1.0
+
+
+def test_per_network_mistakes_are_named(tmp_path):
+  path = tmp_path / 'mine.py'
+  path.write_text(
+      'from cfcls import config_schema\n\n'
+      'def get_config():\n'
+      f'  config = config_schema.load_config_file({DEMO!r})\n'
+      '  del config.per_network["erfnet"]\n'
+      '  config.per_network.unet.model.widht = 0.5\n'
+      '  config.per_network.resnet = {"model": {"width": 1.0}}\n'
+      '  return config\n')
+  with pytest.raises(ValueError) as e:
+    config_utils.validate_config(load(str(path)))
+  message = str(e.value)
+  assert ('unknown field per_network.unet.model.widht (did you mean '
+          'per_network.unet.model.width?)') in message
+  assert 'per_network.resnet: not a model.name' in message
+  # A network the table leaves out needs the unset fields given.
+  config = load(DEMO, '--config.model.name=erfnet')
+  with config.unlocked():
+    del config.per_network['erfnet']
+  with pytest.raises(ValueError, match='model.width is unset'):
+    config_utils.validate_config(config)
+  config = load(DEMO, '--config.model.name=erfnet', '--config.model.width=0.5',
+                '--config.num_train_steps=100')
+  with config.unlocked():
+    del config.per_network['erfnet']
+  config_utils.validate_config(config)
+
+
+def test_demo_sweep_uses_the_network_defaults():
+  import sys  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
+  import demo_sweep  # pylint: disable=g-import-not-at-top
+  table = _demo_module().PER_NETWORK
+  config = demo_sweep.make_config('ce', 0, ['model.name=unet'])
+  assert (config.model.width, config.num_train_steps) == (
+      table['unet']['model']['width'], table['unet']['num_train_steps'])
+  config = demo_sweep.make_config('ce', 1500, ['model.name=erfnet',
+                                               'model.width=1.0'])
+  assert (config.model.width, config.num_train_steps) == (1.0, 1500)
+  config = demo_sweep.make_config('ce', 0, [])
+  assert (config.model.width, config.num_train_steps) == (0.25, 5000)
