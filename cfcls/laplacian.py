@@ -107,6 +107,8 @@ def _assemble(weights, radius: int, xp=jnp):
   return xp.stack([sum(t[1:], t[0]) for t in terms], axis=1)
 
 
+# Window-centre rows per strip of `host_stencil` (bounds its memory).
+_HOST_STRIP_ROWS = 64
 # Window-centre rows per strip when tiling on the CPU (cache locality).
 _STRIP_ROWS = 16
 _STRIP_BATCH = 2
@@ -320,14 +322,23 @@ def host_stencil(image, eps: float = 1e-7, radius: int = 1,
   _validate.check_shape('image', image, (None, None, 3), '[H, W, 3]')
   if valid is not None:
     _validate.check_shape('valid', valid, image.shape[:2], '[H, W]')
-    valid = np.asarray(valid)[None]
-  _check_images(image[None], valid, radius, eps)
-  w = image.shape[1]
-  weights = window_weights.weights_float64(
-      image[None].astype(np.float64), float(eps), int(radius),
-      None if valid is None else valid > 0.5, np.float64, xp=np)
+    valid = np.asarray(valid)
+  _check_images(image[None], None if valid is None else valid[None], radius,
+                eps)
+  h, w, _ = image.shape
   r2 = 2 * radius
-  return _assemble(weights, radius, xp=np)[0, :, :, r2:r2 + w]
+  image = image.astype(np.float64)
+  keep = None if valid is None else valid > 0.5
+  out = np.zeros((len(half_offsets(radius)), h, w))
+  # Strips of window-centre rows (their temporaries are ~100 floats per
+  # pixel); strip rows u0..u1 cover pixel rows u0..u1 + 2r.
+  for u0 in range(0, h - r2, _HOST_STRIP_ROWS):
+    rows = slice(u0, min(h, u0 + _HOST_STRIP_ROWS + r2))
+    weights = window_weights.weights_float64(
+        image[None, rows], float(eps), int(radius),
+        None if keep is None else keep[None, rows], np.float64, xp=np)
+    out[:, rows] += _assemble(weights, radius, xp=np)[0, :, :, r2:r2 + w]
+  return out
 
 
 def sparse_laplacian(image, eps: float = 1e-7, radius: int = 1,

@@ -220,11 +220,11 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
     all classes), computed on the host with NumPy/LAPACK (nothing to
     compile). Up to MIXED_PIXELS (2^20) pixels the factor is float64 and
     one refinement step follows: exact to ~1e-10. Above, by default
-    (`direct_precision`), the factor is float32 (half the memory and
-    time) and float64 iterative refinement runs until a step changes no
-    alpha by more than MIXED_TOL (1e-7), 3-5 steps on photos; if the
-    float32 factor breaks down or does not converge in MIXED_MAX_STEPS,
-    the image is refactorised in float64. Time and memory grow like
+    (`direct_precision`), the factor is computed in float64 but stored in
+    float32 (half the memory) and float64 iterative refinement runs until
+    a step changes no alpha by more than MIXED_TOL (1e-7), 2-3 steps on
+    photos; if it does not converge in MIXED_MAX_STEPS, the image is
+    refactorised and kept in float64. Time and memory grow like
     N^1.5 and N log N (figures: benchmarks/README.md). On a 2-core CPU it
     is faster than the iterative method at every size measured.
   * 'iterative': matrix-free, all images and classes at once: float64
@@ -266,7 +266,7 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
       those of the iterative method; 'direct' ignores them.
     direct_max_pixels: the largest H * W that 'auto' solves directly.
     direct_precision: the direct method's factor: 'float64', 'mixed'
-      (float32 factor, float64 refinement) or 'auto' (default: 'mixed'
+      (stored in float32, float64 refinement) or 'auto' (default: 'mixed'
       above MIXED_PIXELS pixels).
 
   Returns:
@@ -427,7 +427,7 @@ DIRECT_PRECISIONS = ('auto', 'float64', 'mixed')
 # 'auto' factorises images of more pixels than this in float32 ('mixed').
 MIXED_PIXELS = 2 ** 20
 # 'mixed' refines until no alpha changes by more than this, in at most
-# MIXED_MAX_STEPS steps (each ~1e-2 of the last on photos: 3-5 steps).
+# MIXED_MAX_STEPS steps (each ~1e-3..1e-5 of the last on photos: 2-3).
 MIXED_TOL = 1e-7
 MIXED_MAX_STEPS = 10
 
@@ -453,20 +453,22 @@ def _refine(solve, matvec, rhs, tol, max_steps):
 
 def _solve_direct_one(taps, rhs, reach, mixed, index):
   """(alpha [N, K-1], info) of one image's system: a float64 factor and
-  one refinement step, or (mixed) a float32 factor refined to MIXED_TOL,
-  falling back to float64 if that breaks down or does not converge."""
+  one refinement step, or (mixed) a factor stored in float32 refined to
+  MIXED_TOL, falling back to float64 if that does not converge."""
   matvec = functools.partial(multifrontal.matvec, taps)
   if mixed:
     try:
-      factor = multifrontal.factorise_taps(taps, reach, dtype=np.float32)
-    except np.linalg.LinAlgError:
-      factor = None
-    if factor is not None:
-      sol, info = _refine(functools.partial(multifrontal.solve, factor),
-                          matvec, rhs, MIXED_TOL, MIXED_MAX_STEPS)
-      if info['converged']:
-        return sol, info
-      del factor, sol
+      factor = multifrontal.factorise_taps(taps, reach,
+                                           storage=np.float32)
+    except np.linalg.LinAlgError as e:
+      raise ValueError(
+          f'image {index}: the matting system is singular (a part of the '
+          f'image that no window connects to any scribble?): {e}') from e
+    sol, info = _refine(functools.partial(multifrontal.solve, factor),
+                        matvec, rhs, MIXED_TOL, MIXED_MAX_STEPS)
+    if info['converged']:
+      return sol, info
+    del factor, sol
   try:
     factor = multifrontal.factorise_taps(taps, reach)
   except np.linalg.LinAlgError as e:

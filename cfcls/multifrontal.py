@@ -219,7 +219,8 @@ def factorise(a_mat, height: int, width: int, reach: int,
 
 
 def factorise_taps(taps: np.ndarray, reach: int,
-                   leaf_pixels: int = LEAF_PIXELS, dtype=np.float64) -> Factor:
+                   leaf_pixels: int = LEAF_PIXELS,
+                   storage=np.float64) -> Factor:
   """Cholesky factor of the SPD matrix given by its taps.
 
   Args:
@@ -229,9 +230,10 @@ def factorise_taps(taps: np.ndarray, reach: int,
       are ignored).
     reach: the stencil's reach.
     leaf_pixels: the largest block eliminated as one leaf front.
-    dtype: float64, or float32 (half the memory and about half the time
-      of the large fronts; `solve` with it is then accurate to about
-      cond(A) * 1e-7, so use it inside iterative refinement).
+    storage: the factor's dtype: float64, or float32 (half the memory;
+      computed in float64 and rounded, and `solve` then runs in float32:
+      accurate to about cond(A) * 1e-7, so use it inside iterative
+      refinement).
 
   Raises:
     numpy.linalg.LinAlgError if a front is not numerically positive
@@ -241,13 +243,10 @@ def factorise_taps(taps: np.ndarray, reach: int,
   if t != (2 * reach + 1) ** 2:
     raise ValueError(f'taps has {t} taps, expected {(2 * reach + 1) ** 2} '
                      f'for reach {reach}')
-  dtype = np.dtype(dtype)
-  if dtype not in (np.float64, np.float32):
-    raise ValueError(f'dtype must be float64 or float32, got {dtype}')
-  potrf, = scipy.linalg.lapack.get_lapack_funcs(('potrf',), dtype=dtype)
-  trsm, syrk = scipy.linalg.blas.get_blas_funcs(('trsm', 'syrk'),
-                                                dtype=dtype)
-  values = np.ascontiguousarray(taps, dtype).reshape(-1)
+  storage = np.dtype(storage)
+  if storage not in (np.float64, np.float32):
+    raise ValueError(f'storage must be float64 or float32, got {storage}')
+  values = np.ascontiguousarray(taps, np.float64).reshape(-1)
   grid = plan(height, width, reach, leaf_pixels)
   updates = {}
   fronts = []
@@ -256,7 +255,7 @@ def factorise_taps(taps: np.ndarray, reach: int,
     for k, fp in enumerate(grid.fronts):
       s = len(fp.own)
       m = s + len(fp.ring)
-      dense = np.zeros((m, m), dtype)
+      dense = np.zeros((m, m))
       dense.reshape(-1)[fp.dst] = values[fp.src]
       for child, runs in fp.children:
         update = updates.pop(child)
@@ -265,39 +264,42 @@ def factorise_taps(taps: np.ndarray, reach: int,
         for a, (ca, na, pa) in enumerate(runs):
           for cb, nb, pb in runs[:a + 1]:
             dense[pa:pa + na, pb:pb + nb] += update[ca:ca + na, cb:cb + nb]
-      l_own, info = potrf(dense[:s, :s], lower=1, clean=1)
+      l_own, info = scipy.linalg.lapack.dpotrf(dense[:s, :s], lower=1,
+                                               clean=1)
       if info != 0:
         raise np.linalg.LinAlgError(
-            f'front {k} ({s} pixels) is not positive definite in {dtype} '
-            f'(potrf info {info})')
+            f'front {k} ({s} pixels) is not positive definite (dpotrf '
+            f'info {info})')
       if m > s:
         # L_ro = F_ro L_oo^-T, from the lower-left block F_ro.
-        l_ring = trsm(1.0, l_own, dense[s:, :s], side=1, lower=1,
-                      trans_a=1)
+        l_ring = scipy.linalg.blas.dtrsm(1.0, l_own, dense[s:, :s], side=1,
+                                         lower=1, trans_a=1)
         if k != last:
           # F_rr - L_ro L_ro^T, lower triangle (SYRK; the upper is not
           # read).
-          updates[k] = syrk(-1.0, l_ring, beta=1.0, c=dense[s:, s:],
-                            lower=1)
+          updates[k] = scipy.linalg.blas.dsyrk(
+              -1.0, l_ring, beta=1.0, c=dense[s:, s:], lower=1)
       else:
-        l_ring = np.zeros((0, s), dtype)
-      fronts.append(Front(fp.start, fp.ring_rank, l_own, l_ring))
+        l_ring = np.zeros((0, s))
+      fronts.append(Front(fp.start, fp.ring_rank,
+                          l_own.astype(storage, copy=False),
+                          l_ring.astype(storage, copy=False)))
   return Factor(height * width, grid.order, fronts)
 
 
 def matvec(taps: np.ndarray, x: np.ndarray) -> np.ndarray:
   """A x for A given by its taps ([T, H, W], as `factorise_taps`) and x
-  [H * W] or [H * W, C]."""
+  [H * W] or [H * W, C] (one column at a time: few temporaries)."""
   t, height, width = taps.shape
   reach = (int(round(t ** 0.5)) - 1) // 2
-  shape = x.shape
-  x = x.reshape(height, width, -1)
-  padded = np.pad(x, ((reach, reach), (reach, reach), (0, 0)))
-  out = np.zeros_like(x, dtype=np.result_type(taps, x))
-  for k, (dy, dx) in enumerate(full_offsets(reach)):
-    out += taps[k][..., None] * padded[reach + dy:reach + dy + height,
-                                       reach + dx:reach + dx + width]
-  return out.reshape(shape)
+  cols = x.reshape(height, width, -1)
+  out = np.zeros(cols.shape, np.result_type(taps, x))
+  for c in range(cols.shape[-1]):
+    padded = np.pad(cols[..., c], reach)
+    for k, (dy, dx) in enumerate(full_offsets(reach)):
+      out[..., c] += taps[k] * padded[reach + dy:reach + dy + height,
+                                      reach + dx:reach + dx + width]
+  return out.reshape(x.shape)
 
 
 def solve(factor: Factor, rhs: np.ndarray) -> np.ndarray:

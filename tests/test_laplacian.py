@@ -456,3 +456,22 @@ def test_tall_image_spans_several_cpu_strips(precision):
           jnp.asarray(image[None]), jnp.asarray(valid[None] > 0.5))
   np.testing.assert_allclose(np.asarray(stats.stencil)[:, :, 2:-2],
                              np.asarray(whole), atol=1e-6)
+
+
+def test_host_stencil_matches_window_stats_in_strips(monkeypatch):
+  # The NumPy stencil (the direct solver's, computed in strips of window
+  # rows) is the jax float64 stencil, with and without padding.
+  rng = np.random.default_rng(5)
+  image = natural_image(rng, 23, 17)
+  valid = np.ones((23, 17), np.float32)
+  valid[19:], valid[:, 14:] = 0, 0
+  monkeypatch.setattr(laplacian, '_HOST_STRIP_ROWS', 4)  # 5 strips
+  for v in (None, valid):
+    with jax.enable_x64(True):  # float64 images, not window_stats' float32
+      want = np.asarray(laplacian._stencil_jit(
+          jnp.asarray(image[None], jnp.float64), eps=EPS, radius=1,
+          valid=None if v is None else jnp.asarray(v[None]),
+          dtype=jnp.dtype(jnp.float64), precision='float64'))
+    want = want[0, :, 2:25, 2:19]  # the 2r frame
+    got = laplacian.host_stencil(image, valid=v)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)

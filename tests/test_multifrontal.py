@@ -71,14 +71,14 @@ def test_float32_factor_and_taps():
   # The taps reproduce A (matvec), and a float32 factor solves to ~1e-5.
   np.testing.assert_allclose(multifrontal.matvec(taps, want), rhs,
                              rtol=0, atol=1e-10)
-  factor = multifrontal.factorise_taps(taps, reach, dtype=np.float32)
+  factor = multifrontal.factorise_taps(taps, reach, storage=np.float32)
   assert factor.fronts[0].l_own.dtype == np.float32
   got = multifrontal.solve(factor, rhs)
   assert got.dtype == np.float64
   err = np.abs(got - want).max() / np.abs(want).max()
   assert 1e-9 < err < 1e-4  # float32 rounding, not float64
   with pytest.raises(ValueError, match='float64 or float32'):
-    multifrontal.factorise_taps(taps, reach, dtype=np.float16)
+    multifrontal.factorise_taps(taps, reach, storage=np.float16)
   with pytest.raises(ValueError, match='taps'):
     multifrontal.factorise_taps(taps[:-1], reach)
   with pytest.raises(ValueError, match='reach'):
