@@ -164,7 +164,7 @@ def large(h, w, num_classes, method):
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
   print(f'{h}x{w}, {num_classes - 1} mattes: {elapsed:.1f} s incl. compile, '
         f'method {info["method"]}, {info["iterations"]} CG iterations, '
-        f'error estimate '
+        f'{info["refinements"]} refinement steps, error estimate '
         f'{info["error_estimate"].max():.1e}, peak RSS {peak:.2f} GiB')
 
 

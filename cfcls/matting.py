@@ -435,14 +435,19 @@ MIXED_MAX_STEPS = 10
 def _refine(solve, matvec, rhs, tol, max_steps):
   """x = A^-1 rhs, then refinement steps until one changes no entry by more
   than tol (at least one step, at most max_steps); info on the last."""
+  def residual(x):  # rhs - A x, in A x's buffer
+    ax = matvec(x)
+    return np.subtract(rhs, ax, out=ax)
+
   sol = solve(rhs)
   for steps in range(1, max_steps + 1):
-    step = solve(rhs - matvec(sol))
+    step = solve(residual(sol))
     sol += step
     change = np.max(np.abs(step), axis=0)
+    del step
     if np.all(change <= tol):
       break
-  res = rhs - matvec(sol)
+  res = residual(sol)
   b_norm = np.linalg.norm(rhs, axis=0)
   res_norm = np.linalg.norm(res, axis=0)
   rel = np.where(b_norm > 0, res_norm / np.where(b_norm > 0, b_norm, 1.0),

@@ -173,9 +173,11 @@ def plan(height: int, width: int, reach: int,
 
 
 class Front(NamedTuple):
-  start: int           # the own pixels are order[start:start + n_own]
+  start: int           # the own pixels are order[start:stop]
+  stop: int
   ring_rank: np.ndarray  # the ring pixels are order[ring_rank]
-  l_own: np.ndarray    # [n_own, n_own] lower Cholesky factor of F_oo
+  l_own: np.ndarray    # lower Cholesky factor of F_oo, packed (LAPACK's
+                       # rectangular full packed format, ?trttf)
   l_ring: np.ndarray   # [n_ring, n_own] = F_ro L_oo^-T
 
 
@@ -247,6 +249,7 @@ def factorise_taps(taps: np.ndarray, reach: int,
   if storage not in (np.float64, np.float32):
     raise ValueError(f'storage must be float64 or float32, got {storage}')
   values = np.ascontiguousarray(taps, np.float64).reshape(-1)
+  pack, = scipy.linalg.lapack.get_lapack_funcs(('trttf',), dtype=storage)
   grid = plan(height, width, reach, leaf_pixels)
   updates = {}
   fronts = []
@@ -281,8 +284,8 @@ def factorise_taps(taps: np.ndarray, reach: int,
               -1.0, l_ring, beta=1.0, c=dense[s:, s:], lower=1)
       else:
         l_ring = np.zeros((0, s))
-      fronts.append(Front(fp.start, fp.ring_rank,
-                          l_own.astype(storage, copy=False),
+      packed, _ = pack(l_own.astype(storage, copy=False), uplo='L')
+      fronts.append(Front(fp.start, fp.start + s, fp.ring_rank, packed,
                           l_ring.astype(storage, copy=False)))
   return Factor(height * width, grid.order, fronts)
 
@@ -311,20 +314,18 @@ def solve(factor: Factor, rhs: np.ndarray) -> np.ndarray:
   dtype = factor.fronts[-1].l_own.dtype
   # In elimination order, every front's own pixels are a slice.
   x = rhs.reshape(factor.n, -1)[factor.order].astype(dtype)
-  trtrs, = scipy.linalg.lapack.get_lapack_funcs(('trtrs',), dtype=dtype)
+  tfsm, = scipy.linalg.lapack.get_lapack_funcs(('tfsm',), dtype=dtype)
   with _one_blas_thread():
     for f in factor.fronts:  # forward: L y = b
-      own = slice(f.start, f.start + len(f.l_own))
-      y, _ = trtrs(f.l_own, x[own], lower=1)
-      x[own] = y
+      y = tfsm(1.0, f.l_own, x[f.start:f.stop], uplo='L')
+      x[f.start:f.stop] = y
       if len(f.ring_rank):
         x[f.ring_rank] -= f.l_ring @ y
     for f in reversed(factor.fronts):  # backward: L^T x = y
-      own = slice(f.start, f.start + len(f.l_own))
-      b = x[own]
+      b = x[f.start:f.stop]
       if len(f.ring_rank):
         b = b - f.l_ring.T @ x[f.ring_rank]
-      x[own], _ = trtrs(f.l_own, b, lower=1, trans=1)
+      x[f.start:f.stop] = tfsm(1.0, f.l_own, b, uplo='L', trans='T')
   out = np.empty(x.shape)
   out[factor.order] = x
   return out.reshape(rhs.shape)
