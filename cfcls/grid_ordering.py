@@ -31,9 +31,23 @@ class Node(NamedTuple):
   children: Tuple[int, ...]
 
 
-def dissection_tree(height: int, width: int, reach: int,
-                    leaf_pixels: int = LEAF_PIXELS) -> List[Node]:
-  """The nested-dissection tree of a grid, children before parents.
+class Region(NamedTuple):
+  """A node of the dissection tree without its pixel list.
+
+  Attributes:
+    region: (y0, y1, x0, x1), the rectangle that the node's subtree covers.
+    own: the rectangle of the node's own pixels (the whole region for a
+      leaf, the separating band for an inner node).
+    children: indices (into the post-ordered list) of its two halves.
+  """
+  region: Tuple[int, int, int, int]
+  own: Tuple[int, int, int, int]
+  children: Tuple[int, ...]
+
+
+def dissection_regions(height: int, width: int, reach: int,
+                       leaf_pixels: int = LEAF_PIXELS) -> List[Region]:
+  """The nested-dissection tree as rectangles, children before parents.
 
   Every split cuts the longer side of a region with a band of `reach`
   rows (or columns); regions of at most `leaf_pixels` pixels, or too thin
@@ -42,27 +56,35 @@ def dissection_tree(height: int, width: int, reach: int,
   if height < 1 or width < 1 or reach < 1:
     raise ValueError(f'nested_dissection needs a non-empty grid and '
                      f'reach >= 1, got {height}x{width}, reach {reach}')
-  index = np.arange(height * width).reshape(height, width)
-  nodes: List[Node] = []
+  nodes: List[Region] = []
 
   def build(y0, y1, x0, x1):
     h, w = y1 - y0, x1 - x0
     if h * w <= leaf_pixels or max(h, w) <= 2 * reach + 1:
-      nodes.append(Node(index[y0:y1, x0:x1].ravel(), (y0, y1, x0, x1), ()))
+      nodes.append(Region((y0, y1, x0, x1), (y0, y1, x0, x1), ()))
       return len(nodes) - 1
     if h >= w:
       mid = y0 + (h - reach) // 2
       kids = (build(y0, mid, x0, x1), build(mid + reach, y1, x0, x1))
-      band = index[mid:mid + reach, x0:x1]
+      band = (mid, mid + reach, x0, x1)
     else:
       mid = x0 + (w - reach) // 2
       kids = (build(y0, y1, x0, mid), build(y0, y1, mid + reach, x1))
-      band = index[y0:y1, mid:mid + reach]
-    nodes.append(Node(band.ravel(), (y0, y1, x0, x1), kids))
+      band = (y0, y1, mid, mid + reach)
+    nodes.append(Region((y0, y1, x0, x1), band, kids))
     return len(nodes) - 1
 
   build(0, height, 0, width)
   return nodes
+
+
+def dissection_tree(height: int, width: int, reach: int,
+                    leaf_pixels: int = LEAF_PIXELS) -> List[Node]:
+  """`dissection_regions` with each node's own pixels (row-major ids)."""
+  index = np.arange(height * width).reshape(height, width)
+  return [Node(index[y0:y1, x0:x1].ravel(), node.region, node.children)
+          for node in dissection_regions(height, width, reach, leaf_pixels)
+          for y0, y1, x0, x1 in [node.own]]
 
 
 def nested_dissection(height: int, width: int, reach: int) -> np.ndarray:

@@ -29,7 +29,9 @@ part, and the next correction resolves it.
 ordering (`ordering='COLAMD'`, partial pivoting) it is the reference.
 """
 import functools
+import os
 from typing import Dict, Tuple
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -235,8 +237,11 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
     1 (info['error_estimate'] says so).
 
   'auto' (default) takes 'direct' for images of at most
-  `direct_max_pixels` pixels (H * W, default 2^21 = 1024 x 2048) and
-  'iterative' above.
+  `direct_max_pixels` pixels (H * W, default 2^21 = 1024 x 2048), and for
+  larger ones too while their factor (`multifrontal.factor_nbytes`, stored
+  in float32) fits in DIRECT_MEMORY_SHARE (0.4) of this machine's memory
+  (a solve peaks at ~1.75x its factor). Above that it takes 'iterative'
+  and warns that its accuracy is not guaranteed.
 
   Args:
     images: float [B, H, W, 3] in [0, 1].
@@ -264,7 +269,8 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
     method: 'auto', 'direct' or 'iterative' (above). tol, max_iters, x0,
       inner_tol, max_refinements, preconditioner and coarse_block are
       those of the iterative method; 'direct' ignores them.
-    direct_max_pixels: the largest H * W that 'auto' solves directly.
+    direct_max_pixels: 'auto' solves images of at most this many pixels
+      directly whatever their memory; larger ones if their factor fits.
     direct_precision: the direct method's factor: 'float64', 'mixed'
       (stored in float32, float64 refinement) or 'auto' (default: 'mixed'
       above MIXED_PIXELS pixels).
@@ -296,7 +302,8 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
     _validate.check_shape('x0', x0, (b, h, w, c),
                           f'[B, H, W, K-1] = [{b}, {h}, {w}, {c}]')
     _validate.check_finite('x0', x0)
-  if method == 'direct' or (method == 'auto' and h * w <= direct_max_pixels):
+  if method == 'direct' or (method == 'auto' and _direct_fits(
+      h, w, radius, direct_max_pixels)):
     return _solve_direct_batch(images, scribbles, num_classes, lam, eps,
                                radius, valid, direct_precision)
   scribbles = jnp.asarray(scribbles)
@@ -421,6 +428,33 @@ def _direct_taps(image, scribbles, num_classes, lam, eps, radius, valid):
   classes = np.arange(1, num_classes)
   targets = (scribbles.reshape(-1, 1) == classes[None, :]).astype(np.float64)
   return taps, lam * labelled.reshape(-1, 1) * targets
+
+
+# 'auto' solves an image above direct_max_pixels directly if its factor
+# takes at most this share of the machine's physical memory.
+DIRECT_MEMORY_SHARE = 0.4
+
+
+def _physical_memory() -> int:
+  return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+
+
+def _direct_fits(h: int, w: int, radius: int, direct_max_pixels: int) -> bool:
+  """'auto''s choice: direct up to direct_max_pixels, or while the factor
+  fits in DIRECT_MEMORY_SHARE of the memory (with a warning if not)."""
+  if h * w <= direct_max_pixels:
+    return True
+  need = multifrontal.factor_nbytes(h, w, 2 * radius, np.float32)
+  have = _physical_memory()
+  if need <= DIRECT_MEMORY_SHARE * have:
+    return True
+  warnings.warn(
+      f'solve_alpha: a {h}x{w} image would need a {need / 2 ** 30:.1f} GiB '
+      f'factor for the direct method (more than {DIRECT_MEMORY_SHARE:.0%} '
+      f'of this machine\'s {have / 2 ** 30:.1f} GiB); using the iterative '
+      f"method, which is not yet accurate on large photos: check "
+      f"info['error_estimate'], or split the image", stacklevel=3)
+  return False
 
 
 DIRECT_PRECISIONS = ('auto', 'float64', 'mixed')

@@ -172,6 +172,23 @@ def plan(height: int, width: int, reach: int,
   return _plan(height, width, reach, leaf_pixels, lazy=True)
 
 
+def factor_nbytes(height: int, width: int, reach: int, storage=np.float64,
+                  leaf_pixels: int = LEAF_PIXELS) -> int:
+  """Bytes of the factor `factorise_taps` would make (from the tree alone,
+  nothing is factorised): what a caller checks before a large solve."""
+  packed = np.dtype(storage) == np.float32
+  total = 0
+  for node in grid_ordering.dissection_regions(height, width, reach,
+                                               leaf_pixels):
+    y0, y1, x0, x1 = node.region
+    oy0, oy1, ox0, ox1 = node.own
+    outer = ((min(height, y1 + reach) - max(0, y0 - reach))
+             * (min(width, x1 + reach) - max(0, x0 - reach)))
+    s, r = (oy1 - oy0) * (ox1 - ox0), outer - (y1 - y0) * (x1 - x0)
+    total += (s * (s + 1) // 2 if packed else s * s) + r * s
+  return total * np.dtype(storage).itemsize
+
+
 class Front(NamedTuple):
   start: int           # the own pixels are order[start:stop]
   stop: int

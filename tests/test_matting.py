@@ -9,6 +9,7 @@ import scipy.sparse.linalg
 from cfcls import laplacian
 from cfcls import losses
 from cfcls import matting
+from cfcls import multifrontal
 
 import matting_scenes
 
@@ -225,7 +226,7 @@ def test_default_call_is_within_1e3_of_the_direct_solve(kind, method):
   assert np.any((want > 0.1) & (want < 0.9))
 
 
-def test_direct_method_is_exact_and_auto_switches_by_size():
+def test_direct_method_is_exact_and_auto_switches_by_memory(monkeypatch):
   images, scribbles = _scene()
   alpha, info = matting.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM)
   assert info['method'] == 'direct' and info['iterations'] == 0
@@ -235,9 +236,17 @@ def test_direct_method_is_exact_and_auto_switches_by_size():
   for i in range(2):
     want = _spsolve_reference(images[i], scribbles[i])
     np.testing.assert_allclose(np.asarray(alpha[i]), want, rtol=0, atol=1e-6)
-  # Above direct_max_pixels, 'auto' takes the iterative method.
+  # Above direct_max_pixels, 'auto' solves directly while the factor
+  # fits in DIRECT_MEMORY_SHARE of the memory, and warns and takes the
+  # iterative method when it does not.
   _, info = matting.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM,
                                 direct_max_pixels=12 * 15 - 1)
+  assert info['method'] == 'direct'
+  factor = multifrontal.factor_nbytes(12, 15, 2, np.float32)
+  monkeypatch.setattr(matting, '_physical_memory', lambda: 2 * factor)
+  with pytest.warns(UserWarning, match='12x15 image would need'):
+    _, info = matting.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM,
+                                  direct_max_pixels=12 * 15 - 1)
   assert info['method'] == 'iterative' and info['iterations'] > 0
   with pytest.raises(ValueError, match='method='):
     matting.solve_alpha(images, scribbles, NUM_CLASSES, method='exact')

@@ -83,3 +83,13 @@ def test_float32_factor_and_taps():
     multifrontal.factorise_taps(taps[:-1], reach)
   with pytest.raises(ValueError, match='reach'):
     multifrontal.taps_from_sparse(a, h, w, 1)
+
+
+@pytest.mark.parametrize('storage', [np.float64, np.float32])
+def test_factor_nbytes_is_the_factors_size(storage):
+  h, w, reach = 41, 37, 2
+  taps = multifrontal.taps_from_sparse(_random_stencil_spd(h, w, reach),
+                                       h, w, reach)
+  factor = multifrontal.factorise_taps(taps, reach, storage=storage)
+  got = sum(f.l_own.nbytes + f.l_ring.nbytes for f in factor.fronts)
+  assert multifrontal.factor_nbytes(h, w, reach, storage) == got
