@@ -311,17 +311,24 @@ def factorise_taps(taps: np.ndarray, reach: int,
 
 def matvec(taps: np.ndarray, x: np.ndarray) -> np.ndarray:
   """A x for A given by its taps ([T, H, W], as `factorise_taps`) and x
-  [H * W] or [H * W, C] (one column at a time: few temporaries)."""
+  [H * W] or [H * W, C], in strips of rows that stay in cache."""
   t, height, width = taps.shape
   reach = (int(round(t ** 0.5)) - 1) // 2
-  cols = x.reshape(height, width, -1)
-  out = np.zeros(cols.shape, np.result_type(taps, x))
-  for c in range(cols.shape[-1]):
-    padded = np.pad(cols[..., c], reach)
-    for k, (dy, dx) in enumerate(full_offsets(reach)):
-      out[..., c] += taps[k] * padded[reach + dy:reach + dy + height,
-                                      reach + dx:reach + dx + width]
-  return out.reshape(x.shape)
+  # [C, H + 2r, W + 2r]: every product runs along contiguous rows.
+  padded = np.pad(np.moveaxis(x.reshape(height, width, -1), -1, 0),
+                  ((0, 0), (reach, reach), (reach, reach)))
+  out = np.empty((padded.shape[0], height, width),
+                 np.result_type(taps, x))
+  rows = max(1, 2 ** 15 // (padded.shape[0] * width))
+  offsets = full_offsets(reach)
+  for y0 in range(0, height, rows):
+    y1 = min(height, y0 + rows)
+    acc = out[:, y0:y1]
+    acc[...] = 0
+    for k, (dy, dx) in enumerate(offsets):
+      acc += taps[k, y0:y1] * padded[:, reach + dy + y0:reach + dy + y1,
+                                     reach + dx:reach + dx + width]
+  return np.moveaxis(out, 0, -1).reshape(x.shape)
 
 
 def solve(factor: Factor, rhs: np.ndarray) -> np.ndarray:
