@@ -545,7 +545,8 @@ def _solve_direct_batch(images, scribbles, num_classes, lam, eps, radius,
     alphas[i] = sol.reshape(h, w, c)
     rel[i], change[i] = info['relative_residual'], info['error_estimate']
     steps = max(steps, info['refinements'])
-  return jnp.asarray(alphas, jnp.float32), {
+  # Cast in NumPy: jnp.asarray(x, float32) of float64 compiles a conversion.
+  return jnp.asarray(alphas.astype(np.float32)), {
       'relative_residual': rel, 'error_estimate': change, 'iterations': 0,
       'refinements': steps, 'scribbled': scribbled, 'method': 'direct'}
 
