@@ -1,15 +1,15 @@
 """Closed-form matting: solve (L + lam D) alpha_c = lam D S_c per class.
 
-`solve_alpha` picks one of two methods (`method='auto'`: by image size).
-The direct method factorises each image's system once for all its classes
-with this package's multifrontal Cholesky (`cfcls.multifrontal`: nested
-dissection of the pixel grid, dense fronts on BLAS-3, then one step of
-iterative refinement): exact, and the faster of the two on CPUs at the
-sizes measured, but its memory grows like N log N.
+`solve_alpha` picks one of two methods (`method='auto'`: by image size
+and memory). The direct method factorises each image's system once for
+all its classes with this package's multifrontal Cholesky
+(`cfcls.multifrontal`: nested dissection of the pixel grid, dense fronts on
+BLAS-3, then iterative refinement), on the host: exact, and the faster of
+the two on CPUs at the sizes measured, but its memory grows like N log N.
 
 The iterative method is batched and matrix-free, all images and classes at
-once: mixed-precision iterative refinement. The residual b - A x is recomputed in
-float64 from a float64 stencil (the operator of `solve_alpha_direct`), and
+once: mixed-precision iterative refinement. The residual b - A x is
+recomputed in float64 from a float64 stencil (the operator of `solve_alpha_direct`), and
 each correction A d = r is solved in float32 by preconditioned conjugate
 gradients on the float32 stencil. The preconditioner is two-level additive:
 Jacobi (diag(L) + lam D) plus a coarse correction on block x block tiles

@@ -26,6 +26,11 @@ scipy sparse matrix (`factorise`). Everything that depends only on the grid
 child's update maps into its parent) is the *plan* of the grid, computed
 once per grid size (`plan`, cached for small grids): on a 321x321 image it
 is about a third of the time of a factorisation.
+
+The factor is computed in float64; it can be stored in float32 (own blocks
+packed), 0.42x the memory, for use inside iterative refinement
+(`cfcls.matting` does so above 2^20 pixels). `factor_nbytes` says how
+large a factor will be before anything is computed.
 """
 import contextlib
 import functools
