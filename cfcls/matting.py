@@ -244,7 +244,7 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
   and warns that its accuracy is not guaranteed.
 
   Args:
-    images: float [B, H, W, 3] in [0, 1].
+    images: float [B, H, W, 3] in [0, 1] (uint8 is scaled to [0, 1]).
     scribbles: int [B, H, W], class ids 0..K-1 and 255 = unlabelled.
     num_classes: K, including background.
     lam, eps, radius: as in the CFM loss and `laplacian.window_stats`.
@@ -289,6 +289,8 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
     info['scribbled'] is False for it. A class with no scribble in an image
     that has others solves to 0 (the background constraints pin it).
   """
+  if getattr(images, 'dtype', None) == np.uint8:
+    images = np.asarray(images, np.float32) / 255.0
   _validate.check_shape('scribbles', scribbles, np.shape(images)[:3],
                         '[B, H, W] (the image size)')
   _validate.check_labels('scribbles', scribbles, num_classes)

@@ -291,3 +291,12 @@ def test_mixed_precision_falls_back_to_float64(monkeypatch):
                                     direct_precision='mixed')
   np.testing.assert_allclose(np.asarray(alpha)[0], want, rtol=0, atol=1e-6)
   assert info['refinements'] == 1 and info['error_estimate'].max() < 1e-8
+
+
+def test_uint8_images_are_scaled():
+  image, scribbles = matting_scenes.photo_like_scene(20, 27, num_classes=4)
+  image8 = np.round(image * 255).astype(np.uint8)
+  want, _ = matting.solve_alpha(image8[None].astype(np.float32) / 255.0,
+                                scribbles[None], 4)
+  got, _ = matting.solve_alpha(image8[None], scribbles[None], 4)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
