@@ -264,7 +264,7 @@ def section_solver(p):
                                    NUM_CLASSES, method='iterative')[0]
   seconds, first = timed(fn, 1, 1)
   alpha = np.asarray(fn())
-  matting.solve_alpha(images[:1], scribbles[:1], NUM_CLASSES)  # compile
+  matting.solve_alpha(images[:1], scribbles[:1], NUM_CLASSES)  # plan cache
   start = time.perf_counter()
   default = np.asarray(matting.solve_alpha(images, scribbles, NUM_CLASSES)[0])
   default_s = time.perf_counter() - start
@@ -274,8 +274,8 @@ def section_solver(p):
   context = multiprocessing.get_context('spawn')
   with concurrent.futures.ProcessPoolExecutor(workers,
                                               mp_context=context) as pool:
-    # Start the workers and compile their (jitted, float64) stencil for this
-    # image size: not timed.
+    # Start the workers (imports, and the reference's first call): not
+    # timed.
     list(pool.map(_direct, [(images[0], scribbles[0])] * workers))
     start = time.perf_counter()
     direct = list(pool.map(_direct, zip(images, scribbles)))
