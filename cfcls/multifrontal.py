@@ -213,9 +213,6 @@ class Factor(NamedTuple):
   n: int
   order: np.ndarray    # int64 [N]: the pixels in elimination order
   fronts: List[Front]
-  # fronts[:left_end] are the root's first subtree, fronts[left_end:-1] its
-  # second: `solve` runs them on two threads. 0: one thread.
-  left_end: int = 0
 
 
 def taps_from_sparse(a_mat, height: int, width: int, reach: int
@@ -283,17 +280,16 @@ def factorise_taps(taps: np.ndarray, reach: int,
   grid = plan(height, width, reach, leaf_pixels)
   last = grid.num_fronts - 1
   updates = {}
-  left_end = 0
   with _one_blas_thread():
     if (isinstance(grid.fronts, list) and len(grid.fronts[last].children) == 2
         and height * width >= PARALLEL_PIXELS and _cpus() >= 2):
       # The root's two subtrees are independent until the root: one on a
       # second thread (BLAS, LAPACK and most NumPy work release the GIL).
-      left_end = grid.fronts[last].children[0][0] + 1
+      left = grid.fronts[last].children[0][0]
       with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        other = pool.submit(_eliminate, grid.fronts, 0, left_end, values,
+        other = pool.submit(_eliminate, grid.fronts, 0, left + 1, values,
                             storage, {}, last)
-        second = _eliminate(grid.fronts, left_end, last, values, storage,
+        second = _eliminate(grid.fronts, left + 1, last, values, storage,
                             updates, last)
         first = other.result()
       fronts = first[0] + second[0]
@@ -303,7 +299,7 @@ def factorise_taps(taps: np.ndarray, reach: int,
     else:
       fronts = _eliminate(grid.fronts, 0, last + 1, values, storage,
                           updates, last)[0]
-  return Factor(height * width, grid.order, fronts, left_end)
+  return Factor(height * width, grid.order, fronts)
 
 
 def _cpus() -> int:
@@ -394,44 +390,17 @@ def solve(factor: Factor, rhs: np.ndarray) -> np.ndarray:
       return tfsm(1.0, l_own, b, uplo='L', trans='T' if trans else 'N')
     return trtrs(l_own, b, lower=1, trans=int(trans))[0]
 
-  def forward(fronts, x):  # L y = b
-    for f in fronts:
+  with _one_blas_thread():
+    for f in factor.fronts:  # forward: L y = b
       y = triangular(f.l_own, x[f.start:f.stop], False)
       x[f.start:f.stop] = y
       if len(f.ring_rank):
         x[f.ring_rank] -= f.l_ring @ y
-
-  def backward(fronts, x):  # L^T x = y
-    for f in reversed(fronts):
+    for f in reversed(factor.fronts):  # backward: L^T x = y
       b = x[f.start:f.stop]
       if len(f.ring_rank):
         b = b - f.l_ring.T @ x[f.ring_rank]
       x[f.start:f.stop] = triangular(f.l_own, b, True)
-
-  fronts, split = factor.fronts, factor.left_end
-  with _one_blas_thread():
-    if split:
-      # The subtrees write only their own pixels and the root's (the last
-      # front's): forward, the first subtree works on a copy whose root
-      # rows are merged after; backward, both only read the root's rows.
-      root = slice(fronts[-1].start, fronts[-1].stop)
-      start = x[root].copy()
-      first = x.copy()
-      with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        done = pool.submit(forward, fronts[:split], first)
-        forward(fronts[split:-1], x)
-        done.result()
-      x[:fronts[split].start] = first[:fronts[split].start]
-      x[root] += first[root] - start
-      forward(fronts[-1:], x)
-      backward(fronts[-1:], x)
-      with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        done = pool.submit(backward, fronts[:split], x)
-        backward(fronts[split:-1], x)
-        done.result()
-    else:
-      forward(fronts, x)
-      backward(fronts, x)
   out = np.empty(x.shape)
   out[factor.order] = x
   return out.reshape(rhs.shape)
