@@ -32,10 +32,8 @@ packed), 0.42x the memory, for use inside iterative refinement
 (`cfcls.matting` does so above 2^20 pixels). `factor_nbytes` says how
 large a factor will be before anything is computed.
 """
-import concurrent.futures
 import contextlib
 import functools
-import os
 from typing import Iterable, Iterator, List, NamedTuple, Tuple
 
 import numpy as np
@@ -51,9 +49,6 @@ except ImportError:  # pragma: no cover
 from cfcls import grid_ordering
 
 LEAF_PIXELS = 128
-# Grids of at least this many pixels factorise the root's two subtrees on
-# two threads (when two CPUs are there).
-PARALLEL_PIXELS = 2 ** 14
 # Plans of grids up to this many pixels are cached (a plan of reach 2 takes
 # about 250 bytes per pixel).
 CACHED_PLAN_PIXELS = 2 ** 18
@@ -277,78 +272,46 @@ def factorise_taps(taps: np.ndarray, reach: int,
   if storage not in (np.float64, np.float32):
     raise ValueError(f'storage must be float64 or float32, got {storage}')
   values = np.ascontiguousarray(taps, np.float64).reshape(-1)
-  grid = plan(height, width, reach, leaf_pixels)
-  last = grid.num_fronts - 1
-  updates = {}
-  with _one_blas_thread():
-    if (isinstance(grid.fronts, list) and len(grid.fronts[last].children) == 2
-        and height * width >= PARALLEL_PIXELS and _cpus() >= 2):
-      # The root's two subtrees are independent until the root: one on a
-      # second thread (BLAS, LAPACK and most NumPy work release the GIL).
-      left = grid.fronts[last].children[0][0]
-      with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        other = pool.submit(_eliminate, grid.fronts, 0, left + 1, values,
-                            storage, {}, last)
-        second = _eliminate(grid.fronts, left + 1, last, values, storage,
-                            updates, last)
-        first = other.result()
-      fronts = first[0] + second[0]
-      updates.update(first[1])
-      fronts += _eliminate(grid.fronts, last, last + 1, values, storage,
-                           updates, last)[0]
-    else:
-      fronts = _eliminate(grid.fronts, 0, last + 1, values, storage,
-                          updates, last)[0]
-  return Factor(height * width, grid.order, fronts)
-
-
-def _cpus() -> int:
-  try:
-    return len(os.sched_getaffinity(0))
-  except AttributeError:  # pragma: no cover (not Linux)
-    return os.cpu_count() or 1
-
-
-def _eliminate(front_plans, begin, end, values, storage, updates, last):
-  """Fronts begin..end-1 of the plan (a subtree, or all): (their Front
-  list, `updates`, which then holds the update matrices not yet used)."""
   pack, = scipy.linalg.lapack.get_lapack_funcs(('trttf',), dtype=storage)
+  grid = plan(height, width, reach, leaf_pixels)
+  updates = {}
   fronts = []
-  plans = (front_plans[begin:end] if isinstance(front_plans, list)
-           else front_plans)
-  for k, fp in enumerate(plans, start=begin):
-    s = len(fp.own)
-    m = s + len(fp.ring)
-    dense = np.zeros((m, m))
-    dense.reshape(-1)[fp.dst] = values[fp.src]
-    for child, runs in fp.children:
-      update = updates.pop(child)
-      # Extend-add, lower triangle, run by run (a child's ring is a few
-      # runs of consecutive positions in the parent's front).
-      for a, (ca, na, pa) in enumerate(runs):
-        for cb, nb, pb in runs[:a + 1]:
-          dense[pa:pa + na, pb:pb + nb] += update[ca:ca + na, cb:cb + nb]
-    l_own, info = scipy.linalg.lapack.dpotrf(dense[:s, :s], lower=1,
-                                             clean=1)
-    if info != 0:
-      raise np.linalg.LinAlgError(
-          f'front {k} ({s} pixels) is not positive definite (dpotrf '
-          f'info {info})')
-    if m > s:
-      # L_ro = F_ro L_oo^-T, from the lower-left block F_ro.
-      l_ring = scipy.linalg.blas.dtrsm(1.0, l_own, dense[s:, :s], side=1,
-                                       lower=1, trans_a=1)
-      if k != last:
-        # F_rr - L_ro L_ro^T, lower triangle (SYRK; the upper is not read).
-        updates[k] = scipy.linalg.blas.dsyrk(
-            -1.0, l_ring, beta=1.0, c=dense[s:, s:], lower=1)
-    else:
-      l_ring = np.zeros((0, s))
-    if storage == np.float32:  # the memory-saving storage: packed
-      l_own, _ = pack(l_own.astype(storage), uplo='L')
-    fronts.append(Front(fp.start, fp.start + s, fp.ring_rank, l_own,
-                        l_ring.astype(storage, copy=False)))
-  return fronts, updates
+  last = grid.num_fronts - 1
+  with _one_blas_thread():
+    for k, fp in enumerate(grid.fronts):
+      s = len(fp.own)
+      m = s + len(fp.ring)
+      dense = np.zeros((m, m))
+      dense.reshape(-1)[fp.dst] = values[fp.src]
+      for child, runs in fp.children:
+        update = updates.pop(child)
+        # Extend-add, lower triangle, run by run (a child's ring is a few
+        # runs of consecutive positions in the parent's front).
+        for a, (ca, na, pa) in enumerate(runs):
+          for cb, nb, pb in runs[:a + 1]:
+            dense[pa:pa + na, pb:pb + nb] += update[ca:ca + na, cb:cb + nb]
+      l_own, info = scipy.linalg.lapack.dpotrf(dense[:s, :s], lower=1,
+                                               clean=1)
+      if info != 0:
+        raise np.linalg.LinAlgError(
+            f'front {k} ({s} pixels) is not positive definite (dpotrf '
+            f'info {info})')
+      if m > s:
+        # L_ro = F_ro L_oo^-T, from the lower-left block F_ro.
+        l_ring = scipy.linalg.blas.dtrsm(1.0, l_own, dense[s:, :s], side=1,
+                                         lower=1, trans_a=1)
+        if k != last:
+          # F_rr - L_ro L_ro^T, lower triangle (SYRK; the upper is not
+          # read).
+          updates[k] = scipy.linalg.blas.dsyrk(
+              -1.0, l_ring, beta=1.0, c=dense[s:, s:], lower=1)
+      else:
+        l_ring = np.zeros((0, s))
+      if storage == np.float32:  # the memory-saving storage: packed
+        l_own, _ = pack(l_own.astype(storage), uplo='L')
+      fronts.append(Front(fp.start, fp.start + s, fp.ring_rank, l_own,
+                          l_ring.astype(storage, copy=False)))
+  return Factor(height * width, grid.order, fronts)
 
 
 def matvec(taps: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -93,22 +93,3 @@ def test_factor_nbytes_is_the_factors_size(storage):
   factor = multifrontal.factorise_taps(taps, reach, storage=storage)
   got = sum(f.l_own.nbytes + f.l_ring.nbytes for f in factor.fronts)
   assert multifrontal.factor_nbytes(h, w, reach, storage) == got
-
-
-def test_two_threads_give_the_same_factor(monkeypatch):
-  # The root's subtrees on two threads: the same arithmetic, the same bits.
-  h, w, reach = 30, 44, 2
-  a = _random_stencil_spd(h, w, reach, seed=4)
-  taps = multifrontal.taps_from_sparse(a, h, w, reach)
-  rhs = np.random.default_rng(3).standard_normal((h * w, 2))
-  monkeypatch.setattr(multifrontal, 'PARALLEL_PIXELS', 10 ** 9)
-  one = multifrontal.solve(multifrontal.factorise_taps(taps, reach), rhs)
-  monkeypatch.setattr(multifrontal, 'PARALLEL_PIXELS', 0)
-  monkeypatch.setattr(multifrontal, '_cpus', lambda: 2)
-  calls = []
-  real = multifrontal._eliminate
-  monkeypatch.setattr(multifrontal, '_eliminate',
-                      lambda *args: calls.append(args[1:3]) or real(*args))
-  two = multifrontal.solve(multifrontal.factorise_taps(taps, reach), rhs)
-  assert len(calls) == 3  # left subtree, right subtree, root
-  np.testing.assert_array_equal(one, two)
