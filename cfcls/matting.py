@@ -9,7 +9,8 @@ the two on CPUs at the sizes measured, but its memory grows like N log N.
 
 The iterative method is batched and matrix-free, all images and classes at
 once: mixed-precision iterative refinement. The residual b - A x is
-recomputed in float64 from a float64 stencil (the operator of `solve_alpha_direct`), and
+recomputed in float64 from a float64 stencil (the operator of
+`solve_alpha_direct`), and
 each correction A d = r is solved in float32 by preconditioned conjugate
 gradients on the float32 stencil. The preconditioner is two-level additive:
 Jacobi (diag(L) + lam D) plus a coarse correction on block x block tiles
@@ -396,17 +397,23 @@ def _factorise(a_mat, h: int, w: int, radius: int, ordering: str):
   return solve
 
 
+def _scribble_terms(scribbles, num_classes, lam):
+  """(lam D as float64 [H * W], rhs = lam D S float64 [H * W, K-1])."""
+  lam_d = lam * (scribbles != labels_lib.IGNORE).ravel().astype(np.float64)
+  classes = np.arange(1, num_classes)
+  targets = scribbles.reshape(-1, 1) == classes[None, :]
+  return lam_d, lam_d[:, None] * targets
+
+
 def _direct_system(image, scribbles, num_classes, lam, eps, radius, valid):
   """(A, rhs) of one image, float64 scipy CSR and numpy [H * W, K-1]."""
-  labelled = (scribbles != labels_lib.IGNORE).ravel().astype(np.float64)
-  classes = np.arange(1, num_classes)
-  targets = (scribbles.reshape(-1, 1) == classes[None, :]).astype(np.float64)
+  lam_d, rhs = _scribble_terms(scribbles, num_classes, lam)
   a_mat = laplacian.sparse_laplacian(image, eps=eps, radius=radius,
                                      valid=valid)
-  diag = a_mat.diagonal() + lam * labelled
+  diag = a_mat.diagonal() + lam_d
   # Rows of pixels in no kept window and unscribbled are all zero: pin them.
-  a_mat = a_mat + scipy.sparse.diags(lam * labelled + (diag <= 0))
-  return a_mat.tocsr(), lam * labelled[:, None] * targets
+  a_mat = a_mat + scipy.sparse.diags(lam_d + (diag <= 0))
+  return a_mat.tocsr(), rhs
 
 
 def _direct_taps(image, scribbles, num_classes, lam, eps, radius, valid):
@@ -423,13 +430,12 @@ def _direct_taps(image, scribbles, num_classes, lam, eps, radius, valid):
     if (dy, dx) != (0, 0):  # A[p + d, p] = A[p, p + d]
       ya, xa, xb = max(0, -dx), max(0, dx), w - max(0, -dx)
       taps[index[-dy, -dx], dy:, xa:xb] = half[t][:h - dy, ya:ya + xb - xa]
-  labelled = (scribbles != labels_lib.IGNORE).astype(np.float64)
+  lam_d, rhs = _scribble_terms(scribbles, num_classes, lam)
+  lam_d = lam_d.reshape(h, w)
   centre = taps[index[0, 0]]
   # Rows of pixels in no kept window and unscribbled are all zero: pin them.
-  centre += lam * labelled + (centre + lam * labelled <= 0)
-  classes = np.arange(1, num_classes)
-  targets = (scribbles.reshape(-1, 1) == classes[None, :]).astype(np.float64)
-  return taps, lam * labelled.reshape(-1, 1) * targets
+  centre += lam_d + (centre + lam_d <= 0)
+  return taps, rhs
 
 
 # 'auto' solves an image above direct_max_pixels directly if its factor
@@ -497,27 +503,23 @@ def _solve_direct_one(taps, rhs, reach, mixed, index):
   one refinement step, or (mixed) a factor stored in float32 refined to
   MIXED_TOL, falling back to float64 if that does not converge."""
   matvec = functools.partial(multifrontal.matvec, taps)
-  if mixed:
+
+  def solver(storage):
     try:
-      factor = multifrontal.factorise_taps(taps, reach,
-                                           storage=np.float32)
+      factor = multifrontal.factorise_taps(taps, reach, storage=storage)
     except np.linalg.LinAlgError as e:
       raise ValueError(
           f'image {index}: the matting system is singular (a part of the '
           f'image that no window connects to any scribble?): {e}') from e
-    sol, info = _refine(functools.partial(multifrontal.solve, factor),
-                        matvec, rhs, MIXED_TOL, MIXED_MAX_STEPS)
+    return functools.partial(multifrontal.solve, factor)
+
+  if mixed:
+    sol, info = _refine(solver(np.float32), matvec, rhs, MIXED_TOL,
+                        MIXED_MAX_STEPS)
     if info['converged']:
       return sol, info
-    del factor, sol
-  try:
-    factor = multifrontal.factorise_taps(taps, reach)
-  except np.linalg.LinAlgError as e:
-    raise ValueError(
-        f'image {index}: the matting system is singular (a part of the '
-        f'image that no window connects to any scribble?): {e}') from e
-  return _refine(functools.partial(multifrontal.solve, factor), matvec, rhs,
-                 np.inf, 1)
+    del sol
+  return _refine(solver(np.float64), matvec, rhs, np.inf, 1)
 
 
 def _solve_direct_batch(images, scribbles, num_classes, lam, eps, radius,

@@ -72,10 +72,9 @@ def full_offsets(reach: int) -> List[Tuple[int, int]]:
 
 
 class FrontPlan(NamedTuple):
-  own: np.ndarray      # int64 pixels eliminated at this node
-  ring: np.ndarray     # int64 pixels of ancestors, in elimination order
-  start: int           # own = order[start:start + len(own)]
-  ring_rank: np.ndarray  # int64 increasing: ring = order[ring_rank]
+  start: int           # own pixels = order[start:stop]
+  stop: int
+  ring_rank: np.ndarray  # int64 increasing: ring pixels = order[ring_rank]
   dst: np.ndarray      # flat lower-triangle positions in the m x m front ...
   src: np.ndarray      # ... of these entries of taps.reshape(-1)
   children: Tuple  # (child, its ring's runs in this front), see _runs
@@ -157,8 +156,8 @@ def _front_plans(height, width, reach, nodes, rank) -> Iterator[FrontPlan]:
     children = tuple((c, _runs(pos[rings.pop(c)])) for c in node.children)
     pos[front] = -1
     rings[k] = ring
-    yield FrontPlan(own, ring, start, rank[ring], dst.astype(np.int32),
-                    src.astype(np.int32), children)
+    yield FrontPlan(start, start + len(own), rank[ring],
+                    dst.astype(np.int32), src.astype(np.int32), children)
     start += len(own)
 
 
@@ -279,8 +278,8 @@ def factorise_taps(taps: np.ndarray, reach: int,
   last = grid.num_fronts - 1
   with _one_blas_thread():
     for k, fp in enumerate(grid.fronts):
-      s = len(fp.own)
-      m = s + len(fp.ring)
+      s = fp.stop - fp.start
+      m = s + len(fp.ring_rank)
       dense = np.zeros((m, m))
       dense.reshape(-1)[fp.dst] = values[fp.src]
       for child, runs in fp.children:
@@ -309,7 +308,7 @@ def factorise_taps(taps: np.ndarray, reach: int,
         l_ring = np.zeros((0, s))
       if storage == np.float32:  # the memory-saving storage: packed
         l_own, _ = pack(l_own.astype(storage), uplo='L')
-      fronts.append(Front(fp.start, fp.start + s, fp.ring_rank, l_own,
+      fronts.append(Front(fp.start, fp.stop, fp.ring_rank, l_own,
                           l_ring.astype(storage, copy=False)))
   return Factor(height * width, grid.order, fronts)
 
