@@ -14,7 +14,8 @@ pixels scribbled), in one process:
     constraints) per class, if pymatting is installed (it is not in
     requirements.txt: `pip install pymatting`): time per class, and its max
     difference to a tight (rtol 1e-12) run of itself.
-and prints the ratios. Optionally one large image (--large, e.g. 1024x2048
+and prints the ratios, and the factorisation's flops against this core's
+matrix-product rate (the least time the factorisation can take). Optionally one large image (--large, e.g. 1024x2048
 with 9 classes): time and peak resident memory of the default call.
 
 Run from the repository root:
@@ -38,6 +39,7 @@ sys.path.insert(0, os.path.join(ROOT, 'tests'))
 import jax  # noqa: E402
 
 from cfcls import matting  # noqa: E402
+from cfcls import multifrontal  # noqa: E402
 import matting_scenes  # noqa: E402
 
 
@@ -79,6 +81,29 @@ def _pymatting(image, scribbles, num_classes):
   return float(np.mean(times)), float(np.max(errs))
 
 
+def _dgemm_rate():
+  """Flop/s of a 1000x1000 float64 matrix product on one BLAS thread (the
+  best of 3): the fastest any dense kernel of the factorisation runs."""
+  a = np.random.default_rng(0).random((1000, 1000))
+  with multifrontal._one_blas_thread():  # pylint: disable=protected-access
+    best = np.inf
+    for _ in range(3):
+      start = time.perf_counter()
+      a @ a
+      best = min(best, time.perf_counter() - start)
+  return 2e9 / best
+
+
+def _floor(h, w, t_ours):
+  """The factorisation's flops against this core's dgemm rate."""
+  flops = multifrontal.factor_flops(h, w, 2)
+  rate = _dgemm_rate()
+  print(f'  factorisation {flops / 1e9:.2f} Gflop (multifrontal.factor_flops)'
+        f': at least {flops / rate:.2f} s at this core\'s dgemm rate '
+        f'({rate / 1e9:.0f} Gflop/s, one thread); the whole default call '
+        f'took {t_ours:.2f} s')
+
+
 def _direct(image, scribbles, num_classes, ordering):
   start = time.perf_counter()
   out = matting.solve_alpha_direct(image, scribbles, num_classes,
@@ -105,6 +130,7 @@ def compare(h, w, num_classes, skip_pymatting, iterative):
         f'({t_ref / t_ours:.1f}x vs minimum degree), max |alpha - direct| '
         f'{np.abs(alpha - ref).max():.1e}, error estimate '
         f'{info["error_estimate"].max():.1e}')
+  _floor(h, w, t_ours)
   if iterative:
     t_it, alpha, info = _ours(image, scribbles, num_classes,
                               method='iterative')
@@ -152,6 +178,7 @@ def coffee(h, w):
         f'({t_ref / t_ours:.1f}x), max |alpha - reference| '
         f'{np.abs(alpha - ref).max():.1e}, error estimate '
         f'{info["error_estimate"].max():.1e}')
+  _floor(h, w, t_ours)
 
 
 def large(h, w, num_classes, method):

@@ -176,21 +176,37 @@ def plan(height: int, width: int, reach: int,
   return _plan(height, width, reach, leaf_pixels, lazy=True)
 
 
-def factor_nbytes(height: int, width: int, reach: int, storage=np.float64,
-                  leaf_pixels: int = LEAF_PIXELS) -> int:
-  """Bytes of the factor `factorise_taps` would make (from the tree alone,
-  nothing is factorised): what a caller checks before a large solve."""
-  packed = np.dtype(storage) == np.float32
-  total = 0
+def _front_sizes(height, width, reach, leaf_pixels) -> Iterator[Tuple[int, int]]:
+  """(own pixels, ring pixels) of every front, from the tree's rectangles
+  alone (nothing is planned or factorised)."""
   for node in grid_ordering.dissection_regions(height, width, reach,
                                                leaf_pixels):
     y0, y1, x0, x1 = node.region
     oy0, oy1, ox0, ox1 = node.own
     outer = ((min(height, y1 + reach) - max(0, y0 - reach))
              * (min(width, x1 + reach) - max(0, x0 - reach)))
-    s, r = (oy1 - oy0) * (ox1 - ox0), outer - (y1 - y0) * (x1 - x0)
-    total += (s * (s + 1) // 2 if packed else s * s) + r * s
+    yield (oy1 - oy0) * (ox1 - ox0), outer - (y1 - y0) * (x1 - x0)
+
+
+def factor_nbytes(height: int, width: int, reach: int, storage=np.float64,
+                  leaf_pixels: int = LEAF_PIXELS) -> int:
+  """Bytes of the factor `factorise_taps` would make (from the tree alone,
+  nothing is factorised): what a caller checks before a large solve."""
+  packed = np.dtype(storage) == np.float32
+  total = sum((s * (s + 1) // 2 if packed else s * s) + r * s
+              for s, r in _front_sizes(height, width, reach, leaf_pixels))
   return total * np.dtype(storage).itemsize
+
+
+def factor_flops(height: int, width: int, reach: int,
+                 leaf_pixels: int = LEAF_PIXELS) -> int:
+  """Floating-point operations of `factorise_taps`'s dense kernels: per
+  front s^3/3 (dpotrf) + r s^2 (dtrsm) + r^2 s (dsyrk), s own and r ring
+  pixels (the root's update is not formed). Divided by a BLAS rate it is
+  the time the factorisation cannot go below on one core."""
+  sizes = list(_front_sizes(height, width, reach, leaf_pixels))
+  total = sum(s ** 3 // 3 + r * s * s for s, r in sizes)
+  return total + sum(r * r * s for s, r in sizes[:-1])
 
 
 class Front(NamedTuple):

@@ -93,3 +93,17 @@ def test_factor_nbytes_is_the_factors_size(storage):
   factor = multifrontal.factorise_taps(taps, reach, storage=storage)
   got = sum(f.l_own.nbytes + f.l_ring.nbytes for f in factor.fronts)
   assert multifrontal.factor_nbytes(h, w, reach, storage) == got
+
+
+def test_factor_flops_counts_the_fronts_of_the_plan():
+  # From the rectangles (factor_flops) and from the planned fronts (own
+  # pixels and ring of each; the root forms no update) alike.
+  h, w, reach = 41, 37, 2
+  fronts = list(multifrontal.plan(h, w, reach).fronts)
+  want = 0
+  for k, fp in enumerate(fronts):
+    s, r = fp.stop - fp.start, len(fp.ring_rank)
+    want += s ** 3 // 3 + r * s * s + (r * r * s if k < len(fronts) - 1
+                                       else 0)
+  assert multifrontal.factor_flops(h, w, reach) == want
+  assert fronts[-1].ring_rank.size == 0  # the root: nothing left to update
