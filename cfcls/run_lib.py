@@ -105,17 +105,57 @@ def dataset_meta(config, workdir: Optional[str]) -> Tuple[int, List[str]]:
   return int(info.num_classes), list(info.class_names)
 
 
+# Model fields that evaluation may set apart from training (the compute
+# dtype, and what only training reads); every other one shapes the
+# parameters, and so does the loss (K-1 mattes or K logits).
+EVAL_MODEL_FIELDS = ('dtype', 'bn_momentum', 'erfnet_dropout')
+
+
+def use_trained_network(config, workdir: str) -> List[str]:
+  """Sets config.loss and config.model (but EVAL_MODEL_FIELDS) to the
+  values WORKDIR/config.json was trained with, and returns what changed
+  ('model.name: deeplabv3plus -> erfnet', ...): a checkpoint restores only
+  into the network that wrote it, so `--mode=eval` needs no
+  `--config.model.name` again. Nothing changes without a config.json.
+  """
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    trained = json.load(f)
+  changed = []
+
+  def take(node, key, value, name):
+    value = tuple(value) if isinstance(value, list) else value
+    if node[key] != value:
+      changed.append(f'{name}: {node[key]!r} -> {value!r}')
+      node[key] = value
+
+  if 'loss' in trained:
+    take(config, 'loss', trained['loss'], 'loss')
+  for key, value in trained.get('model', {}).items():
+    if key in config.model and key not in EVAL_MODEL_FIELDS:
+      take(config.model, key, value, f'model.{key}')
+  if changed:
+    logging.warning('%s was trained with another network or loss than this '
+                    'config: using the trained one (%s)', path,
+                    '; '.join(changed))
+  return changed
+
+
 def restore_for_eval(config, workdir: str, step: Optional[int],
                      run: Optional[Run] = None):
   """(run, state, step, source) of the best checkpoint, or of `step`.
 
-  `run`: the run of `config` if one is built already (its compiled steps are
-  reused).
+  Without `run`, the network and loss are those WORKDIR was trained with
+  (`use_trained_network`). `run`: the run of `config` if one is built
+  already (its compiled steps are reused).
   """
   ckpts = checkpointing.Checkpoints(workdir, read_only=True)
   try:
     ckpts.require_any()  # before the data is read or prepared
     if run is None:
+      use_trained_network(config, workdir)
       config_utils.validate_config(config, device_count=jax.device_count())
       num_classes, class_names = dataset_meta(config, workdir)
       run = build(config, num_classes, class_names)

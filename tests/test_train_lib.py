@@ -5,6 +5,7 @@ same workdir with num_train_steps=3 (a restarted run); the tests check the
 resume, the workdir contents, evaluation of the best checkpoint and predict.
 """
 
+import copy
 import dataclasses
 import json
 import os
@@ -175,6 +176,28 @@ def test_eval_restores_the_best_checkpoint(trained):
     assert json.load(f)['step'] == best_step
   with pytest.raises(FileNotFoundError, match='no checkpoint for step 77'):
     train_lib.evaluate(config, workdir, step=77)
+
+
+def test_eval_uses_the_network_and_loss_the_run_was_trained_with(trained):
+  # As `python train.py --mode=eval --workdir=W` without the training run's
+  # --config.model.* and --config.loss: the checkpoint still restores into
+  # its own network, and the evaluation is the same.
+  config = copy.deepcopy(trained['config'])
+  ckpts = checkpointing.Checkpoints(trained['workdir'], read_only=True)
+  best_miou = ckpts.best_metric()
+  ckpts.close()
+  config.loss = 'pce' if config.loss != 'pce' else 'cfm'
+  config.model.width = 2 * config.model.width
+  other = copy.deepcopy(config)
+  other.model.dtype = 'bfloat16'  # an evaluation setting: kept
+  changed = run_lib.use_trained_network(other, trained['workdir'])
+  assert sorted(c.split(':')[0] for c in changed) == ['loss', 'model.width']
+  assert other.model.dtype == 'bfloat16'
+  result = train_lib.evaluate(config, trained['workdir'])
+  assert config.loss == trained['config'].loss
+  assert config.model.width == trained['config'].model.width
+  assert result['splits']['validation']['miou'] == pytest.approx(best_miou,
+                                                                abs=1e-12)
 
 
 def test_best_checkpoint_is_the_highest_miou(tmp_path):
