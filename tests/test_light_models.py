@@ -266,6 +266,23 @@ def test_erfnet_eval_has_no_dropout(tiny_variables):
                    variables, images)
 
 
+def test_erfnet_output_conv_starts_at_zero_for_mattes_only():
+  # Mattes (K-1 outputs) start flat: ERFNet's 2x2-blocky random mattes kept
+  # the end-to-end CFM loss at the constant matte (erfnet.py); softmax
+  # logits (K outputs) keep flax's initialiser.
+  from cfcls.models import erfnet  # pylint: disable=g-import-not-at-top
+  features = random_images((1, 3, 5, 4))
+  for zero in (True, False):
+    conv = erfnet.output_conv(2, zero)
+    variables = conv.init(jax.random.key(0), features)
+    assert variables["params"]["kernel"].shape == (2, 2, 4, 2)
+    out = np.asarray(conv.apply(variables, features))
+    assert out.shape == (1, 6, 10, 2)
+    assert (np.abs(out).max() == 0) == zero
+  assert create_model(ERFNET_TINY, 3).zero_output  # 2 mattes
+  assert not create_model(ERFNET_TINY, 3, num_outputs=3).zero_output
+
+
 def test_erfnet_upsampler_is_aligned_like_pytorch():
   # The reference ConvTranspose2d(3, stride=2, padding=1, output_padding=1)
   # sends input pixel i to output pixels 2i-1, 2i, 2i+1 with the (flipped)

@@ -67,6 +67,8 @@ def create_model(model_config, num_classes: int, num_outputs: int | None = None,
     num_classes: K, classes including background (>= 2).
     num_outputs: per-pixel output channels; default K-1 (one linear alpha
       matte per foreground class); pass K for softmax logits (pCE / CE).
+      With K-1 mattes ERFNet starts its output conv at zero
+      (``ERFNet.zero_output``: cfcls/models/erfnet.py says why).
     axis_name: mapped axis for cross-device BatchNorm statistics, or None.
 
   Returns:
@@ -100,7 +102,7 @@ def create_model(model_config, num_classes: int, num_outputs: int | None = None,
     return UNet(base=int(config["unet_base"]), **shared)
   if config["name"] == "erfnet":
     return ERFNet(dropout=tuple(float(r) for r in config["erfnet_dropout"]),
-                  **shared)
+                  zero_output=num_outputs == int(num_classes) - 1, **shared)
   return DeepLabV3Plus(
       depth=BACKBONES[config["backbone"]],
       output_stride=int(config["output_stride"]),

@@ -15,7 +15,8 @@ Eromera/erfnet_pytorch), which the CFM paper trains on its inspection data:
   ReLU(x + input);
 * decoder: upsampler (3x3 stride-2 transposed conv, BN, ReLU) 128->64, two
   non-bottleneck-1D at 64, upsampler 64->16, two non-bottleneck-1D at 16,
-  a 2x2 stride-2 transposed conv to ``num_outputs`` (linear, float32); the
+  a 2x2 stride-2 transposed conv to ``num_outputs`` (linear, float32; for
+  mattes its kernel starts at zero, see below); the
   upsampler's transposed conv is padded like the reference's
   ``ConvTranspose2d(padding=1, output_padding=1)`` (``UPSAMPLER_PADDING``,
   not flax's "SAME", which is one pixel off); a PyTorch transposed-conv
@@ -24,6 +25,19 @@ Eromera/erfnet_pytorch), which the CFM paper trains on its inspection data:
 * ``mlc_head`` (as in DeepLabV3+): global average pool of the encoder output
   (``mlc_features='decoder'``: of the 16-channel decoder output), Dense +
   ReLU, Dense to K-1 logits.
+
+With ``zero_output`` (``create_model`` sets it for alpha-matte outputs, the
+CFM loss) the output conv's kernel starts at zero (not in the reference
+implementation): the outputs of a freshly initialised ERFNet vary in 2x2
+blocks (each half-resolution pixel feeds four different kernel taps), and
+this pattern costs the end-to-end CFM loss 16x the energy of a constant
+matte (23 vs 1.5 on the demo; DeepLabV3+'s bilinear output 11); the
+quickest way down is to flatten the mattes, and ERFNet then stayed at the
+constant matte for all 2000 demo steps (mIoU 0.140). Starting from flat
+mattes, only the scribble term pulls at first and the network learns:
+0.824 on the demo with the guided filter (docs/method.md, section 8). For
+softmax logits the zero start is harmful (two_stage on the demo: 0.210
+against 0.687, with the guided filter), so they keep flax's initialiser.
 
 Convolutions carry biases and BatchNorm uses eps 1e-3, as in the reference
 implementation; with 20 outputs the network without the MLC head has
@@ -154,6 +168,8 @@ class ERFNet(nn.Module):
       or "decoder" (the last decoder features).
     axis_name: mapped axis over which BatchNorm averages batch statistics.
     bn_momentum: decay of the BatchNorm running averages.
+    zero_output: start the output conv's kernel at zero (for alpha mattes;
+      see the module docstring).
   """
   num_outputs: int
   num_mlc_logits: int
@@ -164,6 +180,7 @@ class ERFNet(nn.Module):
   mlc_features: str = "backbone"
   axis_name: str | None = None
   bn_momentum: float = 0.9
+  zero_output: bool = False
 
   @nn.compact
   def __call__(self, images, train: bool):
@@ -199,14 +216,21 @@ class ERFNet(nn.Module):
     for i in range(2):
       x = NonBottleneck1D(name=f"up_1_block_{i}", **shared)(x, train)
     mlc_input = x if self.mlc_features == "decoder" else features
-    x = nn.ConvTranspose(self.num_outputs, (2, 2), strides=(2, 2),
-                         padding="VALID", dtype=jnp.float32,
-                         param_dtype=jnp.float32, name="output_conv")(
-                             x.astype(jnp.float32))
+    x = output_conv(self.num_outputs, self.zero_output)(
+        x.astype(jnp.float32))
     outputs = layers.crop(x, height, width_px)
     mlc_logits = MLCHead(self.num_mlc_logits, scale(self.mlc_hidden),
                          name="mlc_head")(mlc_input)
     return outputs, mlc_logits
+
+
+def output_conv(num_outputs: int, zero: bool) -> nn.ConvTranspose:
+  """The output layer: 2x2 stride-2 transposed conv, float32; its kernel
+  starts at zero with `zero` (flax's default initialiser otherwise)."""
+  init = {"kernel_init": nn.initializers.zeros} if zero else {}
+  return nn.ConvTranspose(num_outputs, (2, 2), strides=(2, 2),
+                          padding="VALID", dtype=jnp.float32,
+                          param_dtype=jnp.float32, name="output_conv", **init)
 
 
 class ERFNetEncoder(nn.Module):
