@@ -15,7 +15,8 @@ pixels scribbled), in one process:
     requirements.txt: `pip install pymatting`): time per class, and its max
     difference to a tight (rtol 1e-12) run of itself.
 and prints the ratios, and the factorisation's flops against this core's
-matrix-product rate (the least time the factorisation can take). Optionally one large image (--large, e.g. 1024x2048
+matrix-product rate (the least time the factorisation can take).
+Optionally one large image (--large, e.g. 1024x2048
 with 9 classes): time and peak resident memory of the default call.
 
 Run from the repository root:

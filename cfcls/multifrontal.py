@@ -176,7 +176,8 @@ def plan(height: int, width: int, reach: int,
   return _plan(height, width, reach, leaf_pixels, lazy=True)
 
 
-def _front_sizes(height, width, reach, leaf_pixels) -> Iterator[Tuple[int, int]]:
+def _front_sizes(height, width, reach,
+                 leaf_pixels) -> Iterator[Tuple[int, int]]:
   """(own pixels, ring pixels) of every front, from the tree's rectangles
   alone (nothing is planned or factorised)."""
   for node in grid_ordering.dissection_regions(height, width, reach,

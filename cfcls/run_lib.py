@@ -121,8 +121,13 @@ def use_trained_network(config, workdir: str) -> List[str]:
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    trained = json.load(f)
+  try:
+    with open(path) as f:
+      trained = json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f'{path} is not the JSON a training run writes ({e}): '
+                     'restore it, or remove it and pass the trained '
+                     '--config.model.* and --config.loss') from e
   changed = []
 
   def take(node, key, value, name):

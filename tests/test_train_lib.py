@@ -198,6 +198,11 @@ def test_eval_uses_the_network_and_loss_the_run_was_trained_with(trained):
   assert config.model.width == trained['config'].model.width
   assert result['splits']['validation']['miou'] == pytest.approx(best_miou,
                                                                 abs=1e-12)
+  broken = trained['root'] / 'broken'
+  broken.mkdir()
+  (broken / 'config.json').write_text('{"loss": ')
+  with pytest.raises(ValueError, match='broken/config.json is not the JSON'):
+    run_lib.use_trained_network(copy.deepcopy(config), str(broken))
 
 
 def test_best_checkpoint_is_the_highest_miou(tmp_path):
