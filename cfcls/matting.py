@@ -11,10 +11,10 @@ The iterative method is batched and matrix-free, all images and classes at
 once: mixed-precision iterative refinement. The residual b - A x is
 recomputed in float64 from a float64 stencil (the operator of
 `solve_alpha_direct`), and each correction A d = r is solved in float32 by
-preconditioned conjugate gradients on the float32 stencil. The preconditioner is two-level additive:
-Jacobi (diag(L) + lam D) plus a coarse correction on block x block tiles
-(piecewise-constant aggregation, the small coarse matrix inverted once per
-image). The stopping rule is on the answer: refinement stops when the last
+preconditioned conjugate gradients on the float32 stencil. The
+preconditioner is two-level additive: Jacobi (diag(L) + lam D) plus a
+coarse correction on block x block tiles (piecewise-constant aggregation,
+the small coarse matrix inverted once per image). The stopping rule is on the answer: refinement stops when the last
 correction changed no alpha by more than `tol`.
 
 Why not stop on the float32 residual: A is nearly singular on unscribbled
