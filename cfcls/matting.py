@@ -14,8 +14,9 @@ recomputed in float64 from a float64 stencil (the operator of
 preconditioned conjugate gradients on the float32 stencil. The
 preconditioner is two-level additive: Jacobi (diag(L) + lam D) plus a
 coarse correction on block x block tiles (piecewise-constant aggregation,
-the small coarse matrix inverted once per image). The stopping rule is on the answer: refinement stops when the last
-correction changed no alpha by more than `tol`.
+the small coarse matrix inverted once per image). The stopping rule is on
+the answer: refinement stops when the last correction changed no alpha by
+more than `tol`.
 
 Why not stop on the float32 residual: A is nearly singular on unscribbled
 regions that are weakly coupled to the rest (flat areas behind an edge, thin
