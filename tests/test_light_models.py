@@ -283,6 +283,19 @@ def test_erfnet_output_conv_starts_at_zero_for_mattes_only():
   assert not create_model(ERFNET_TINY, 3, num_outputs=3).zero_output
 
 
+def test_unet_mattes_start_flat_and_logits_do_not():
+  # U-Net's 1x1 output conv starts at zero for K-1 mattes (the mattes are
+  # its bias, 0, everywhere), and keeps flax's initialiser for K logits.
+  images = random_images((1, 16, 16, 3))
+  for num_outputs, flat in ((2, True), (3, False)):
+    model = create_model(UNET_TINY, 3, num_outputs=num_outputs)
+    assert model.zero_output == flat
+    variables = model.init(jax.random.key(0), images, train=False)
+    outputs, _ = model.apply(variables, images, train=False)
+    assert outputs.shape == (1, 16, 16, num_outputs)
+    assert (np.abs(np.asarray(outputs)).max() == 0) == flat
+
+
 def test_erfnet_upsampler_is_aligned_like_pytorch():
   # The reference ConvTranspose2d(3, stride=2, padding=1, output_padding=1)
   # sends input pixel i to output pixels 2i-1, 2i, 2i+1 with the (flipped)

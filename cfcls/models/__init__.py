@@ -67,8 +67,8 @@ def create_model(model_config, num_classes: int, num_outputs: int | None = None,
     num_classes: K, classes including background (>= 2).
     num_outputs: per-pixel output channels; default K-1 (one linear alpha
       matte per foreground class); pass K for softmax logits (pCE / CE).
-      With K-1 mattes ERFNet starts its output conv at zero
-      (``ERFNet.zero_output``: cfcls/models/erfnet.py says why).
+      With K-1 mattes U-Net and ERFNet start their output conv at zero
+      (``zero_output``: cfcls/models/erfnet.py says why).
     axis_name: mapped axis for cross-device BatchNorm statistics, or None.
 
   Returns:
@@ -98,11 +98,12 @@ def create_model(model_config, num_classes: int, num_outputs: int | None = None,
       axis_name=axis_name, mlc_hidden=int(config["mlc_hidden"]),
       mlc_features=config["mlc_features"],
       bn_momentum=float(config["bn_momentum"]))
+  mattes = num_outputs == int(num_classes) - 1
   if config["name"] == "unet":
-    return UNet(base=int(config["unet_base"]), **shared)
+    return UNet(base=int(config["unet_base"]), zero_output=mattes, **shared)
   if config["name"] == "erfnet":
     return ERFNet(dropout=tuple(float(r) for r in config["erfnet_dropout"]),
-                  zero_output=num_outputs == int(num_classes) - 1, **shared)
+                  zero_output=mattes, **shared)
   return DeepLabV3Plus(
       depth=BACKBONES[config["backbone"]],
       output_stride=int(config["output_stride"]),
