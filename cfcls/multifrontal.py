@@ -75,9 +75,11 @@ class FrontPlan(NamedTuple):
   start: int           # own pixels = order[start:stop]
   stop: int
   ring_rank: np.ndarray  # int64 increasing: ring pixels = order[ring_rank]
-  dst: np.ndarray      # flat lower-triangle positions in the m x m front ...
-  src: np.ndarray      # ... of these entries of taps.reshape(-1)
-  children: Tuple  # (child, its ring's runs in this front), see _runs
+  dst_oo: np.ndarray   # Fortran-order flat positions in F_oo [s, s] ...
+  src_oo: np.ndarray   # ... of these entries of taps.reshape(-1)
+  dst_ro: np.ndarray   # the same for F_ro [r, s]
+  src_ro: np.ndarray
+  children: Tuple  # (child, its blocks in this front), see _child_blocks
 
 
 class Plan(NamedTuple):
@@ -106,6 +108,34 @@ def _runs(at):
   starts = np.concatenate([[0], breaks])
   lengths = np.diff(np.concatenate([starts, [len(at)]]))
   return tuple(zip(starts.tolist(), lengths.tolist(), at[starts].tolist()))
+
+
+# The blocks of a front: F_oo (own x own), F_ro (ring x own), F_rr (ring x
+# ring), each its own Fortran-order array, so that LAPACK and BLAS work on
+# them in place (a block of one m x m array would be copied on every call).
+OO, RO, RR = 0, 1, 2
+
+
+def _child_blocks(at, s):
+  """Where a child's update goes in its parent's front: `at` (increasing)
+  are the positions of the child's ring in the parent's front of s own
+  pixels. Returns (block, row, column, child row, child column, rows,
+  columns) per rectangle of the update's lower triangle (row runs at or
+  after column runs), block one of OO, RO, RR."""
+  runs = []
+  for c, n, p in _runs(at) if len(at) else ():
+    if p < s < p + n:  # a run across the own/ring boundary: split it
+      runs += [(c, s - p, p), (c + s - p, p + n - s, s)]
+    else:
+      runs.append((c, n, p))
+  blocks = []
+  for a, (ca, na, pa) in enumerate(runs):
+    for cb, nb, pb in runs[:a + 1]:
+      block = OO if pa < s else RO if pb < s else RR
+      row = pa - s if block != OO else pa
+      col = pb - s if block == RR else pb
+      blocks.append((block, row, col, ca, cb, na, nb))
+  return tuple(blocks)
 
 
 def _plan(height: int, width: int, reach: int, leaf_pixels: int,
@@ -150,15 +180,22 @@ def _front_plans(height, width, reach, nodes, rank) -> Iterator[FrontPlan]:
     row = np.broadcast_to(np.arange(len(own))[:, None], col.shape)
     keep = col >= 0
     i, j = row[keep], col[keep]
-    dst = np.maximum(i, j) * m + np.minimum(i, j)
+    hi, lo = np.maximum(i, j), np.minimum(i, j)  # the lower triangle
     tap = np.broadcast_to(np.arange(len(offsets))[None, :], col.shape)[keep]
     src = tap * n + own[row[keep]]
-    children = tuple((c, _runs(pos[rings.pop(c)])) for c in node.children)
+    s = len(own)
+    in_oo = hi < s
+    dst_oo = lo[in_oo] * s + hi[in_oo]  # Fortran order: column-major
+    dst_ro = lo[~in_oo] * (m - s) + hi[~in_oo] - s
+    children = tuple((c, _child_blocks(pos[rings.pop(c)], s))
+                     for c in node.children)
     pos[front] = -1
     rings[k] = ring
-    yield FrontPlan(start, start + len(own), rank[ring],
-                    dst.astype(np.int32), src.astype(np.int32), children)
-    start += len(own)
+    as32 = lambda a: a.astype(np.int32)
+    yield FrontPlan(start, start + s, rank[ring], as32(dst_oo),
+                    as32(src[in_oo]), as32(dst_ro), as32(src[~in_oo]),
+                    children)
+    start += s
 
 
 _cached_plan = functools.lru_cache(maxsize=4)(_plan)
@@ -295,34 +332,37 @@ def factorise_taps(taps: np.ndarray, reach: int,
   last = grid.num_fronts - 1
   with _one_blas_thread():
     for k, fp in enumerate(grid.fronts):
-      s = fp.stop - fp.start
-      m = s + len(fp.ring_rank)
-      dense = np.zeros((m, m))
-      dense.reshape(-1)[fp.dst] = values[fp.src]
-      for child, runs in fp.children:
+      s, r = fp.stop - fp.start, len(fp.ring_rank)
+      blocks = (np.zeros((s, s), order='F'), np.zeros((r, s), order='F'),
+                np.zeros((r, r), order='F'))
+      # .T.reshape(-1): the Fortran-order flat view (no copy).
+      blocks[OO].T.reshape(-1)[fp.dst_oo] = values[fp.src_oo]
+      blocks[RO].T.reshape(-1)[fp.dst_ro] = values[fp.src_ro]
+      for child, child_blocks in fp.children:
         update = updates.pop(child)
-        # Extend-add, lower triangle, run by run (a child's ring is a few
-        # runs of consecutive positions in the parent's front).
-        for a, (ca, na, pa) in enumerate(runs):
-          for cb, nb, pb in runs[:a + 1]:
-            dense[pa:pa + na, pb:pb + nb] += update[ca:ca + na, cb:cb + nb]
-      l_own, info = scipy.linalg.lapack.dpotrf(dense[:s, :s], lower=1,
-                                               clean=1)
+        # Extend-add, lower triangle, rectangle by rectangle (a child's
+        # ring is a few runs of consecutive positions in this front).
+        for block, row, col, ca, cb, na, nb in child_blocks:
+          blocks[block][row:row + na, col:col + nb] += (
+              update[ca:ca + na, cb:cb + nb])
+      l_own, info = scipy.linalg.lapack.dpotrf(blocks[OO], lower=1, clean=1,
+                                               overwrite_a=1)
       if info != 0:
         raise np.linalg.LinAlgError(
             f'front {k} ({s} pixels) is not positive definite (dpotrf '
             f'info {info})')
-      if m > s:
-        # L_ro = F_ro L_oo^-T, from the lower-left block F_ro.
-        l_ring = scipy.linalg.blas.dtrsm(1.0, l_own, dense[s:, :s], side=1,
-                                         lower=1, trans_a=1)
+      if r:
+        # L_ro = F_ro L_oo^-T, in place.
+        l_ring = scipy.linalg.blas.dtrsm(1.0, l_own, blocks[RO], side=1,
+                                         lower=1, trans_a=1, overwrite_b=1)
         if k != last:
-          # F_rr - L_ro L_ro^T, lower triangle (SYRK; the upper is not
-          # read).
+          # F_rr - L_ro L_ro^T, lower triangle (SYRK, in place; the upper
+          # is not read).
           updates[k] = scipy.linalg.blas.dsyrk(
-              -1.0, l_ring, beta=1.0, c=dense[s:, s:], lower=1)
+              -1.0, l_ring, beta=1.0, c=blocks[RR], lower=1, overwrite_c=1)
       else:
-        l_ring = np.zeros((0, s))
+        l_ring = blocks[RO]
+      del blocks
       if storage == np.float32:  # the memory-saving storage: packed
         l_own, _ = pack(l_own.astype(storage), uplo='L')
       fronts.append(Front(fp.start, fp.stop, fp.ring_rank, l_own,
