@@ -83,6 +83,25 @@ def half_offsets(radius: int):
           if dy > 0 or dx >= 0]
 
 
+def _pair_placements(radius: int):
+  """(tap, row offset, column offset) of every window pair (a, b) of
+  `window_weights.window_pairs`: W_ab at window centre c sits at pixel c +
+  o_a and couples it to c + o_b (tap o_b - o_a), stored at the upper-half
+  tap of the pair, so at pixel c + o_a or c + o_b; the offsets are that
+  pixel's position in the window (0 .. 2r)."""
+  r = radius
+  offsets = window_weights.window_offsets(r)
+  index = {d: t for t, d in enumerate(half_offsets(r))}
+  out = []
+  for a, b in window_weights.window_pairs(r):
+    (ay, ax), (by, bx) = offsets[a], offsets[b]
+    d = (by - ay, bx - ax)
+    if d not in index:
+      d, (ay, ax) = (ay - by, ax - bx), (by, bx)
+    out.append((index[d], r + ay, r + ax))
+  return out
+
+
 def _assemble(weights, radius: int, xp=jnp):
   """Window weights [B, P, hc, W - 2r] -> stencil rows [B, T, hc + 2r, W + 4r].
 
@@ -91,19 +110,10 @@ def _assemble(weights, radius: int, xp=jnp):
   (jax.numpy, or numpy on the host).
   """
   r = radius
-  offsets = window_weights.window_offsets(r)
-  half = half_offsets(r)
-  index = {d: t for t, d in enumerate(half)}
-  terms = [[] for _ in half]
-  for p, (a, b) in enumerate(window_weights.window_pairs(r)):
-    (ay, ax), (by, bx) = offsets[a], offsets[b]
-    d = (by - ay, bx - ax)
-    if d not in index:
-      d, (ay, ax) = (ay - by, ax - bx), (by, bx)
-    # W_ab sits at pixel centre + o_a and couples it to centre + o_b (tap
-    # o_b - o_a); stored at the upper-half tap of the pair.
-    terms[index[d]].append(xp.pad(
-        weights[:, p], ((0, 0), (r + ay, r - ay), (3 * r + ax, 3 * r - ax))))
+  terms = [[] for _ in half_offsets(r)]
+  for p, (t, oy, ox) in enumerate(_pair_placements(r)):
+    terms[t].append(xp.pad(
+        weights[:, p], ((0, 0), (oy, 2 * r - oy), (2 * r + ox, 4 * r - ox))))
   return xp.stack([sum(t[1:], t[0]) for t in terms], axis=1)
 
 
@@ -330,14 +340,18 @@ def host_stencil(image, eps: float = 1e-7, radius: int = 1,
   image = image.astype(np.float64)
   keep = None if valid is None else valid > 0.5
   out = np.zeros((len(half_offsets(radius)), h, w))
+  placements = _pair_placements(radius)
   # Strips of window-centre rows (their temporaries are ~100 floats per
-  # pixel); strip rows u0..u1 cover pixel rows u0..u1 + 2r.
+  # pixel); strip rows u0..u1 cover pixel rows u0..u1 + 2r. Each weight is
+  # added in place where it belongs (no padded copies, as in _assemble).
   for u0 in range(0, h - r2, _HOST_STRIP_ROWS):
     rows = slice(u0, min(h, u0 + _HOST_STRIP_ROWS + r2))
     weights = window_weights.weights_float64(
         image[None, rows], float(eps), int(radius),
-        None if keep is None else keep[None, rows], np.float64, xp=np)
-    out[:, rows] += _assemble(weights, radius, xp=np)[0, :, :, r2:r2 + w]
+        None if keep is None else keep[None, rows], np.float64, xp=np)[0]
+    hc = weights.shape[1]
+    for p, (t, oy, ox) in enumerate(placements):
+      out[t, u0 + oy:u0 + oy + hc, ox:ox + w - r2] += weights[p]
   return out
 
 
