@@ -78,13 +78,45 @@ def dissection_regions(height: int, width: int, reach: int,
   return nodes
 
 
+def leaf_interior(region, height: int, width: int, reach: int):
+  """The rectangle of a leaf's pixels that no pixel outside the leaf
+  couples to: more than `reach` - 1 away from every side of the leaf that
+  borders other pixels (sides on the grid's border do not count). May be
+  empty (y1 <= y0 or x1 <= x0)."""
+  y0, y1, x0, x1 = region
+  return (y0 + reach * (y0 > 0), y1 - reach * (y1 < height),
+          x0 + reach * (x0 > 0), x1 - reach * (x1 < width))
+
+
+def interior_pixels(region, height: int, width: int, reach: int) -> int:
+  """How many pixels `leaf_interior` holds."""
+  iy0, iy1, ix0, ix1 = leaf_interior(region, height, width, reach)
+  return max(0, iy1 - iy0) * max(0, ix1 - ix0)
+
+
 def dissection_tree(height: int, width: int, reach: int,
                     leaf_pixels: int = LEAF_PIXELS) -> List[Node]:
-  """`dissection_regions` with each node's own pixels (row-major ids)."""
+  """`dissection_regions` with each node's own pixels (row-major ids).
+
+  A separator's pixels are in row-major order; a leaf's interior pixels
+  (`leaf_interior`) come first, then its border pixels (each row-major):
+  the rest of the grid couples to the border only, so the columns of the
+  interior are zero in the leaf's part of the factor below the leaf
+  (`cfcls.multifrontal` does not compute them).
+  """
   index = np.arange(height * width).reshape(height, width)
-  return [Node(index[y0:y1, x0:x1].ravel(), node.region, node.children)
-          for node in dissection_regions(height, width, reach, leaf_pixels)
-          for y0, y1, x0, x1 in [node.own]]
+  nodes = []
+  for node in dissection_regions(height, width, reach, leaf_pixels):
+    y0, y1, x0, x1 = node.own
+    pixels = index[y0:y1, x0:x1]
+    if not node.children:
+      iy0, iy1, ix0, ix1 = leaf_interior(node.region, height, width, reach)
+      inner = np.zeros(pixels.shape, bool)
+      inner[max(0, iy0 - y0):max(0, iy1 - y0),
+            max(0, ix0 - x0):max(0, ix1 - x0)] = True
+      pixels = np.concatenate([pixels[inner], pixels[~inner]])
+    nodes.append(Node(pixels.ravel(), node.region, node.children))
+  return nodes
 
 
 def nested_dissection(height: int, width: int, reach: int) -> np.ndarray:

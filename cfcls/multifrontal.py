@@ -77,9 +77,10 @@ class FrontPlan(NamedTuple):
   ring_rank: np.ndarray  # int64 increasing: ring pixels = order[ring_rank]
   dst_oo: np.ndarray   # Fortran-order flat positions in F_oo [s, s] ...
   src_oo: np.ndarray   # ... of these entries of taps.reshape(-1)
-  dst_ro: np.ndarray   # the same for F_ro [r, s]
+  dst_ro: np.ndarray   # the same for F_ro's columns z.. [r, s - z]
   src_ro: np.ndarray
   children: Tuple  # (child, its blocks in this front), see _child_blocks
+  z: int  # F_ro's first z columns are structurally zero (s if r = 0)
 
 
 class Plan(NamedTuple):
@@ -186,15 +187,23 @@ def _front_plans(height, width, reach, nodes, rank) -> Iterator[FrontPlan]:
     s = len(own)
     in_oo = hi < s
     dst_oo = lo[in_oo] * s + hi[in_oo]  # Fortran order: column-major
-    dst_ro = lo[~in_oo] * (m - s) + hi[~in_oo] - s
-    children = tuple((c, _child_blocks(pos[rings.pop(c)], s))
-                     for c in node.children)
+    children = [(c, _child_blocks(pos[rings.pop(c)], s))
+                for c in node.children]
+    # The leading own columns that nothing couples to the ring (a leaf's
+    # interior, grid_ordering.dissection_tree) stay zero in F_ro and L_ro:
+    # F_ro is stored from column z on.
+    z = min([s, *lo[~in_oo].tolist(),
+             *(b[2] for _, blocks in children for b in blocks if b[0] == RO)])
+    dst_ro = (lo[~in_oo] - z) * (m - s) + hi[~in_oo] - s
+    children = tuple(
+        (c, tuple(b if b[0] != RO else (RO, b[1], b[2] - z) + b[3:]
+                  for b in blocks)) for c, blocks in children)
     pos[front] = -1
     rings[k] = ring
     as32 = lambda a: a.astype(np.int32)
     yield FrontPlan(start, start + s, rank[ring], as32(dst_oo),
                     as32(src[in_oo]), as32(dst_ro), as32(src[~in_oo]),
-                    children)
+                    children, z)
     start += s
 
 
@@ -214,16 +223,23 @@ def plan(height: int, width: int, reach: int,
 
 
 def _front_sizes(height, width, reach,
-                 leaf_pixels) -> Iterator[Tuple[int, int]]:
-  """(own pixels, ring pixels) of every front, from the tree's rectangles
-  alone (nothing is planned or factorised)."""
+                 leaf_pixels) -> Iterator[Tuple[int, int, int]]:
+  """(own pixels s, ring pixels r, zero columns z of F_ro) of every front,
+  from the tree's rectangles alone (nothing is planned or factorised)."""
   for node in grid_ordering.dissection_regions(height, width, reach,
                                                leaf_pixels):
     y0, y1, x0, x1 = node.region
     oy0, oy1, ox0, ox1 = node.own
     outer = ((min(height, y1 + reach) - max(0, y0 - reach))
              * (min(width, x1 + reach) - max(0, x0 - reach)))
-    yield (oy1 - oy0) * (ox1 - ox0), outer - (y1 - y0) * (x1 - x0)
+    s, r = (oy1 - oy0) * (ox1 - ox0), outer - (y1 - y0) * (x1 - x0)
+    if not r:
+      z = s
+    elif node.children:
+      z = 0
+    else:
+      z = grid_ordering.interior_pixels(node.region, height, width, reach)
+    yield s, r, z
 
 
 def factor_nbytes(height: int, width: int, reach: int, storage=np.float64,
@@ -231,20 +247,21 @@ def factor_nbytes(height: int, width: int, reach: int, storage=np.float64,
   """Bytes of the factor `factorise_taps` would make (from the tree alone,
   nothing is factorised): what a caller checks before a large solve."""
   packed = np.dtype(storage) == np.float32
-  total = sum((s * (s + 1) // 2 if packed else s * s) + r * s
-              for s, r in _front_sizes(height, width, reach, leaf_pixels))
+  total = sum((s * (s + 1) // 2 if packed else s * s) + r * (s - z)
+              for s, r, z in _front_sizes(height, width, reach, leaf_pixels))
   return total * np.dtype(storage).itemsize
 
 
 def factor_flops(height: int, width: int, reach: int,
                  leaf_pixels: int = LEAF_PIXELS) -> int:
   """Floating-point operations of `factorise_taps`'s dense kernels: per
-  front s^3/3 (dpotrf) + r s^2 (dtrsm) + r^2 s (dsyrk), s own and r ring
-  pixels (the root's update is not formed). Divided by a BLAS rate it is
-  the time the factorisation cannot go below on one core."""
+  front s^3/3 (dpotrf) + r c^2 (dtrsm) + r^2 c (dsyrk), s own and r ring
+  pixels, c = s - z the own columns coupled to the ring (the root's update
+  is not formed). Divided by a BLAS rate it is the time the factorisation
+  cannot go below on one core."""
   sizes = list(_front_sizes(height, width, reach, leaf_pixels))
-  total = sum(s ** 3 // 3 + r * s * s for s, r in sizes)
-  return total + sum(r * r * s for s, r in sizes[:-1])
+  total = sum(s ** 3 // 3 + r * (s - z) ** 2 for s, r, z in sizes)
+  return total + sum(r * r * (s - z) for s, r, z in sizes[:-1])
 
 
 class Front(NamedTuple):
@@ -254,7 +271,8 @@ class Front(NamedTuple):
   l_own: np.ndarray    # lower Cholesky factor of F_oo: [n_own, n_own],
                        # or packed in LAPACK's rectangular full packed
                        # format (?trttf) when stored in float32
-  l_ring: np.ndarray   # [n_ring, n_own] = F_ro L_oo^-T
+  l_ring: np.ndarray   # [n_ring, n_own - z]: F_ro L_oo^-T without its
+                       # first z columns (zero: FrontPlan.z)
 
 
 class Factor(NamedTuple):
@@ -332,9 +350,9 @@ def factorise_taps(taps: np.ndarray, reach: int,
   last = grid.num_fronts - 1
   with _one_blas_thread():
     for k, fp in enumerate(grid.fronts):
-      s, r = fp.stop - fp.start, len(fp.ring_rank)
-      blocks = (np.zeros((s, s), order='F'), np.zeros((r, s), order='F'),
-                np.zeros((r, r), order='F'))
+      s, r, z = fp.stop - fp.start, len(fp.ring_rank), fp.z
+      blocks = (np.zeros((s, s), order='F'),
+                np.zeros((r, s - z), order='F'), np.zeros((r, r), order='F'))
       # .T.reshape(-1): the Fortran-order flat view (no copy).
       blocks[OO].T.reshape(-1)[fp.dst_oo] = values[fp.src_oo]
       blocks[RO].T.reshape(-1)[fp.dst_ro] = values[fp.src_ro]
@@ -351,17 +369,19 @@ def factorise_taps(taps: np.ndarray, reach: int,
         raise np.linalg.LinAlgError(
             f'front {k} ({s} pixels) is not positive definite (dpotrf '
             f'info {info})')
-      if r:
-        # L_ro = F_ro L_oo^-T, in place.
-        l_ring = scipy.linalg.blas.dtrsm(1.0, l_own, blocks[RO], side=1,
+      l_ring, update = blocks[RO], blocks[RR]
+      if r and s > z:
+        # L_ro = F_ro L_oo^-T, in place; F_ro's first z columns are zero,
+        # so are L_ro's, and the rest needs L_oo's trailing block only.
+        l_ring = scipy.linalg.blas.dtrsm(1.0, l_own[z:, z:], l_ring, side=1,
                                          lower=1, trans_a=1, overwrite_b=1)
         if k != last:
           # F_rr - L_ro L_ro^T, lower triangle (SYRK, in place; the upper
           # is not read).
-          updates[k] = scipy.linalg.blas.dsyrk(
-              -1.0, l_ring, beta=1.0, c=blocks[RR], lower=1, overwrite_c=1)
-      else:
-        l_ring = blocks[RO]
+          update = scipy.linalg.blas.dsyrk(-1.0, l_ring, beta=1.0, c=update,
+                                           lower=1, overwrite_c=1)
+      if r and k != last:
+        updates[k] = update
       del blocks
       if storage == np.float32:  # the memory-saving storage: packed
         l_own, _ = pack(l_own.astype(storage), uplo='L')
@@ -410,15 +430,17 @@ def solve(factor: Factor, rhs: np.ndarray) -> np.ndarray:
     return trtrs(l_own, b, lower=1, trans=int(trans))[0]
 
   with _one_blas_thread():
+    # L_ro's first z columns are zero and not stored (Front.l_ring).
     for f in factor.fronts:  # forward: L y = b
       y = triangular(f.l_own, x[f.start:f.stop], False)
       x[f.start:f.stop] = y
       if len(f.ring_rank):
-        x[f.ring_rank] -= f.l_ring @ y
+        x[f.ring_rank] -= f.l_ring @ y[len(y) - f.l_ring.shape[1]:]
     for f in reversed(factor.fronts):  # backward: L^T x = y
       b = x[f.start:f.stop]
       if len(f.ring_rank):
-        b = b - f.l_ring.T @ x[f.ring_rank]
+        b = b.copy()
+        b[len(b) - f.l_ring.shape[1]:] -= f.l_ring.T @ x[f.ring_rank]
       x[f.start:f.stop] = triangular(f.l_own, b, True)
   out = np.empty(x.shape)
   out[factor.order] = x

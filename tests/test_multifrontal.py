@@ -95,15 +95,19 @@ def test_factor_nbytes_is_the_factors_size(storage):
   assert multifrontal.factor_nbytes(h, w, reach, storage) == got
 
 
-def test_factor_flops_counts_the_fronts_of_the_plan():
+@pytest.mark.parametrize('h,w,reach,leaf', [
+    (41, 37, 2, 128), (160, 240, 2, 128), (23, 70, 1, 16), (9, 50, 3, 64)])
+def test_factor_flops_counts_the_fronts_of_the_plan(h, w, reach, leaf):
   # From the rectangles (factor_flops) and from the planned fronts (own
-  # pixels and ring of each; the root forms no update) alike.
-  h, w, reach = 41, 37, 2
-  fronts = list(multifrontal.plan(h, w, reach).fronts)
+  # pixels, ring and the zero columns of F_ro found from the assembled
+  # structure; the root forms no update) alike.
+  fronts = list(multifrontal.plan(h, w, reach, leaf).fronts)
   want = 0
   for k, fp in enumerate(fronts):
-    s, r = fp.stop - fp.start, len(fp.ring_rank)
-    want += s ** 3 // 3 + r * s * s + (r * r * s if k < len(fronts) - 1
+    s, r, c = fp.stop - fp.start, len(fp.ring_rank), fp.stop - fp.start - fp.z
+    want += s ** 3 // 3 + r * c * c + (r * r * c if k < len(fronts) - 1
                                        else 0)
-  assert multifrontal.factor_flops(h, w, reach) == want
+  assert multifrontal.factor_flops(h, w, reach, leaf) == want
   assert fronts[-1].ring_rank.size == 0  # the root: nothing left to update
+  # Leaves have interior columns that nothing outside couples to.
+  assert sum(fp.z for fp in fronts if fp.ring_rank.size) > 0
