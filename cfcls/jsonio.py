@@ -19,6 +19,20 @@ def write_json(path: str, obj):
   os.replace(tmp, path)
 
 
+def read_json(path: str, remedy: str):
+  """The object in the JSON file `path`.
+
+  Raises:
+    ValueError naming the file, what is wrong and `remedy` (what to do)
+    if it is not valid JSON (e.g. a write cut short).
+  """
+  with open(path) as f:
+    try:
+      return json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f'{path} is not valid JSON ({e}): {remedy}') from e
+
+
 def _finite_or_none(obj):
   if isinstance(obj, dict):
     return {k: _finite_or_none(v) for k, v in obj.items()}

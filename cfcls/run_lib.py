@@ -11,7 +11,6 @@ between processes and repeated runs).
 """
 
 import dataclasses
-import json
 import os
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
@@ -22,6 +21,7 @@ import jax.numpy as jnp
 from cfcls import checkpointing
 from cfcls import config_schema
 from cfcls import config_utils
+from cfcls import jsonio
 from cfcls import models
 from cfcls import objectives
 from cfcls import optim
@@ -97,8 +97,8 @@ def dataset_meta(config, workdir: Optional[str]) -> Tuple[int, List[str]]:
   """(num_classes, class_names): from WORKDIR/dataset.json, else the data."""
   path = os.path.join(workdir, 'dataset.json') if workdir else None
   if path and os.path.exists(path):
-    with open(path) as f:
-      meta = json.load(f)
+    meta = jsonio.read_json(path, 'restore it, or remove it to read the '
+                            'classes from the data again')
     return int(meta['num_classes']), list(meta['class_names'])
   from cfcls.data import pipeline  # pylint: disable=g-import-not-at-top
   info = pipeline.dataset_info(config.data)
@@ -121,13 +121,8 @@ def use_trained_network(config, workdir: str) -> List[str]:
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     return []
-  try:
-    with open(path) as f:
-      trained = json.load(f)
-  except json.JSONDecodeError as e:
-    raise ValueError(f'{path} is not the JSON a training run writes ({e}): '
-                     'restore it, or remove it and pass the trained '
-                     '--config.model.* and --config.loss') from e
+  trained = jsonio.read_json(path, 'restore it, or remove it and pass the '
+                             'trained --config.model.* and --config.loss')
   changed = []
 
   def take(node, key, value, name):

@@ -213,3 +213,27 @@ def test_a_damaged_prepared_file_names_the_folder(tmp_path):
       'folder')):
     next(pipeline.create_train_iterator(config, 2, seed=0, process_index=0,
                                         process_count=1))
+
+
+def test_damaged_json_files_are_named_with_what_to_do(tmp_path):
+  # A JSON file cut short (a full disk, a killed copy) is named, with the
+  # way out, by every reader of the files cfcls writes.
+  from cfcls import jsonio  # pylint: disable=g-import-not-at-top
+  from cfcls import run_lib  # pylint: disable=g-import-not-at-top
+  from cfcls.data import fingerprint  # pylint: disable=g-import-not-at-top
+  from cfcls.data import targets  # pylint: disable=g-import-not-at-top
+  good = tmp_path / 'good.json'
+  good.write_text('{"a": [1, 2]}')
+  assert jsonio.read_json(str(good), 'unused') == {'a': [1, 2]}
+  (tmp_path / 'dataset.json').write_text('{"num_classes": 3, "class_na')
+  with pytest.raises(ValueError, match='dataset.json is not valid JSON.*'
+                     'remove it to read the classes from the data'):
+    run_lib.dataset_meta(ml_collections.ConfigDict(), str(tmp_path))
+  (tmp_path / fingerprint.FILE_NAME).write_text('[')
+  with pytest.raises(ValueError, match=f'{fingerprint.FILE_NAME} is not '
+                     'valid JSON.*prepare the data again'):
+    fingerprint.read(str(tmp_path))
+  (tmp_path / 'index.json').write_text('')
+  with pytest.raises(ValueError, match='index.json is not valid JSON.*'
+                     'remove the target cache'):
+    targets.Lookup(str(tmp_path))

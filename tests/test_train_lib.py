@@ -201,7 +201,7 @@ def test_eval_uses_the_network_and_loss_the_run_was_trained_with(trained):
   broken = trained['root'] / 'broken'
   broken.mkdir()
   (broken / 'config.json').write_text('{"loss": ')
-  with pytest.raises(ValueError, match='broken/config.json is not the JSON'):
+  with pytest.raises(ValueError, match='broken/config.json is not valid JSON'):
     run_lib.use_trained_network(copy.deepcopy(config), str(broken))
 
 

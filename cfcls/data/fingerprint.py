@@ -11,6 +11,8 @@ import json
 import os
 from typing import Dict, List
 
+from cfcls import jsonio
+
 FILE_NAME = 'cfcls_folder_fingerprint.json'
 # config.data.on_folder_change: prepare a changed folder again, or stop.
 ON_FOLDER_CHANGE = ('prepare', 'error')
@@ -48,8 +50,8 @@ def read(prepared_dir: str):
   path = os.path.join(prepared_dir, FILE_NAME)
   if not os.path.isfile(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  return jsonio.read_json(path, 'remove the prepared folder '
+                          f'{prepared_dir} and prepare the data again')
 
 
 def write(prepared_dir: str, fingerprint: Dict[str, List[int]]):

@@ -32,6 +32,7 @@ import time
 from absl import logging
 import numpy as np
 
+from cfcls import jsonio
 from cfcls import matting
 
 DIR_NAME = 'closed_form_targets'
@@ -120,8 +121,9 @@ class Lookup:
   """
 
   def __init__(self, path: str):
-    with open(os.path.join(path, 'index.json')) as f:
-      meta = json.load(f)
+    meta = jsonio.read_json(
+        os.path.join(path, 'index.json'),
+        f'remove the target cache {path}; the next run solves it again')
     self.k1 = int(meta['num_classes']) - 1
     self.index = meta['index']
     self.alpha = np.load(os.path.join(path, 'alpha.npy'), mmap_mode='r')

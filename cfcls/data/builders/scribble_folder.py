@@ -20,11 +20,11 @@ after preparation must be re-prepared (delete its directory under data_dir).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import tensorflow_datasets as tfds
 
+from cfcls import jsonio
 from cfcls.data.builders import common
 
 
@@ -105,8 +105,9 @@ class ScribbleFolder(tfds.core.GeneratorBasedBuilder):
     folder = self._folder()
     stored = os.path.join(os.fspath(self.data_dir), 'metadata.json')
     if os.path.isfile(stored):  # prepared: the class names it was built with
-      with open(stored) as f:
-        names = json.load(f)['class_names']
+      names = jsonio.read_json(
+          stored, f'remove {self.data_dir} and prepare the dataset '
+          'again')['class_names']
     else:
       common.require_dir(folder, 'scribble folder')
       names = read_class_names(folder)
