@@ -59,3 +59,33 @@ def test_less_fill_than_minimum_degree():
 def test_bad_arguments():
   with pytest.raises(ValueError, match='reach >= 1'):
     grid_ordering.nested_dissection(4, 0, reach=2)
+
+
+def test_leaves_list_their_interior_first():
+  # An interior leaf of a 40 x 60 grid (reach 2): no pixel outside it
+  # couples to its first interior_pixels pixels (they are more than reach
+  # from every side that borders other pixels), and every later pixel is
+  # within reach of such a side.
+  h, w, reach = 40, 60, 2
+  nodes = grid_ordering.dissection_tree(h, w, reach, leaf_pixels=128)
+  leaves = [n for n in nodes if not n.children]
+  inner = [n for n in leaves
+           if n.region[0] > 0 and n.region[2] > 0 and n.region[1] < h
+           and n.region[3] < w]
+  assert inner
+  for node in leaves:
+    y0, y1, x0, x1 = node.region
+    z = grid_ordering.interior_pixels(node.region, h, w, reach)
+    assert sorted(node.pixels.tolist()) == sorted(
+        (y * w + x) for y in range(y0, y1) for x in range(x0, x1))
+    ys, xs = np.divmod(node.pixels, w)
+    # Distance to the nearest side that has pixels beyond it.
+    gaps = [ys - y0 if y0 > 0 else np.full(len(ys), h),
+            y1 - 1 - ys if y1 < h else np.full(len(ys), h),
+            xs - x0 if x0 > 0 else np.full(len(ys), w),
+            x1 - 1 - xs if x1 < w else np.full(len(ys), w)]
+    near = np.min(gaps, axis=0) < reach
+    assert not near[:z].any() and near[z:].all()
+  node = inner[0]
+  assert 0 < grid_ordering.interior_pixels(node.region, h, w, reach) < len(
+      node.pixels)
