@@ -24,16 +24,18 @@ how a grid stencil is stored anyway (no sparse matrix is built), or as a
 scipy sparse matrix (`factorise`). Everything that depends only on the grid
 (the tree, each front's pixels, where each tap lands in its front, how a
 child's update maps into its parent) is the *plan* of the grid, computed
-once per grid size (`plan`, cached for small grids): on a 321x321 image it
-is about a third of the time of a factorisation.
+once per grid size (`plan`, cached while the cached grids hold at most
+PLAN_CACHE_PIXELS pixels together): on a 321x321 image it is about a third
+of the time of a factorisation, at 480x640 more than half.
 
 The factor is computed in float64; it can be stored in float32 (own blocks
 packed), 0.42x the memory, for use inside iterative refinement
 (`cfcls.matting` does so above 2^20 pixels). `factor_nbytes` says how
 large a factor will be before anything is computed.
 """
+import collections
 import contextlib
-import functools
+import threading
 from typing import Iterable, Iterator, List, NamedTuple, Tuple
 
 import numpy as np
@@ -49,9 +51,12 @@ except ImportError:  # pragma: no cover
 from cfcls import grid_ordering
 
 LEAF_PIXELS = 128
-# Plans of grids up to this many pixels are cached (a plan of reach 2 takes
-# about 250 bytes per pixel).
-CACHED_PLAN_PIXELS = 2 ** 18
+# Plans are cached, least recently used out first, while the cached grids
+# hold at most this many pixels together: a plan of reach 2 holds ~220
+# bytes per pixel (64 MiB at 480x640), so at most ~230 MiB. A grid larger
+# than this is planned front by front during each factorisation (1.7 s of
+# a 3.1 s factorisation at 480x640 when it was not cached).
+PLAN_CACHE_PIXELS = 2 ** 20
 
 
 def _one_blas_thread():
@@ -207,19 +212,39 @@ def _front_plans(height, width, reach, nodes, rank) -> Iterator[FrontPlan]:
     start += s
 
 
-_cached_plan = functools.lru_cache(maxsize=4)(_plan)
+_plans: 'collections.OrderedDict[Tuple[int, int, int, int], Plan]' = (
+    collections.OrderedDict())
+_plans_lock = threading.Lock()
 
 
 def plan(height: int, width: int, reach: int,
          leaf_pixels: int = LEAF_PIXELS) -> Plan:
-  """The symbolic analysis of a height x width grid: cached up to
-  CACHED_PLAN_PIXELS, above that made front by front (one pass)."""
+  """The symbolic analysis of a height x width grid: cached (see
+  PLAN_CACHE_PIXELS), or for a grid above PLAN_CACHE_PIXELS made front by
+  front as the factorisation asks (one pass)."""
   if height < 1 or width < 1 or reach < 1:
     raise ValueError(f'a grid needs height, width, reach >= 1, got '
                      f'{height}x{width}, reach {reach}')
-  if height * width <= CACHED_PLAN_PIXELS:
-    return _cached_plan(height, width, reach, leaf_pixels)
-  return _plan(height, width, reach, leaf_pixels, lazy=True)
+  pixels = height * width
+  if pixels > PLAN_CACHE_PIXELS:
+    return _plan(height, width, reach, leaf_pixels, lazy=True)
+  key = (height, width, reach, leaf_pixels)
+  with _plans_lock:
+    if key in _plans:
+      _plans.move_to_end(key)
+      return _plans[key]
+  grid = _plan(height, width, reach, leaf_pixels)
+  with _plans_lock:
+    _plans[key] = grid
+    while sum(h * w for h, w, _, _ in _plans) > PLAN_CACHE_PIXELS:
+      _plans.popitem(last=False)
+  return grid
+
+
+def clear_plan_cache():
+  """Drops the cached plans (their memory: see PLAN_CACHE_PIXELS)."""
+  with _plans_lock:
+    _plans.clear()
 
 
 def _front_sizes(height, width, reach,

@@ -111,3 +111,23 @@ def test_factor_flops_counts_the_fronts_of_the_plan(h, w, reach, leaf):
   assert fronts[-1].ring_rank.size == 0  # the root: nothing left to update
   # Leaves have interior columns that nothing outside couples to.
   assert sum(fp.z for fp in fronts if fp.ring_rank.size) > 0
+
+
+def test_plans_are_cached_within_a_pixel_budget(monkeypatch):
+  # Repeated sizes reuse their plan; the least recently used plans go
+  # once the cached grids hold more than PLAN_CACHE_PIXELS; larger grids
+  # are planned front by front on each call (a one-pass iterator).
+  multifrontal.clear_plan_cache()
+  monkeypatch.setattr(multifrontal, 'PLAN_CACHE_PIXELS', 1000)
+  a = multifrontal.plan(20, 20, 2)  # 400 pixels
+  assert multifrontal.plan(20, 20, 2) is a
+  b = multifrontal.plan(20, 25, 2)  # 900 cached: both fit
+  assert multifrontal.plan(20, 20, 2) is a  # now the most recent
+  c = multifrontal.plan(10, 30, 2)  # 1200 > 1000: (20, 25) goes
+  assert multifrontal.plan(20, 20, 2) is a
+  assert multifrontal.plan(10, 30, 2) is c
+  assert multifrontal.plan(20, 25, 2) is not b
+  big = multifrontal.plan(40, 30, 2)  # over the budget alone
+  assert not isinstance(big.fronts, list)
+  assert multifrontal.plan(40, 30, 2) is not big
+  multifrontal.clear_plan_cache()
