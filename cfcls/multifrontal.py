@@ -184,7 +184,9 @@ def _front_plans(height, width, reach, nodes, rank) -> Iterator[FrontPlan]:
     inside = (qy >= 0) & (qy < height) & (qx >= 0) & (qx < width)
     col = np.where(inside, pos[np.where(inside, qy * width + qx, 0)], -1)
     row = np.broadcast_to(np.arange(len(own))[:, None], col.shape)
-    keep = col >= 0
+    # An own-own pair comes from both of its rows, with the same value
+    # (A is symmetric): keep it from the earlier row only (col >= row).
+    keep = col >= row
     i, j = row[keep], col[keep]
     hi, lo = np.maximum(i, j), np.minimum(i, j)  # the lower triangle
     tap = np.broadcast_to(np.arange(len(offsets))[None, :], col.shape)[keep]
