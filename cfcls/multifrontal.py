@@ -52,8 +52,8 @@ from cfcls import grid_ordering
 
 LEAF_PIXELS = 128
 # Plans are cached, least recently used out first, while the cached grids
-# hold at most this many pixels together: a plan of reach 2 holds ~220
-# bytes per pixel (64 MiB at 480x640), so at most ~230 MiB. A grid larger
+# hold at most this many pixels together: a plan of reach 2 holds ~160
+# bytes per pixel (47 MiB at 480x640), so at most ~170 MiB. A grid larger
 # than this is planned front by front during each factorisation (1.7 s of
 # a 3.1 s factorisation at 480x640 when it was not cached).
 PLAN_CACHE_PIXELS = 2 ** 20
@@ -147,7 +147,7 @@ def _child_blocks(at, s):
 def _plan(height: int, width: int, reach: int, leaf_pixels: int,
           lazy: bool = False) -> Plan:
   """The plan; with `lazy`, its fronts are made as the factorisation asks
-  for them (a whole plan is ~50 bytes per pixel and tap)."""
+  for them (a whole plan holds ~160 bytes per pixel at reach 2)."""
   n = height * width
   nodes = grid_ordering.dissection_tree(height, width, reach, leaf_pixels)
   order = np.concatenate([node.pixels for node in nodes])
