@@ -140,6 +140,12 @@ def test_folder_builder_and_dataset_info(tmp_path):
   finally:
     os.rename(moved, tmp_path / 'x' / 'site')
   assert again == info
+  # A damaged metadata.json of the prepared data is named, with the way out.
+  with open(os.path.join(info.data_path, 'metadata.json'), 'w') as f:
+    f.write('{"class_na')
+  with pytest.raises(ValueError, match='metadata.json is not valid JSON.*'
+                     'prepare the dataset again'):
+    pipeline.dataset_info(_folder_config(tmp_path / 'x' / 'site', data))
   # Without split lists or masks: everything is train, masks all 255.
   make_folder(tmp_path / 'z', masks=False, splits=False)
   b = pipeline.get_builder(_folder_config(tmp_path / 'z', data))
