@@ -193,15 +193,16 @@ def _front_plans(height, width, reach, nodes, rank) -> Iterator[FrontPlan]:
     src = tap * n + own[row[keep]]
     s = len(own)
     in_oo = hi < s
+    in_ro = ~in_oo
     dst_oo = lo[in_oo] * s + hi[in_oo]  # Fortran order: column-major
     children = [(c, _child_blocks(pos[rings.pop(c)], s))
                 for c in node.children]
     # The leading own columns that nothing couples to the ring (a leaf's
     # interior, grid_ordering.dissection_tree) stay zero in F_ro and L_ro:
     # F_ro is stored from column z on.
-    z = min([s, *lo[~in_oo].tolist(),
+    z = min([int(lo[in_ro].min(initial=s)),
              *(b[2] for _, blocks in children for b in blocks if b[0] == RO)])
-    dst_ro = (lo[~in_oo] - z) * (m - s) + hi[~in_oo] - s
+    dst_ro = (lo[in_ro] - z) * (m - s) + hi[in_ro] - s
     children = tuple(
         (c, tuple(b if b[0] != RO else (RO, b[1], b[2] - z) + b[3:]
                   for b in blocks)) for c, blocks in children)
@@ -209,7 +210,7 @@ def _front_plans(height, width, reach, nodes, rank) -> Iterator[FrontPlan]:
     rings[k] = ring
     as32 = lambda a: a.astype(np.int32)
     yield FrontPlan(start, start + s, rank[ring], as32(dst_oo),
-                    as32(src[in_oo]), as32(dst_ro), as32(src[~in_oo]),
+                    as32(src[in_oo]), as32(dst_ro), as32(src[in_ro]),
                     children, z)
     start += s
 
@@ -409,7 +410,6 @@ def factorise_taps(taps: np.ndarray, reach: int,
                                            lower=1, overwrite_c=1)
       if r and k != last:
         updates[k] = update
-      del blocks
       if storage == np.float32:  # the memory-saving storage: packed
         l_own, _ = pack(l_own.astype(storage), uplo='L')
       fronts.append(Front(fp.start, fp.stop, fp.ring_rank, l_own,
