@@ -7,8 +7,10 @@ pixels scribbled), in one process:
     degree ordering (the reference: `solve_alpha_direct`'s default), with
     our nested dissection (`ordering='nested_dissection'`) and with COLAMD;
   * `matting.solve_alpha` with default arguments (at these sizes the direct
-    method, cfcls/multifrontal.py): time, max |alpha - reference| and
-    info['error_estimate']; with --iterative also method='iterative' (jit,
+    method, cfcls/multifrontal.py; the median of 3 warm calls): time, max
+    |alpha - reference| and info['error_estimate']; the same call with the
+    compiled kernels on one thread, and with the NumPy loop over the
+    fronts (the solver without numba); with --iterative also method='iterative' (jit,
     compile excluded) with its CG iterations;
   * pymatting's `estimate_alpha_cf` (ichol-preconditioned CG, hard
     constraints) per class, if pymatting is installed (it is not in
@@ -39,6 +41,7 @@ sys.path.insert(0, os.path.join(ROOT, 'tests'))
 
 import jax  # noqa: E402
 
+from cfcls import frontal_kernels  # noqa: E402
 from cfcls import matting  # noqa: E402
 from cfcls import multifrontal  # noqa: E402
 import matting_scenes  # noqa: E402
@@ -49,14 +52,33 @@ def _size(text):
   return int(h), int(w)
 
 
-def _ours(image, scribbles, num_classes, **kwargs):
+def _ours(image, scribbles, num_classes, repeats=3, **kwargs):
+  """(median seconds of `repeats` warm calls, alpha, info)."""
   run = lambda: matting.solve_alpha(image[None], scribbles[None], num_classes,
                                     **kwargs)
-  jax.block_until_ready(run()[0])  # compile for this size
-  start = time.perf_counter()
-  alpha, info = run()
-  alpha = np.asarray(jax.block_until_ready(alpha))[0]
-  return time.perf_counter() - start, alpha, info
+  jax.block_until_ready(run()[0])  # compile for this size, plan the grid
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    alpha, info = run()
+    alpha = np.asarray(jax.block_until_ready(alpha))[0]
+    times.append(time.perf_counter() - start)
+  return float(np.median(times)), alpha, info
+
+
+def _backends(image, scribbles, num_classes, t_ref, t_ours):
+  """The default call with the compiled kernels on one thread, and with
+  the NumPy loop (the solver before numba), in this process."""
+  for backend, threads, name in (('compiled', 1, 'compiled, one thread'),
+                                 ('numpy', 1, 'NumPy loop over the fronts')):
+    saved = multifrontal.BACKEND, multifrontal.THREADS
+    multifrontal.BACKEND, multifrontal.THREADS = backend, threads
+    try:
+      t, _, _ = _ours(image, scribbles, num_classes)
+    finally:
+      multifrontal.BACKEND, multifrontal.THREADS = saved
+    print(f'  default call, {name}: {t:.2f} s ({t_ref / t:.1f}x the '
+          f'reference; the default is {t / t_ours:.2f}x faster)')
 
 
 def _pymatting(image, scribbles, num_classes):
@@ -131,6 +153,7 @@ def compare(h, w, num_classes, skip_pymatting, iterative):
         f'({t_ref / t_ours:.1f}x vs minimum degree), max |alpha - direct| '
         f'{np.abs(alpha - ref).max():.1e}, error estimate '
         f'{info["error_estimate"].max():.1e}')
+  _backends(image, scribbles, num_classes, t_ref, t_ours)
   _floor(h, w, t_ours)
   if iterative:
     t_it, alpha, info = _ours(image, scribbles, num_classes,
@@ -179,6 +202,7 @@ def coffee(h, w):
         f'({t_ref / t_ours:.1f}x), max |alpha - reference| '
         f'{np.abs(alpha - ref).max():.1e}, error estimate '
         f'{info["error_estimate"].max():.1e}')
+  _backends(image, scribbles, num_classes, t_ref, t_ours)
   _floor(h, w, t_ours)
 
 
@@ -216,8 +240,11 @@ def main():
                       choices=matting.METHODS,
                       help="solve_alpha's method for --large")
   args = parser.parse_args()
+  numba = (f'numba {frontal_kernels.numba.__version__}'
+           if frontal_kernels.available() else 'no numba (NumPy loop)')
   print(f'jax {jax.__version__} on {jax.devices()[0].platform}, '
-        f'{os.cpu_count()} cores, {time.strftime("%Y-%m-%d")}')
+        f'{os.cpu_count()} cores, {numba}, solver threads '
+        f'{multifrontal._threads()}, {time.strftime("%Y-%m-%d")}')
   if args.sizes != 'none':
     for text in args.sizes.split(','):
       compare(*_size(text), args.num_classes, args.skip_pymatting,

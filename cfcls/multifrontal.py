@@ -35,8 +35,9 @@ large a factor will be before anything is computed.
 """
 import collections
 import contextlib
+import os
 import threading
-from typing import Iterable, Iterator, List, NamedTuple, Tuple
+from typing import Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import scipy.linalg.blas
@@ -48,6 +49,7 @@ try:  # in requirements.txt; optional so the solver imports without it
 except ImportError:  # pragma: no cover
   threadpoolctl = None
 
+from cfcls import frontal_kernels
 from cfcls import grid_ordering
 
 LEAF_PIXELS = 128
@@ -57,6 +59,11 @@ LEAF_PIXELS = 128
 # than this is planned front by front during each factorisation (1.7 s of
 # a 3.1 s factorisation at 480x640 when it was not cached).
 PLAN_CACHE_PIXELS = 2 ** 20
+# Threads of the compiled backend (1 or 2; None: 2 where the process may
+# use two cores). Each runs BLAS on one thread (_one_blas_thread).
+THREADS = None
+# factorise_taps's backend when none is given (see there).
+BACKEND = 'auto'
 
 
 def _one_blas_thread():
@@ -88,6 +95,37 @@ class FrontPlan(NamedTuple):
   z: int  # F_ro's first z columns are structurally zero (s if r = 0)
 
 
+class FlatPlan(NamedTuple):
+  """A cached plan as flat arrays, for the compiled kernels
+  (`cfcls.frontal_kernels`): per front k, its sizes and its offsets into
+  the concatenated index arrays (x_ptr[k]:x_ptr[k + 1]), into the factor
+  buffer, and into the stack of update matrices."""
+  start: np.ndarray    # int64 [F]: own pixels are order[start:start + own]
+  own: np.ndarray      # int64 [F]: s
+  ring: np.ndarray     # int64 [F]: r
+  zero: np.ndarray     # int64 [F]: z (FrontPlan.z)
+  ring_ptr: np.ndarray  # int64 [F + 1] into ring_rank
+  ring_rank: np.ndarray
+  oo_ptr: np.ndarray   # int64 [F + 1] into dst_oo / src_oo
+  dst_oo: np.ndarray
+  src_oo: np.ndarray
+  ro_ptr: np.ndarray   # int64 [F + 1] into dst_ro / src_ro
+  dst_ro: np.ndarray
+  src_ro: np.ndarray
+  blk_ptr: np.ndarray  # int64 [F + 1] into blk
+  blk: np.ndarray      # int64 [M, 8]: (child,) + a _child_blocks entry
+  l_off: np.ndarray    # int64 [F]: L_oo (s x s, column-major) in the buffer
+  lr_off: np.ndarray   # int64 [F]: L_ro (r x (s - z), column-major)
+  size: int            # float64 entries of the factor buffer
+  build_at: np.ndarray  # int64 [F]: where F_rr is built on the stack
+  upd_off: np.ndarray  # int64 [F]: where the update then rests (-1: none)
+  stack_size: int
+  # The first front of the root's second subtree (0: the root has no
+  # children): fronts 0..split-1 and split..F-2 are independent, and
+  # their updates lie in separate parts of the stack.
+  split: int
+
+
 class Plan(NamedTuple):
   height: int
   width: int
@@ -95,6 +133,7 @@ class Plan(NamedTuple):
   order: np.ndarray    # int64 [N]: the pixels in elimination order
   num_fronts: int
   fronts: Iterable[FrontPlan]  # a list, or one pass for large grids
+  flat: Optional[FlatPlan] = None  # the list's arrays (None if one pass)
 
 
 def _ring(region, height, width, reach, index):
@@ -154,8 +193,84 @@ def _plan(height: int, width: int, reach: int, leaf_pixels: int,
   rank = np.empty(n, np.int64)
   rank[order] = np.arange(n)
   fronts = _front_plans(height, width, reach, nodes, rank)
+  if lazy:
+    return Plan(height, width, reach, order, len(nodes), fronts)
+  flat = _flatten(list(fronts))
   return Plan(height, width, reach, order, len(nodes),
-              fronts if lazy else list(fronts))
+              _front_views(flat), flat)
+
+
+def _offsets(sizes) -> np.ndarray:
+  return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+
+
+def _flatten(fronts: List[FrontPlan]) -> FlatPlan:
+  """The plan's fronts as one set of flat arrays (`FlatPlan`)."""
+  cat = lambda name, dtype: np.concatenate(
+      [np.zeros(0, dtype)] + [getattr(fp, name) for fp in fronts])
+  own = np.array([fp.stop - fp.start for fp in fronts], np.int64)
+  ring = np.array([len(fp.ring_rank) for fp in fronts], np.int64)
+  zero = np.array([fp.z for fp in fronts], np.int64)
+  blk = [(child,) + b for fp in fronts for child, blocks in fp.children
+         for b in blocks]
+  num_blk = [sum(len(blocks) for _, blocks in fp.children) for fp in fronts]
+  l_size, lr_size = own * own, ring * (own - zero)
+  l_off = _offsets(l_size)[:-1]
+  lr_off = l_size.sum() + _offsets(lr_size)[:-1]
+  # The update stack: in post-order, a node's children's updates are the
+  # top of the stack when the node is eliminated.
+  last = len(fronts) - 1
+  root_kids = [child for child, _ in fronts[-1].children]
+  split = root_kids[0] + 1 if len(root_kids) == 2 else 0
+  assert not split or ring[last] == 0, 'the root has a ring'
+  build_at = np.zeros(len(fronts), np.int64)
+  upd_off = np.full(len(fronts), -1, np.int64)
+  top = peak = 0
+  for k, fp in enumerate(fronts):
+    if split and k == split:  # the second subtree: above all of the first
+      top = peak
+    kids = [child for child, _ in fp.children]
+    base = top
+    for child in reversed(kids):  # the last child's update is the top one
+      if split and k == last:  # the root forms no update (ring empty)
+        break
+      base -= int(ring[child]) ** 2
+      assert upd_off[child] == base, 'children not on top of the stack'
+    build_at[k] = top
+    peak = max(peak, top + int(ring[k]) ** 2)
+    top = base
+    if ring[k] and k != last:
+      upd_off[k] = base
+      top = base + int(ring[k]) ** 2
+  return FlatPlan(
+      np.array([fp.start for fp in fronts], np.int64), own, ring, zero,
+      _offsets(ring), cat('ring_rank', np.int64),
+      _offsets([len(fp.dst_oo) for fp in fronts]), cat('dst_oo', np.int32),
+      cat('src_oo', np.int32),
+      _offsets([len(fp.dst_ro) for fp in fronts]), cat('dst_ro', np.int32),
+      cat('src_ro', np.int32),
+      _offsets(num_blk), np.array(blk, np.int64).reshape(-1, 8),
+      l_off, lr_off, int(l_size.sum() + lr_size.sum()), build_at, upd_off,
+      peak, split)
+
+
+def _front_views(flat: FlatPlan) -> List[FrontPlan]:
+  """The fronts again, their arrays views of the flat ones (no copy)."""
+  fronts = []
+  for k in range(len(flat.own)):
+    ring = slice(flat.ring_ptr[k], flat.ring_ptr[k + 1])
+    oo = slice(flat.oo_ptr[k], flat.oo_ptr[k + 1])
+    ro = slice(flat.ro_ptr[k], flat.ro_ptr[k + 1])
+    children = {}
+    for row in flat.blk[flat.blk_ptr[k]:flat.blk_ptr[k + 1]].tolist():
+      children.setdefault(row[0], []).append(tuple(row[1:]))
+    start = int(flat.start[k])
+    fronts.append(FrontPlan(
+        start, start + int(flat.own[k]), flat.ring_rank[ring],
+        flat.dst_oo[oo], flat.src_oo[oo], flat.dst_ro[ro], flat.src_ro[ro],
+        tuple((c, tuple(b)) for c, b in children.items()),
+        int(flat.zero[k])))
+  return fronts
 
 
 def _front_plans(height, width, reach, nodes, rank) -> Iterator[FrontPlan]:
@@ -306,7 +421,39 @@ class Front(NamedTuple):
 class Factor(NamedTuple):
   n: int
   order: np.ndarray    # int64 [N]: the pixels in elimination order
-  fronts: List[Front]
+  fronts: List[Front]  # the NumPy backend's fronts ([] if compiled)
+  # The compiled backend's: (the grid's FlatPlan, the float64 buffer that
+  # holds every front's L_oo then every L_ro, column-major).
+  compiled: Optional[Tuple[FlatPlan, np.ndarray]] = None
+
+  @property
+  def nbytes(self) -> int:
+    """Bytes of the factor's entries (what `factor_nbytes` predicts)."""
+    if self.compiled is not None:
+      return self.compiled[1].nbytes
+    return sum(f.l_own.nbytes + f.l_ring.nbytes for f in self.fronts)
+
+
+BACKENDS = ('auto', 'compiled', 'numpy')
+
+
+def _use_compiled(backend: str, storage, grid: Plan) -> bool:
+  """Whether `factorise_taps` runs the compiled kernels: 'auto' does for
+  a float64 factor of a cached plan when numba imports; 'numpy' never."""
+  backend = BACKEND if backend is None else backend
+  if backend not in BACKENDS:
+    raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
+  if backend == 'numpy':
+    return False
+  why = (None if frontal_kernels.available() else 'numba does not import')
+  if why is None and storage != np.float64:
+    why = 'it stores float64 factors only'
+  if why is None and grid.flat is None:
+    why = (f'the grid has more than PLAN_CACHE_PIXELS = {PLAN_CACHE_PIXELS} '
+           f'pixels (planned front by front)')
+  if why is not None and backend == 'compiled':
+    raise ValueError(f"backend='compiled' is not available: {why}")
+  return why is None
 
 
 def taps_from_sparse(a_mat, height: int, width: int, reach: int
@@ -334,17 +481,19 @@ def taps_from_sparse(a_mat, height: int, width: int, reach: int
 
 
 def factorise(a_mat, height: int, width: int, reach: int,
-              leaf_pixels: int = LEAF_PIXELS) -> Factor:
+              leaf_pixels: int = LEAF_PIXELS,
+              backend: Optional[str] = None) -> Factor:
   """Cholesky factor of the SPD sparse matrix `a_mat` on a height x width
   grid (pixels row-major, coupling pixels at most `reach` apart in each
   axis); see `factorise_taps`."""
   return factorise_taps(taps_from_sparse(a_mat, height, width, reach),
-                        reach, leaf_pixels)
+                        reach, leaf_pixels, backend=backend)
 
 
 def factorise_taps(taps: np.ndarray, reach: int,
                    leaf_pixels: int = LEAF_PIXELS,
-                   storage=np.float64) -> Factor:
+                   storage=np.float64,
+                   backend: Optional[str] = None) -> Factor:
   """Cholesky factor of the SPD matrix given by its taps.
 
   Args:
@@ -373,6 +522,8 @@ def factorise_taps(taps: np.ndarray, reach: int,
   values = np.ascontiguousarray(taps, np.float64).reshape(-1)
   pack, = scipy.linalg.lapack.get_lapack_funcs(('trttf',), dtype=storage)
   grid = plan(height, width, reach, leaf_pixels)
+  if _use_compiled(backend, storage, grid):
+    return _factorise_compiled(values, grid)
   updates = {}
   fronts = []
   last = grid.num_fronts - 1
@@ -417,10 +568,39 @@ def factorise_taps(taps: np.ndarray, reach: int,
   return Factor(height * width, grid.order, fronts)
 
 
+def _threads() -> int:
+  """Threads of the compiled backend: 2 where this process may run on
+  two or more cores (the root's two subtrees at once), else 1."""
+  if THREADS is not None:
+    return THREADS
+  cores = (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
+           else os.cpu_count() or 1)
+  return 2 if cores >= 2 else 1
+
+
+def _factorise_compiled(values: np.ndarray, grid: Plan) -> Factor:
+  flat = grid.flat
+  out = np.empty(flat.size)
+  with _one_blas_thread():
+    k = frontal_kernels.factorise(values, flat, out,
+                                  np.empty(max(1, flat.stack_size)),
+                                  _threads())
+  if k >= 0:
+    raise np.linalg.LinAlgError(
+        f'front {k} ({flat.own[k]} pixels) is not positive definite '
+        f'(dpotrf)')
+  return Factor(grid.height * grid.width, grid.order, [], (flat, out))
+
+
 def matvec(taps: np.ndarray, x: np.ndarray) -> np.ndarray:
   """A x for A given by its taps ([T, H, W], as `factorise_taps`) and x
   [H * W] or [H * W, C], in strips of rows that stay in cache."""
   t, height, width = taps.shape
+  if (frontal_kernels.available() and taps.dtype == np.float64
+      and np.result_type(x) == np.float64):
+    x2 = np.ascontiguousarray(x.reshape(height * width, -1))
+    return frontal_kernels.matvec(np.ascontiguousarray(taps), x2,
+                                  _threads()).reshape(x.shape)
   reach = (int(round(t ** 0.5)) - 1) // 2
   # [C, H + 2r, W + 2r]: every product runs along contiguous rows.
   padded = np.pad(np.moveaxis(x.reshape(height, width, -1), -1, 0),
@@ -445,6 +625,13 @@ def solve(factor: Factor, rhs: np.ndarray) -> np.ndarray:
   rhs = np.asarray(rhs, np.float64)
   if rhs.shape[0] != factor.n:
     raise ValueError(f'rhs has {rhs.shape[0]} rows, the factor {factor.n}')
+  if factor.compiled is not None:
+    x = np.ascontiguousarray(rhs.reshape(factor.n, -1)[factor.order])
+    with _one_blas_thread():
+      frontal_kernels.solve(x, *factor.compiled, _threads())
+    out = np.empty(x.shape)
+    out[factor.order] = x
+    return out.reshape(rhs.shape)
   dtype = factor.fronts[-1].l_own.dtype
   # In elimination order, every front's own pixels are a slice.
   x = rhs.reshape(factor.n, -1)[factor.order].astype(dtype)

@@ -4,6 +4,7 @@ import pytest
 import scipy.sparse
 import scipy.sparse.linalg
 
+from cfcls import frontal_kernels
 from cfcls import matting
 from cfcls import multifrontal
 
@@ -32,13 +33,24 @@ def _random_stencil_spd(h, w, reach, seed=0):
   return (off + scipy.sparse.diags(diag)).tocsr()
 
 
+BACKENDS = ['numpy'] + (['compiled'] if frontal_kernels.available() else [])
+
+
+@pytest.fixture(params=[1, 2])
+def threads(request, monkeypatch):
+  monkeypatch.setattr(multifrontal, 'THREADS', request.param)
+  return request.param
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
 @pytest.mark.parametrize('h,w,reach,leaf', [
     (1, 1, 1, 4), (5, 3, 2, 4), (23, 31, 1, 16), (40, 37, 2, 64),
     (33, 70, 3, 128)])
-def test_solves_like_scipy(h, w, reach, leaf):
+def test_solves_like_scipy(h, w, reach, leaf, backend, threads):
   a = _random_stencil_spd(h, w, reach)
   rhs = np.random.default_rng(1).standard_normal((h * w, 3))
-  factor = multifrontal.factorise(a, h, w, reach, leaf_pixels=leaf)
+  factor = multifrontal.factorise(a, h, w, reach, leaf_pixels=leaf,
+                                  backend=backend)
   got = multifrontal.solve(factor, rhs)
   want = scipy.sparse.linalg.splu(a.tocsc()).solve(rhs)
   np.testing.assert_allclose(got, want, rtol=0,
@@ -92,7 +104,76 @@ def test_factor_nbytes_is_the_factors_size(storage):
                                        h, w, reach)
   factor = multifrontal.factorise_taps(taps, reach, storage=storage)
   got = sum(f.l_own.nbytes + f.l_ring.nbytes for f in factor.fronts)
+  if factor.compiled is None:
+    assert factor.nbytes == got
+  else:  # float64: the compiled backend's buffer
+    assert not factor.fronts
+    got = factor.nbytes
   assert multifrontal.factor_nbytes(h, w, reach, storage) == got
+  # The NumPy backend's fronts hold the same number of entries.
+  numpy_factor = multifrontal.factorise_taps(taps, reach, storage=storage,
+                                             backend='numpy')
+  assert numpy_factor.nbytes == got
+
+
+def _lower_blocks(factor):
+  """Every front's (lower triangle of L_oo, L_ro), whichever backend."""
+  if factor.compiled is None:
+    return [(np.tril(f.l_own), f.l_ring) for f in factor.fronts]
+  flat, buf = factor.compiled
+  blocks = []
+  for k in range(len(flat.own)):
+    s, r, z = flat.own[k], flat.ring[k], flat.zero[k]
+    l_own = buf[flat.l_off[k]:flat.l_off[k] + s * s].reshape(s, s).T
+    l_ring = buf[flat.lr_off[k]:flat.lr_off[k] + r * (s - z)]
+    blocks.append((np.tril(l_own), l_ring.reshape(s - z, r).T))
+  return blocks
+
+
+@pytest.mark.skipif(not frontal_kernels.available(), reason='needs numba')
+@pytest.mark.parametrize('h,w,reach,leaf', [
+    (5, 3, 2, 4), (41, 37, 2, 128), (23, 70, 1, 16), (64, 64, 3, 64)])
+def test_compiled_backend_makes_the_numpy_factor(h, w, reach, leaf):
+  # The same BLAS calls on the same fronts in the same order: the factors
+  # agree bit for bit, on one thread or two (the root's subtrees at once).
+  taps = multifrontal.taps_from_sparse(
+      _random_stencil_spd(h, w, reach, seed=5), h, w, reach)
+  want = _lower_blocks(multifrontal.factorise_taps(taps, reach, leaf,
+                                                   backend='numpy'))
+  for threads in (1, 2):
+    with pytest.MonkeyPatch.context() as patch:
+      patch.setattr(multifrontal, 'THREADS', threads)
+      got = _lower_blocks(multifrontal.factorise_taps(taps, reach, leaf,
+                                                      backend='compiled'))
+    assert len(got) == len(want)
+    for (g_own, g_ring), (w_own, w_ring) in zip(got, want):
+      np.testing.assert_array_equal(g_own, w_own)
+      np.testing.assert_array_equal(g_ring, w_ring)
+
+
+@pytest.mark.skipif(not frontal_kernels.available(), reason='needs numba')
+def test_compiled_backend_errors(threads):
+  h, w, reach = 30, 24, 2
+  a = _random_stencil_spd(h, w, reach, seed=6)
+  taps = multifrontal.taps_from_sparse(a, h, w, reach)
+  with pytest.raises(ValueError, match='float64 factors only'):
+    multifrontal.factorise_taps(taps, reach, storage=np.float32,
+                                backend='compiled')
+  with pytest.raises(ValueError, match='backend must be one of'):
+    multifrontal.factorise_taps(taps, reach, backend='fortran')
+  # Not positive definite: a negative pixel in the second subtree, and one
+  # in the first.
+  for pixel in (h * w - 1, 0):
+    bad = taps.copy()
+    bad[len(bad) // 2].reshape(-1)[pixel] = -1e3
+    with pytest.raises(np.linalg.LinAlgError, match='not positive definite'):
+      multifrontal.factorise_taps(bad, reach, backend='compiled')
+  # matvec (compiled here) is A x.
+  x = np.random.default_rng(7).standard_normal((h * w, 3))
+  np.testing.assert_allclose(multifrontal.matvec(taps, x), a @ x, rtol=0,
+                             atol=1e-12)
+  np.testing.assert_allclose(multifrontal.matvec(taps, x[:, 1]), a @ x[:, 1],
+                             rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize('h,w,reach,leaf', [
@@ -131,3 +212,30 @@ def test_plans_are_cached_within_a_pixel_budget(monkeypatch):
   assert not isinstance(big.fronts, list)
   assert multifrontal.plan(40, 30, 2) is not big
   multifrontal.clear_plan_cache()
+
+
+def test_without_numba_or_beyond_the_plan_cache_numpy_runs(monkeypatch):
+  h, w, reach = 26, 31, 2
+  a = _random_stencil_spd(h, w, reach, seed=8)
+  taps = multifrontal.taps_from_sparse(a, h, w, reach)
+  rhs = np.random.default_rng(9).standard_normal((h * w, 2))
+  want = scipy.sparse.linalg.splu(a.tocsc()).solve(rhs)
+  multifrontal.clear_plan_cache()
+  monkeypatch.setattr(multifrontal, 'PLAN_CACHE_PIXELS', 500)
+  with pytest.raises(ValueError, match='PLAN_CACHE_PIXELS'):
+    multifrontal.factorise_taps(taps, reach, backend='compiled')
+  factor = multifrontal.factorise_taps(taps, reach)  # auto: numpy
+  assert factor.compiled is None and factor.fronts
+  np.testing.assert_allclose(multifrontal.solve(factor, rhs), want, rtol=0,
+                             atol=1e-10 * np.abs(want).max())
+  monkeypatch.undo()
+  multifrontal.clear_plan_cache()
+  monkeypatch.setattr(frontal_kernels, 'available', lambda: False)
+  with pytest.raises(ValueError, match='numba does not import'):
+    multifrontal.factorise_taps(taps, reach, backend='compiled')
+  factor = multifrontal.factorise_taps(taps, reach)
+  assert factor.compiled is None
+  np.testing.assert_allclose(multifrontal.solve(factor, rhs), want, rtol=0,
+                             atol=1e-10 * np.abs(want).max())
+  np.testing.assert_allclose(multifrontal.matvec(taps, want), rhs, rtol=0,
+                             atol=1e-10)

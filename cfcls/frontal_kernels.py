@@ -1,0 +1,305 @@
+"""Compiled multifrontal factorisation and solve (numba), one call per image.
+
+`cfcls.multifrontal` eliminates a few thousand small fronts per image
+(2047 at 321x321). Driven from Python, each front costs tens of
+microseconds of interpreter and wrapper work around BLAS calls of about
+the same length, so half of a factorisation and most of a solve was that
+overhead. Here the whole loop over the fronts is one compiled function:
+assembly, extend-add, and LAPACK `dpotrf` / BLAS `dtrsm`, `dsyrk`, `dgemm`
+called through the function pointers that scipy exports
+(`scipy.linalg.cython_lapack`, `cython_blas`), the same OpenBLAS that
+scipy's Python wrappers call, so `threadpoolctl` limits it alike.
+
+Everything here works on the flat plan (`multifrontal.FlatPlan`): per
+front, its offsets into concatenated index arrays, into one factor buffer
+and into a stack of update matrices (in post-order a node's children's
+updates are the top of the stack; the parent builds its own above them,
+then moves it down over them).
+
+numba is optional: `available()` says whether these kernels can be used,
+and `cfcls.multifrontal` falls back to its NumPy loop without it. The
+compiled code is cached on disk (numba's `cache=True`), so only the first
+process on a machine pays the compilation (a few seconds).
+"""
+import threading
+
+import numpy as np
+
+try:
+  import llvmlite.binding
+  import numba
+  from numba import types
+  from numba.core import cgutils
+  from numba.extending import get_cython_function_address
+  from numba.extending import intrinsic
+except ImportError:  # pragma: no cover - numba is in requirements.txt
+  numba = None
+
+
+def available() -> bool:
+  """Whether the compiled kernels can run (numba imports)."""
+  return numba is not None
+
+
+if numba is not None:
+  # Symbols by name (not ctypes pointers baked into the code), so that the
+  # compiled functions can be cached on disk: they are resolved again when
+  # a later process loads the cache.
+  _ROUTINES = (('scipy.linalg.cython_lapack', 'dpotrf', 5),
+               ('scipy.linalg.cython_blas', 'dtrsm', 11),
+               ('scipy.linalg.cython_blas', 'dsyrk', 10),
+               ('scipy.linalg.cython_blas', 'dgemm', 13))
+  _fns = {}
+  for _module, _name, _nargs in _ROUTINES:
+    llvmlite.binding.add_symbol(f'cfcls_{_name}',
+                                get_cython_function_address(_module, _name))
+    # Fortran calling convention: every argument by pointer.
+    _fns[_name] = types.ExternalFunction(
+        f'cfcls_{_name}', types.void(*([types.voidptr] * _nargs)))
+  _dpotrf, _dtrsm, _dsyrk, _dgemm = (
+      _fns[name] for _, name, _ in _ROUTINES)
+
+  @intrinsic
+  def _at(typingctx, arr, offset):  # pylint: disable=unused-argument
+    """A void pointer to arr.flat[offset] (arr 1-D, contiguous)."""
+    def codegen(context, builder, sig, args):
+      ary = context.make_array(sig.args[0])(context, builder, args[0])
+      return builder.bitcast(builder.gep(ary.data, [args[1]]),
+                             cgutils.voidptr_t)
+    return types.voidptr(arr, types.intp), codegen
+
+  _L, _R, _N, _T = ord('L'), ord('R'), ord('N'), ord('T')
+
+  def _sig(result, *args):
+    """A numba signature: 'i' int64[::1], 'j' int32[::1], 'f'
+    float64[::1], 'n' an int64 scalar, or a type spelled out."""
+    names = {'i': 'int64[::1]', 'j': 'int32[::1]', 'f': 'float64[::1]',
+             'n': 'int64'}
+    return f'{result}({", ".join(names.get(a, a) for a in args)})'
+
+  # Eager (explicit signatures): compiled, or loaded from numba's disk
+  # cache, when this module is imported, not inside the first solve.
+  @numba.njit(_sig('int64', 'f', 'i', 'i', 'i', 'i', 'j', 'j', 'i', 'j', 'j',
+                   'i', 'int64[:, ::1]', 'i', 'i', 'i', 'i', 'n', 'n', 'f',
+                   'f'), cache=True, nogil=True)
+  def _factorise(values, own, ring, zero, oo_ptr, dst_oo, src_oo, ro_ptr,
+                 dst_ro, src_ro, blk_ptr, blk, l_off, lr_off, build_at,
+                 upd_off, k0, k1, out, stack):
+    """Fills `out` with the L_oo and L_ro of fronts k0..k1-1; returns -1,
+    or the index of the first front that is not positive definite."""
+    chars = np.array([_L, _R, _N, _T], np.uint8)
+    ints = np.zeros(4, np.int32)  # s, r, c, info
+    dbl = np.array([1.0, -1.0, 0.0])
+    last = len(own) - 1
+    for k in range(k0, k1):
+      s, r, z = own[k], ring[k], zero[k]
+      c = s - z
+      lo, lr, fr = l_off[k], lr_off[k], build_at[k]
+      out[lo:lo + s * s] = 0.0
+      out[lr:lr + r * c] = 0.0
+      stack[fr:fr + r * r] = 0.0
+      for e in range(oo_ptr[k], oo_ptr[k + 1]):
+        out[lo + dst_oo[e]] = values[src_oo[e]]
+      for e in range(ro_ptr[k], ro_ptr[k + 1]):
+        out[lr + dst_ro[e]] = values[src_ro[e]]
+      # Extend-add: each child's update, rectangle by rectangle.
+      for b in range(blk_ptr[k], blk_ptr[k + 1]):
+        child, block = blk[b, 0], blk[b, 1]
+        row, col, ca, cb, na, nb = (blk[b, 2], blk[b, 3], blk[b, 4],
+                                    blk[b, 5], blk[b, 6], blk[b, 7])
+        rc, u = ring[child], upd_off[child]
+        if block == 0:
+          dst, base, ld = out, lo, s
+        elif block == 1:
+          dst, base, ld = out, lr, r
+        else:
+          dst, base, ld = stack, fr, r
+        for j in range(nb):
+          d0 = base + (col + j) * ld + row
+          s0 = u + (cb + j) * rc + ca
+          for i in range(na):
+            dst[d0 + i] += stack[s0 + i]
+      ints[0], ints[1], ints[2] = s, r, c
+      _dpotrf(_at(chars, 0), _at(ints, 0), _at(out, lo), _at(ints, 0),
+              _at(ints, 3))
+      if ints[3] != 0:
+        return k
+      if r > 0 and c > 0:
+        # L_ro = F_ro L_oo^-T with L_oo's trailing c x c block.
+        _dtrsm(_at(chars, 1), _at(chars, 0), _at(chars, 3), _at(chars, 2),
+               _at(ints, 1), _at(ints, 2), _at(dbl, 0),
+               _at(out, lo + z * s + z), _at(ints, 0), _at(out, lr),
+               _at(ints, 1))
+        if k != last:  # F_rr - L_ro L_ro^T, lower triangle
+          _dsyrk(_at(chars, 0), _at(chars, 2), _at(ints, 1), _at(ints, 2),
+                 _at(dbl, 1), _at(out, lr), _at(ints, 1), _at(dbl, 0),
+                 _at(stack, fr), _at(ints, 1))
+      if r > 0 and k != last:  # down over the children's, now consumed
+        u = upd_off[k]
+        if u != fr:
+          for i in range(r * r):
+            stack[u + i] = stack[fr + i]
+    return -1
+
+  _X = 'float64[:, ::1]'
+
+  @numba.njit(_sig('void', _X, *'iiiiiiiifnnnff'), cache=True, nogil=True)
+  def _forward(x, start, own, ring, zero, ring_ptr, ring_rank, l_off,
+               lr_off, factor, k0, k1, split, alt, work):
+    """L y = b for fronts k0..k1-1, in place in x [N, C] (C-order,
+    elimination order); what they subtract from rows split.. goes to alt
+    instead (so that two subtrees can run at once)."""
+    n_rhs = x.shape[1]
+    flat = x.reshape(-1)
+    chars = np.array([_L, _R, _N, _T], np.uint8)
+    ints = np.zeros(4, np.int32)  # C, s, r, c
+    dbl = np.array([1.0, -1.0, 0.0])
+    ints[0] = n_rhs
+    # Row-major [s, C] blocks are column-major C x s: solve Y L^T = B^T.
+    for k in range(k0, k1):
+      s, r, z = own[k], ring[k], zero[k]
+      c = s - z
+      ints[1], ints[2], ints[3] = s, r, c
+      b0 = start[k] * n_rhs
+      _dtrsm(_at(chars, 1), _at(chars, 0), _at(chars, 3), _at(chars, 2),
+             _at(ints, 0), _at(ints, 1), _at(dbl, 0), _at(factor, l_off[k]),
+             _at(ints, 1), _at(flat, b0), _at(ints, 0))
+      if r > 0 and c > 0:  # work (C x r) = y_z^T L_ro^T
+        _dgemm(_at(chars, 2), _at(chars, 3), _at(ints, 0), _at(ints, 2),
+               _at(ints, 3), _at(dbl, 0), _at(flat, b0 + z * n_rhs),
+               _at(ints, 0), _at(factor, lr_off[k]), _at(ints, 2),
+               _at(dbl, 2), _at(work, 0), _at(ints, 0))
+        p = ring_ptr[k]
+        for i in range(r):
+          rank, w0 = ring_rank[p + i], i * n_rhs
+          if rank < split:
+            for q in range(n_rhs):
+              flat[rank * n_rhs + q] -= work[w0 + q]
+          else:
+            for q in range(n_rhs):
+              alt[(rank - split) * n_rhs + q] -= work[w0 + q]
+
+  @numba.njit(_sig('void', _X, *'iiiiiiiifnnf'), cache=True, nogil=True)
+  def _backward(x, start, own, ring, zero, ring_ptr, ring_rank, l_off,
+                lr_off, factor, k0, k1, work):
+    """L^T x = y for fronts k1-1..k0, in place (see _forward)."""
+    n_rhs = x.shape[1]
+    flat = x.reshape(-1)
+    chars = np.array([_L, _R, _N, _T], np.uint8)
+    ints = np.zeros(4, np.int32)  # C, s, r, c
+    dbl = np.array([1.0, -1.0, 0.0])
+    ints[0] = n_rhs
+    for k in range(k1 - 1, k0 - 1, -1):
+      s, r, z = own[k], ring[k], zero[k]
+      c = s - z
+      ints[1], ints[2], ints[3] = s, r, c
+      b0 = start[k] * n_rhs
+      if r > 0 and c > 0:  # b_z^T -= x_ring^T L_ro
+        p = ring_ptr[k]
+        for i in range(r):
+          d0, w0 = ring_rank[p + i] * n_rhs, i * n_rhs
+          for q in range(n_rhs):
+            work[w0 + q] = flat[d0 + q]
+        _dgemm(_at(chars, 2), _at(chars, 2), _at(ints, 0), _at(ints, 3),
+               _at(ints, 2), _at(dbl, 1), _at(work, 0), _at(ints, 0),
+               _at(factor, lr_off[k]), _at(ints, 2), _at(dbl, 0),
+               _at(flat, b0 + z * n_rhs), _at(ints, 0))
+      _dtrsm(_at(chars, 1), _at(chars, 0), _at(chars, 2), _at(chars, 2),
+             _at(ints, 0), _at(ints, 1), _at(dbl, 0), _at(factor, l_off[k]),
+             _at(ints, 1), _at(flat, b0), _at(ints, 0))
+
+
+  @numba.njit(_sig('void', 'float64[:, :, ::1]', _X, _X, 'n', 'n'),
+              cache=True, nogil=True)
+  def _matvec(taps, x, out, y0, y1):
+    """out[p] = sum_t taps[t, p] x[p + d_t] for the pixels of rows
+    y0..y1-1 (x, out [H * W, C]; d_t as multifrontal.full_offsets)."""
+    t, height, width = taps.shape
+    reach = (int(round(t ** 0.5)) - 1) // 2
+    side = 2 * reach + 1
+    n_rhs = x.shape[1]
+    for y in range(y0, y1):
+      row = out[y * width:(y + 1) * width]
+      row[:] = 0.0
+      for k in range(t):
+        dy, dx = k // side - reach, k % side - reach
+        if y + dy < 0 or y + dy >= height:
+          continue
+        for xx in range(max(0, -dx), min(width, width - dx)):
+          a = taps[k, y, xx]
+          q = (y + dy) * width + xx + dx
+          for c in range(n_rhs):
+            row[xx, c] += a * x[q, c]
+
+
+def matvec(taps, x, threads: int = 1):
+  """A x (see `multifrontal.matvec`) for float64 taps [T, H, W] and x
+  [H * W, C], rows split between `threads` threads."""
+  height = taps.shape[1]
+  out = np.empty(x.shape)
+  if threads < 2 or height < 2:
+    _matvec(taps, x, out, 0, height)
+  else:
+    _parallel(lambda: _matvec(taps, x, out, 0, height // 2),
+              lambda: _matvec(taps, x, out, height // 2, height))
+  return out
+
+
+def _parallel(first, second):
+  """Runs second() in a thread while first() runs here; the compiled
+  kernels release the GIL. Returns (first(), second())."""
+  box = []
+  worker = threading.Thread(target=lambda: box.append(second()))
+  worker.start()
+  try:
+    one = first()
+  finally:
+    worker.join()
+  return one, box[0]
+
+
+def factorise(values, flat, out, stack, threads: int = 1) -> int:
+  """Runs the compiled factorisation (see `multifrontal.FlatPlan`) into
+  `out`: -1 on success, else the index of the first front that is not
+  positive definite. With threads=2 the root's two subtrees are
+  factorised at once."""
+  run = lambda k0, k1: _factorise(
+      values, flat.own, flat.ring, flat.zero, flat.oo_ptr, flat.dst_oo,
+      flat.src_oo, flat.ro_ptr, flat.dst_ro, flat.src_ro, flat.blk_ptr,
+      flat.blk, flat.l_off, flat.lr_off, flat.build_at, flat.upd_off, k0,
+      k1, out, stack)
+  root = len(flat.own) - 1
+  if threads < 2 or not flat.split:
+    return run(0, root + 1)
+  one, two = _parallel(lambda: run(0, flat.split),
+                       lambda: run(flat.split, root))
+  for k in (one, two):
+    if k >= 0:
+      return k
+  return run(root, root + 1)
+
+
+def solve(x, flat, factor, threads: int = 1) -> None:
+  """x [N, C] float64 C-order in elimination order := A^-1 x, in place.
+  With threads=2 the root's two subtrees are solved at once."""
+  n_rhs = x.shape[1]
+  indices = (flat.start, flat.own, flat.ring, flat.zero, flat.ring_ptr,
+             flat.ring_rank, flat.l_off, flat.lr_off, factor)
+  work = lambda: np.empty(max(1, int(flat.ring.max(initial=0))) * n_rhs)
+  root, n = len(flat.own) - 1, x.shape[0]
+  none = np.empty(0)
+  if threads < 2 or not flat.split:
+    _forward(x, *indices, 0, root + 1, n, none, work())
+    _backward(x, *indices, 0, root + 1, work())
+    return
+  # Both subtrees subtract from the root's rows (their only shared rows):
+  # the second into a buffer, added after.
+  at = int(flat.start[root])
+  alt = np.zeros(((n - at) * n_rhs))
+  _parallel(lambda: _forward(x, *indices, 0, flat.split, n, none, work()),
+            lambda: _forward(x, *indices, flat.split, root, at, alt, work()))
+  x[at:] += alt.reshape(n - at, n_rhs)
+  _forward(x, *indices, root, root + 1, n, none, work())
+  _backward(x, *indices, root, root + 1, work())
+  _parallel(lambda: _backward(x, *indices, 0, flat.split, work()),
+            lambda: _backward(x, *indices, flat.split, root, work()))
