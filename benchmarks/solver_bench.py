@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.join(ROOT, 'tests'))
 
 import jax  # noqa: E402
 
-from cfcls import frontal_kernels  # noqa: E402
+from cfcls import direct_kernels  # noqa: E402
 from cfcls import matting  # noqa: E402
 from cfcls import multifrontal  # noqa: E402
 import matting_scenes  # noqa: E402
@@ -71,12 +71,12 @@ def _backends(image, scribbles, num_classes, t_ref, t_ours):
   the NumPy loop (the solver before numba), in this process."""
   for backend, threads, name in (('compiled', 1, 'compiled, one thread'),
                                  ('numpy', 1, 'NumPy loop over the fronts')):
-    saved = multifrontal.BACKEND, multifrontal.THREADS
-    multifrontal.BACKEND, multifrontal.THREADS = backend, threads
+    saved = multifrontal.BACKEND, direct_kernels.THREADS
+    multifrontal.BACKEND, direct_kernels.THREADS = backend, threads
     try:
       t, _, _ = _ours(image, scribbles, num_classes)
     finally:
-      multifrontal.BACKEND, multifrontal.THREADS = saved
+      multifrontal.BACKEND, direct_kernels.THREADS = saved
     print(f'  default call, {name}: {t:.2f} s ({t_ref / t:.1f}x the '
           f'reference; the default is {t / t_ours:.2f}x faster)')
 
@@ -240,11 +240,11 @@ def main():
                       choices=matting.METHODS,
                       help="solve_alpha's method for --large")
   args = parser.parse_args()
-  numba = (f'numba {frontal_kernels.numba.__version__}'
-           if frontal_kernels.available() else 'no numba (NumPy loop)')
+  numba = (f'numba {direct_kernels.numba.__version__}'
+           if direct_kernels.available() else 'no numba (NumPy loop)')
   print(f'jax {jax.__version__} on {jax.devices()[0].platform}, '
         f'{os.cpu_count()} cores, {numba}, solver threads '
-        f'{multifrontal._threads()}, {time.strftime("%Y-%m-%d")}')
+        f'{direct_kernels.threads()}, {time.strftime("%Y-%m-%d")}')
   if args.sizes != 'none':
     for text in args.sizes.split(','):
       compare(*_size(text), args.num_classes, args.skip_pymatting,

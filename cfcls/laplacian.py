@@ -37,6 +37,7 @@ import numpy as np
 import scipy.sparse
 
 from cfcls import _validate
+from cfcls import direct_kernels
 from cfcls import window_weights
 
 
@@ -315,9 +316,12 @@ def host_stencil(image, eps: float = 1e-7, radius: int = 1,
   """The stencil of one image's matting Laplacian, in float64 NumPy.
 
   The same window weights as `window_stats` at precision 'float64', but
-  computed on the host with NumPy: nothing is compiled, so a first call
-  costs what later ones do (the direct solver and the sparse reference use
-  it).
+  computed on the host: by `direct_kernels.stencil` (numba, compiled when
+  cfcls is imported, the formulas of `window_weights.weights_float64` a
+  window at a time, two halves of the rows at once where two cores are
+  free), or without numba by `weights_float64` in NumPy. Nothing is
+  compiled for the image's size, so a first call costs what later ones do
+  (the direct solver and the sparse reference use it).
 
   Args:
     image: [H, W, 3] array, RGB in [0, 1].
@@ -339,8 +343,12 @@ def host_stencil(image, eps: float = 1e-7, radius: int = 1,
   r2 = 2 * radius
   image = image.astype(np.float64)
   keep = None if valid is None else valid > 0.5
-  out = np.zeros((len(half_offsets(radius)), h, w))
   placements = _pair_placements(radius)
+  if direct_kernels.available():
+    return direct_kernels.stencil(
+        np.ascontiguousarray(image), keep, float(eps), int(radius),
+        np.array(placements, np.int64), direct_kernels.threads())
+  out = np.zeros((len(half_offsets(radius)), h, w))
   # Strips of window-centre rows (their temporaries are ~100 floats per
   # pixel); strip rows u0..u1 cover pixel rows u0..u1 + 2r. Each weight is
   # added in place where it belongs (no padded copies, as in _assemble).

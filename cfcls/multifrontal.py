@@ -49,7 +49,7 @@ try:  # in requirements.txt; optional so the solver imports without it
 except ImportError:  # pragma: no cover
   threadpoolctl = None
 
-from cfcls import frontal_kernels
+from cfcls import direct_kernels
 from cfcls import grid_ordering
 
 LEAF_PIXELS = 128
@@ -59,9 +59,6 @@ LEAF_PIXELS = 128
 # than this is planned front by front during each factorisation (1.7 s of
 # a 3.1 s factorisation at 480x640 when it was not cached).
 PLAN_CACHE_PIXELS = 2 ** 20
-# Threads of the compiled backend (1 or 2; None: 2 where the process may
-# use two cores). Each runs BLAS on one thread (_one_blas_thread).
-THREADS = None
 # factorise_taps's backend when none is given (see there).
 BACKEND = 'auto'
 
@@ -97,7 +94,7 @@ class FrontPlan(NamedTuple):
 
 class FlatPlan(NamedTuple):
   """A cached plan as flat arrays, for the compiled kernels
-  (`cfcls.frontal_kernels`): per front k, its sizes and its offsets into
+  (`cfcls.direct_kernels`): per front k, its sizes and its offsets into
   the concatenated index arrays (x_ptr[k]:x_ptr[k + 1]), into the factor
   buffer, and into the stack of update matrices."""
   start: np.ndarray    # int64 [F]: own pixels are order[start:start + own]
@@ -445,7 +442,7 @@ def _use_compiled(backend: str, storage, grid: Plan) -> bool:
     raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
   if backend == 'numpy':
     return False
-  why = (None if frontal_kernels.available() else 'numba does not import')
+  why = (None if direct_kernels.available() else 'numba does not import')
   if why is None and storage != np.float64:
     why = 'it stores float64 factors only'
   if why is None and grid.flat is None:
@@ -568,23 +565,13 @@ def factorise_taps(taps: np.ndarray, reach: int,
   return Factor(height * width, grid.order, fronts)
 
 
-def _threads() -> int:
-  """Threads of the compiled backend: 2 where this process may run on
-  two or more cores (the root's two subtrees at once), else 1."""
-  if THREADS is not None:
-    return THREADS
-  cores = (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
-           else os.cpu_count() or 1)
-  return 2 if cores >= 2 else 1
-
-
 def _factorise_compiled(values: np.ndarray, grid: Plan) -> Factor:
   flat = grid.flat
-  out = np.empty(flat.size)
+  out = direct_kernels.buffer(flat.size)
   with _one_blas_thread():
-    k = frontal_kernels.factorise(values, flat, out,
-                                  np.empty(max(1, flat.stack_size)),
-                                  _threads())
+    k = direct_kernels.factorise(values, flat, out,
+                                  direct_kernels.buffer(max(1, flat.stack_size)),
+                                  direct_kernels.threads())
   if k >= 0:
     raise np.linalg.LinAlgError(
         f'front {k} ({flat.own[k]} pixels) is not positive definite '
@@ -596,11 +583,11 @@ def matvec(taps: np.ndarray, x: np.ndarray) -> np.ndarray:
   """A x for A given by its taps ([T, H, W], as `factorise_taps`) and x
   [H * W] or [H * W, C], in strips of rows that stay in cache."""
   t, height, width = taps.shape
-  if (frontal_kernels.available() and taps.dtype == np.float64
+  if (direct_kernels.available() and taps.dtype == np.float64
       and np.result_type(x) == np.float64):
     x2 = np.ascontiguousarray(x.reshape(height * width, -1))
-    return frontal_kernels.matvec(np.ascontiguousarray(taps), x2,
-                                  _threads()).reshape(x.shape)
+    return direct_kernels.matvec(np.ascontiguousarray(taps), x2,
+                                  direct_kernels.threads()).reshape(x.shape)
   reach = (int(round(t ** 0.5)) - 1) // 2
   # [C, H + 2r, W + 2r]: every product runs along contiguous rows.
   padded = np.pad(np.moveaxis(x.reshape(height, width, -1), -1, 0),
@@ -628,7 +615,7 @@ def solve(factor: Factor, rhs: np.ndarray) -> np.ndarray:
   if factor.compiled is not None:
     x = np.ascontiguousarray(rhs.reshape(factor.n, -1)[factor.order])
     with _one_blas_thread():
-      frontal_kernels.solve(x, *factor.compiled, _threads())
+      direct_kernels.solve(x, *factor.compiled, direct_kernels.threads())
     out = np.empty(x.shape)
     out[factor.order] = x
     return out.reshape(rhs.shape)

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cfcls import direct_kernels
 from cfcls import laplacian
 from cfcls import losses
 from cfcls import window_weights
@@ -458,9 +459,18 @@ def test_tall_image_spans_several_cpu_strips(precision):
                              np.asarray(whole), atol=1e-6)
 
 
-def test_host_stencil_matches_window_stats_in_strips(monkeypatch):
-  # The NumPy stencil (the direct solver's, computed in strips of window
-  # rows) is the jax float64 stencil, with and without padding.
+@pytest.mark.parametrize('kernel', ['numpy', 'compiled, 1 thread',
+                                    'compiled, 2 threads'])
+def test_host_stencil_matches_window_stats_in_strips(monkeypatch, kernel):
+  # The host stencil (the direct solver's: the NumPy one in strips of
+  # window rows, or the compiled one, a window at a time, on one or two
+  # threads) is the jax float64 stencil, with and without padding.
+  if kernel == 'numpy':
+    monkeypatch.setattr(direct_kernels, 'available', lambda: False)
+  elif not direct_kernels.available():
+    pytest.skip('needs numba')
+  else:
+    monkeypatch.setattr(direct_kernels, 'THREADS', int(kernel.split()[1]))
   rng = np.random.default_rng(5)
   image = natural_image(rng, 23, 17)
   valid = np.ones((23, 17), np.float32)
@@ -475,3 +485,24 @@ def test_host_stencil_matches_window_stats_in_strips(monkeypatch):
     want = want[0, :, 2:25, 2:19]  # the 2r frame
     got = laplacian.host_stencil(image, valid=v)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.skipif(not direct_kernels.available(), reason='needs numba')
+@pytest.mark.parametrize('radius', [1, 2])
+def test_compiled_host_stencil_is_the_numpy_one(monkeypatch, radius):
+  # Grey, flat and saturated windows (where Delta^-1 reaches ~1e8) too.
+  rng = np.random.default_rng(6)
+  image = natural_image(rng, 31, 26)
+  image[:8, :9] = 0.5  # flat grey
+  image[10:20, :, :] = image[10:20, :, :1]  # grey texture
+  image[22:, 15:] = (1.0, 0.0, 0.0)  # saturated
+  valid = np.ones(image.shape[:2])
+  valid[:, 23:] = 0
+  monkeypatch.setattr(direct_kernels, 'THREADS', 2)
+  for v in (None, valid):
+    got = laplacian.host_stencil(image, 1e-7, radius, v)
+    with monkeypatch.context() as patch:
+      patch.setattr(direct_kernels, 'available', lambda: False)
+      want = laplacian.host_stencil(image, 1e-7, radius, v)
+    np.testing.assert_allclose(got, want, rtol=0,
+                               atol=1e-13 * np.abs(want).max())

@@ -4,7 +4,7 @@ import pytest
 import scipy.sparse
 import scipy.sparse.linalg
 
-from cfcls import frontal_kernels
+from cfcls import direct_kernels
 from cfcls import matting
 from cfcls import multifrontal
 
@@ -33,12 +33,12 @@ def _random_stencil_spd(h, w, reach, seed=0):
   return (off + scipy.sparse.diags(diag)).tocsr()
 
 
-BACKENDS = ['numpy'] + (['compiled'] if frontal_kernels.available() else [])
+BACKENDS = ['numpy'] + (['compiled'] if direct_kernels.available() else [])
 
 
 @pytest.fixture(params=[1, 2])
 def threads(request, monkeypatch):
-  monkeypatch.setattr(multifrontal, 'THREADS', request.param)
+  monkeypatch.setattr(direct_kernels, 'THREADS', request.param)
   return request.param
 
 
@@ -130,7 +130,7 @@ def _lower_blocks(factor):
   return blocks
 
 
-@pytest.mark.skipif(not frontal_kernels.available(), reason='needs numba')
+@pytest.mark.skipif(not direct_kernels.available(), reason='needs numba')
 @pytest.mark.parametrize('h,w,reach,leaf', [
     (5, 3, 2, 4), (41, 37, 2, 128), (23, 70, 1, 16), (64, 64, 3, 64)])
 def test_compiled_backend_makes_the_numpy_factor(h, w, reach, leaf):
@@ -142,7 +142,7 @@ def test_compiled_backend_makes_the_numpy_factor(h, w, reach, leaf):
                                                    backend='numpy'))
   for threads in (1, 2):
     with pytest.MonkeyPatch.context() as patch:
-      patch.setattr(multifrontal, 'THREADS', threads)
+      patch.setattr(direct_kernels, 'THREADS', threads)
       got = _lower_blocks(multifrontal.factorise_taps(taps, reach, leaf,
                                                       backend='compiled'))
     assert len(got) == len(want)
@@ -151,7 +151,7 @@ def test_compiled_backend_makes_the_numpy_factor(h, w, reach, leaf):
       np.testing.assert_array_equal(g_ring, w_ring)
 
 
-@pytest.mark.skipif(not frontal_kernels.available(), reason='needs numba')
+@pytest.mark.skipif(not direct_kernels.available(), reason='needs numba')
 def test_compiled_backend_errors(threads):
   h, w, reach = 30, 24, 2
   a = _random_stencil_spd(h, w, reach, seed=6)
@@ -230,7 +230,7 @@ def test_without_numba_or_beyond_the_plan_cache_numpy_runs(monkeypatch):
                              atol=1e-10 * np.abs(want).max())
   monkeypatch.undo()
   multifrontal.clear_plan_cache()
-  monkeypatch.setattr(frontal_kernels, 'available', lambda: False)
+  monkeypatch.setattr(direct_kernels, 'available', lambda: False)
   with pytest.raises(ValueError, match='numba does not import'):
     multifrontal.factorise_taps(taps, reach, backend='compiled')
   factor = multifrontal.factorise_taps(taps, reach)
