@@ -350,6 +350,158 @@ if numba is not None:
             p += 1
         assert p == pairs
 
+  @numba.njit(cache=True, nogil=True)
+  def _grow(arr, need):
+    """arr, or a copy twice as long if it holds fewer than `need`."""
+    if need <= arr.shape[0]:
+      return arr
+    out = np.empty((max(need, 2 * arr.shape[0]),) + arr.shape[1:], arr.dtype)
+    out[:arr.shape[0]] = arr
+    return out
+
+  @numba.njit(_sig('Tuple((int64[::1], int64[::1], int64[::1], int32[::1], '
+                   'int32[::1], int64[::1], int32[::1], int32[::1], '
+                   'int64[::1], int64[:, ::1], int64[::1]))', 'n', 'n', 'n',
+                   'i', 'i', 'int64[:, ::1]', 'i', 'i', 'int64[:, ::1]'),
+              cache=True, nogil=True)
+  def _plan(height, width, reach, order, rank, regions, start, own,
+            children):
+    """The fronts of `multifrontal._front_plans`, as FlatPlan's arrays:
+    (ring_ptr, ring_rank, oo_ptr, dst_oo, src_oo, ro_ptr, dst_ro, src_ro,
+    blk_ptr, blk, zero), entries in the same order."""
+    n = height * width
+    side = 2 * reach + 1
+    taps = side * side
+    num = own.shape[0]
+    pos = np.full(n, -1, np.int64)
+    ring_ptr = np.zeros(num + 1, np.int64)
+    oo_ptr = np.zeros(num + 1, np.int64)
+    ro_ptr = np.zeros(num + 1, np.int64)
+    blk_ptr = np.zeros(num + 1, np.int64)
+    zero = np.zeros(num, np.int64)
+    ring_rank = np.empty(max(16, n), np.int64)
+    dst_oo = np.empty(max(16, 8 * n), np.int32)
+    src_oo = np.empty(max(16, 8 * n), np.int32)
+    dst_ro = np.empty(max(16, 2 * n), np.int32)
+    src_ro = np.empty(max(16, 2 * n), np.int32)
+    ro_lo = np.empty(taps * 256, np.int64)
+    ro_hi = np.empty(taps * 256, np.int64)
+    blk = np.empty((max(16, n // 8), 8), np.int64)
+    runs = np.empty((64, 3), np.int64)
+    for k in range(num):
+      y0, y1, x0, x1 = regions[k, 0], regions[k, 1], regions[k, 2], regions[k, 3]
+      s = own[k]
+      # The ring: outside the region, within reach of it; by rank.
+      ya, yb = max(0, y0 - reach), min(height, y1 + reach)
+      xa, xb = max(0, x0 - reach), min(width, x1 + reach)
+      ring = np.empty((yb - ya) * (xb - xa) - (y1 - y0) * (x1 - x0),
+                      np.int64)
+      r = 0
+      for y in range(ya, yb):
+        for x in range(xa, xb):
+          if not (y0 <= y < y1 and x0 <= x < x1):
+            ring[r] = rank[y * width + x]
+            r += 1
+      ring.sort()
+      ring_rank = _grow(ring_rank, ring_ptr[k] + r)
+      ring_rank[ring_ptr[k]:ring_ptr[k] + r] = ring
+      ring_ptr[k + 1] = ring_ptr[k] + r
+      m = s + r
+      for i in range(s):
+        pos[order[start[k] + i]] = i
+      for i in range(r):
+        pos[order[ring[i]]] = s + i
+      # Taps of the own rows, each own-own pair once (col >= row).
+      oo, ro = oo_ptr[k], 0
+      dst_oo = _grow(dst_oo, oo + s * taps)
+      src_oo = _grow(src_oo, oo + s * taps)
+      ro_lo = _grow(ro_lo, s * taps)
+      ro_hi = _grow(ro_hi, s * taps)
+      for i in range(s):
+        p = order[start[k] + i]
+        py, px = p // width, p % width
+        for t in range(taps):
+          qy, qx = py + t // side - reach, px + t % side - reach
+          if qy < 0 or qy >= height or qx < 0 or qx >= width:
+            continue
+          col = pos[qy * width + qx]
+          if col < i:
+            continue
+          if col < s:
+            dst_oo[oo] = i * s + col
+            src_oo[oo] = t * n + p
+            oo += 1
+          else:
+            ro_lo[ro], ro_hi[ro] = i, col
+            src_ro = _grow(src_ro, ro_ptr[k] + ro + 1)
+            src_ro[ro_ptr[k] + ro] = t * n + p
+            ro += 1
+      oo_ptr[k + 1] = oo
+      # Children's updates: runs of consecutive positions, split at s.
+      b0 = blk_ptr[k]
+      z = s
+      for e in range(ro):
+        z = min(z, ro_lo[e])
+      for j in range(2):
+        c = children[k, j]
+        if c < 0:
+          continue
+        num_runs = 0
+        ca = ring_ptr[c]
+        cn = ring_ptr[c + 1] - ca
+        runs = _grow(runs, 2 * cn + 2)
+        e = 0
+        while e < cn:
+          f = e + 1
+          first = pos[order[ring_rank[ca + e]]]
+          while f < cn and pos[order[ring_rank[ca + f]]] == first + f - e:
+            f += 1
+          length = f - e
+          if first < s < first + length:
+            runs[num_runs, 0], runs[num_runs, 1] = e, s - first
+            runs[num_runs, 2] = first
+            runs[num_runs + 1, 0] = e + s - first
+            runs[num_runs + 1, 1] = first + length - s
+            runs[num_runs + 1, 2] = s
+            num_runs += 2
+          else:
+            runs[num_runs, 0], runs[num_runs, 1] = e, length
+            runs[num_runs, 2] = first
+            num_runs += 1
+          e = f
+        blk = _grow(blk, b0 + num_runs * (num_runs + 1) // 2)
+        for a in range(num_runs):
+          for b in range(a + 1):
+            pa, pb = runs[a, 2], runs[b, 2]
+            block = 0 if pa < s else (1 if pb < s else 2)
+            blk[b0, 0], blk[b0, 1] = c, block
+            blk[b0, 2] = pa if block == 0 else pa - s
+            blk[b0, 3] = pb - s if block == 2 else pb
+            blk[b0, 4], blk[b0, 5] = runs[a, 0], runs[b, 0]
+            blk[b0, 6], blk[b0, 7] = runs[a, 1], runs[b, 1]
+            if block == 1:
+              z = min(z, blk[b0, 3])
+            b0 += 1
+      # F_ro is stored from column z on (the leading columns that nothing
+      # couples to the ring are zero).
+      for b in range(blk_ptr[k], b0):
+        if blk[b, 1] == 1:
+          blk[b, 3] -= z
+      blk_ptr[k + 1] = b0
+      dst_ro = _grow(dst_ro, ro_ptr[k] + ro)
+      for e in range(ro):
+        dst_ro[ro_ptr[k] + e] = (ro_lo[e] - z) * (m - s) + ro_hi[e] - s
+      ro_ptr[k + 1] = ro_ptr[k] + ro
+      zero[k] = z
+      for i in range(s):
+        pos[order[start[k] + i]] = -1
+      for i in range(r):
+        pos[order[ring[i]]] = -1
+    return (ring_ptr, ring_rank[:ring_ptr[num]].copy(), oo_ptr,
+            dst_oo[:oo_ptr[num]].copy(), src_oo[:oo_ptr[num]].copy(), ro_ptr,
+            dst_ro[:ro_ptr[num]].copy(), src_ro[:ro_ptr[num]].copy(),
+            blk_ptr, blk[:blk_ptr[num]].copy(), zero)
+
 
 def matvec(taps, x, threads: int = 1):
   """A x (see `multifrontal.matvec`) for float64 taps [T, H, W] and x
@@ -403,6 +555,12 @@ def buffer(size: int) -> np.ndarray:
   if size * 8 < 2 ** 22:
     return np.empty(size)
   return np.frombuffer(mmap.mmap(-1, size * 8), np.float64)
+
+
+def plan(height, width, reach, order, rank, regions, start, own, children):
+  """The fronts' index arrays of a grid (see `multifrontal._plan`)."""
+  return _plan(height, width, reach, order, rank, regions, start, own,
+               children)
 
 
 def _parallel(first, second):

@@ -123,14 +123,33 @@ class FlatPlan(NamedTuple):
   split: int
 
 
-class Plan(NamedTuple):
-  height: int
-  width: int
-  reach: int
-  order: np.ndarray    # int64 [N]: the pixels in elimination order
-  num_fronts: int
-  fronts: Iterable[FrontPlan]  # a list, or one pass for large grids
-  flat: Optional[FlatPlan] = None  # the list's arrays (None if one pass)
+class Plan:
+  """The symbolic analysis of a grid (`plan`).
+
+  Attributes:
+    height, width, reach: the grid and its stencil's reach.
+    order: int64 [N], the pixels in elimination order.
+    num_fronts: the number of fronts (nodes of the dissection tree).
+    flat: the fronts as flat arrays (FlatPlan), or None for a grid planned
+      in one pass (above PLAN_CACHE_PIXELS).
+    fronts: the fronts as FrontPlan tuples (the NumPy backend's): views of
+      `flat`, made on first use, or the one-pass iterator.
+  """
+
+  def __init__(self, height, width, reach, order, num_fronts,
+               fronts: Optional[Iterable[FrontPlan]] = None,
+               flat: Optional[FlatPlan] = None):
+    self.height, self.width, self.reach = height, width, reach
+    self.order, self.num_fronts, self.flat = order, num_fronts, flat
+    self._fronts = fronts
+    self._lock = threading.Lock()
+
+  @property
+  def fronts(self) -> Iterable[FrontPlan]:
+    with self._lock:
+      if self._fronts is None:
+        self._fronts = _front_views(self.flat)
+      return self._fronts
 
 
 def _ring(region, height, width, reach, index):
@@ -181,74 +200,93 @@ def _child_blocks(at, s):
 
 
 def _plan(height: int, width: int, reach: int, leaf_pixels: int,
-          lazy: bool = False) -> Plan:
+          lazy: bool = False, compiled: Optional[bool] = None) -> Plan:
   """The plan; with `lazy`, its fronts are made as the factorisation asks
-  for them (a whole plan holds ~160 bytes per pixel at reach 2)."""
+  for them (a whole plan holds ~160 bytes per pixel at reach 2). The
+  fronts' index arrays come from `direct_kernels.plan` (compiled: 0.45 s
+  -> 0.04 s at 321x321) when numba imports, else from `_front_plans`:
+  the same arrays."""
   n = height * width
   nodes = grid_ordering.dissection_tree(height, width, reach, leaf_pixels)
   order = np.concatenate([node.pixels for node in nodes])
   rank = np.empty(n, np.int64)
   rank[order] = np.arange(n)
-  fronts = _front_plans(height, width, reach, nodes, rank)
   if lazy:
-    return Plan(height, width, reach, order, len(nodes), fronts)
-  flat = _flatten(list(fronts))
+    return Plan(height, width, reach, order, len(nodes),
+                _front_plans(height, width, reach, nodes, rank))
+  own = np.array([len(node.pixels) for node in nodes], np.int64)
+  start = _offsets(own)[:-1]
+  kids = [node.children for node in nodes]
+  if direct_kernels.available() if compiled is None else compiled:
+    children = np.array([c + (-1,) * (2 - len(c)) for c in kids],
+                        np.int64).reshape(-1, 2)
+    regions = np.array([node.region for node in nodes], np.int64)
+    arrays = direct_kernels.plan(height, width, reach, order, rank, regions,
+                                 start, own, children)
+  else:
+    arrays = _flat_arrays(list(_front_plans(height, width, reach, nodes,
+                                            rank)))
   return Plan(height, width, reach, order, len(nodes),
-              _front_views(flat), flat)
+              flat=_flatten(start, own, kids, *arrays))
 
 
 def _offsets(sizes) -> np.ndarray:
   return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
 
 
-def _flatten(fronts: List[FrontPlan]) -> FlatPlan:
-  """The plan's fronts as one set of flat arrays (`FlatPlan`)."""
+def _flat_arrays(fronts: List[FrontPlan]):
+  """(ring_ptr, ring_rank, oo_ptr, dst_oo, src_oo, ro_ptr, dst_ro, src_ro,
+  blk_ptr, blk, zero) of FlatPlan from the fronts."""
   cat = lambda name, dtype: np.concatenate(
       [np.zeros(0, dtype)] + [getattr(fp, name) for fp in fronts])
-  own = np.array([fp.stop - fp.start for fp in fronts], np.int64)
-  ring = np.array([len(fp.ring_rank) for fp in fronts], np.int64)
-  zero = np.array([fp.z for fp in fronts], np.int64)
   blk = [(child,) + b for fp in fronts for child, blocks in fp.children
          for b in blocks]
   num_blk = [sum(len(blocks) for _, blocks in fp.children) for fp in fronts]
+  return (_offsets([len(fp.ring_rank) for fp in fronts]),
+          cat('ring_rank', np.int64),
+          _offsets([len(fp.dst_oo) for fp in fronts]), cat('dst_oo', np.int32),
+          cat('src_oo', np.int32),
+          _offsets([len(fp.dst_ro) for fp in fronts]), cat('dst_ro', np.int32),
+          cat('src_ro', np.int32),
+          _offsets(num_blk), np.array(blk, np.int64).reshape(-1, 8),
+          np.array([fp.z for fp in fronts], np.int64))
+
+
+def _flatten(start, own, kids, ring_ptr, ring_rank, oo_ptr, dst_oo, src_oo,
+             ro_ptr, dst_ro, src_ro, blk_ptr, blk, zero) -> FlatPlan:
+  """FlatPlan from the fronts' index arrays: the offsets into the factor
+  buffer, and the update stack's layout."""
+  ring = np.diff(ring_ptr)
   l_size, lr_size = own * own, ring * (own - zero)
   l_off = _offsets(l_size)[:-1]
   lr_off = l_size.sum() + _offsets(lr_size)[:-1]
   # The update stack: in post-order, a node's children's updates are the
   # top of the stack when the node is eliminated.
-  last = len(fronts) - 1
-  root_kids = [child for child, _ in fronts[-1].children]
-  split = root_kids[0] + 1 if len(root_kids) == 2 else 0
+  last = len(own) - 1
+  split = kids[-1][0] + 1 if len(kids[-1]) == 2 else 0
   assert not split or ring[last] == 0, 'the root has a ring'
-  build_at = np.zeros(len(fronts), np.int64)
-  upd_off = np.full(len(fronts), -1, np.int64)
+  build_at = np.zeros(len(own), np.int64)
+  upd_off = np.full(len(own), -1, np.int64)
   top = peak = 0
-  for k, fp in enumerate(fronts):
+  squares = (ring * ring).tolist()
+  for k, node_kids in enumerate(kids):
     if split and k == split:  # the second subtree: above all of the first
       top = peak
-    kids = [child for child, _ in fp.children]
     base = top
-    for child in reversed(kids):  # the last child's update is the top one
-      if split and k == last:  # the root forms no update (ring empty)
-        break
-      base -= int(ring[child]) ** 2
-      assert upd_off[child] == base, 'children not on top of the stack'
+    if not (split and k == last):  # (the root forms no update)
+      for child in reversed(node_kids):  # the last child's is the top one
+        base -= squares[child]
+        assert upd_off[child] == base, 'children not on top of the stack'
     build_at[k] = top
-    peak = max(peak, top + int(ring[k]) ** 2)
+    peak = max(peak, top + squares[k])
     top = base
-    if ring[k] and k != last:
+    if squares[k] and k != last:
       upd_off[k] = base
-      top = base + int(ring[k]) ** 2
-  return FlatPlan(
-      np.array([fp.start for fp in fronts], np.int64), own, ring, zero,
-      _offsets(ring), cat('ring_rank', np.int64),
-      _offsets([len(fp.dst_oo) for fp in fronts]), cat('dst_oo', np.int32),
-      cat('src_oo', np.int32),
-      _offsets([len(fp.dst_ro) for fp in fronts]), cat('dst_ro', np.int32),
-      cat('src_ro', np.int32),
-      _offsets(num_blk), np.array(blk, np.int64).reshape(-1, 8),
-      l_off, lr_off, int(l_size.sum() + lr_size.sum()), build_at, upd_off,
-      peak, split)
+      top = base + squares[k]
+  return FlatPlan(start, own, ring, zero, ring_ptr, ring_rank, oo_ptr, dst_oo,
+                  src_oo, ro_ptr, dst_ro, src_ro, blk_ptr, blk, l_off, lr_off,
+                  int(l_size.sum() + lr_size.sum()), build_at, upd_off, peak,
+                  split)
 
 
 def _front_views(flat: FlatPlan) -> List[FrontPlan]:

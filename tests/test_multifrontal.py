@@ -194,6 +194,23 @@ def test_factor_flops_counts_the_fronts_of_the_plan(h, w, reach, leaf):
   assert sum(fp.z for fp in fronts if fp.ring_rank.size) > 0
 
 
+@pytest.mark.skipif(not direct_kernels.available(), reason='needs numba')
+@pytest.mark.parametrize('h,w,reach,leaf', [
+    (1, 1, 1, 4), (5, 3, 2, 4), (23, 31, 1, 16), (40, 37, 2, 64),
+    (33, 70, 3, 128), (160, 240, 2, 128)])
+def test_compiled_plan_is_the_python_plan(h, w, reach, leaf):
+  # Every array of the flat plan (fronts, taps' places, children's blocks,
+  # zero columns, factor and stack layout), entry for entry.
+  want = multifrontal._plan(h, w, reach, leaf, compiled=False).flat
+  got = multifrontal._plan(h, w, reach, leaf, compiled=True).flat
+  for name, a, b in zip(want._fields, want, got):
+    if isinstance(a, np.ndarray):
+      assert a.dtype == b.dtype, name
+      np.testing.assert_array_equal(a, b, err_msg=name)
+    else:
+      assert a == b, name
+
+
 def test_plans_are_cached_within_a_pixel_budget(monkeypatch):
   # Repeated sizes reuse their plan; the least recently used plans go
   # once the cached grids hold more than PLAN_CACHE_PIXELS; larger grids
