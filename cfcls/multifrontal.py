@@ -32,6 +32,13 @@ The factor is computed in float64; it can be stored in float32 (own blocks
 packed), 0.42x the memory, for use inside iterative refinement
 (`cfcls.matting` does so above 2^20 pixels). `factor_nbytes` says how
 large a factor will be before anything is computed.
+
+Two backends run the same elimination: 'compiled' (`cfcls.direct_kernels`:
+the loop over the fronts compiled with numba, one call per image, the
+root's two subtrees in two threads where two cores are free) and 'numpy'
+(the loop in Python, calling scipy's LAPACK / BLAS wrappers per front).
+'auto' picks the compiled one for float64 factors of cached plans when
+numba imports; they make the same factor bit for bit.
 """
 import collections
 import contextlib
