@@ -26,6 +26,7 @@ process on a machine pays the compilation (a few seconds).
 import mmap
 import os
 import threading
+import weakref
 
 import numpy as np
 
@@ -540,21 +541,53 @@ def stencil(image, keep, eps, radius, placements, threads: int = 1):
   return out
 
 
-def buffer(size: int) -> np.ndarray:
-  """An uninitialised float64 [size] array in memory of its own, without
-  the transparent huge pages NumPy asks for (madvise) on large arrays.
+# Freed buffers are kept for the next factorisation while they hold at most
+# this many bytes together (`release_buffers` frees them).
+SPARE_BYTES = 2 ** 30
+_spare = []  # mmap objects, least recently freed first
+_spare_lock = threading.Lock()
 
-  A factor is hundreds of MiB, written once. On the 2-core VM this was
-  measured on, huge pages cost 1.5-4.7 s of system time on some first
-  touches of a 480x640 factor (605 MB; kernel compaction), against 0.5 s
-  with 4 KiB pages on every call (faulted in by both threads). Default
-  call at 480x640, first / second / third call in a fresh process: 6.7-7.8
-  / 1.9-2.9 / 1.9-2.8 s with NumPy's allocation, 3.1-3.3 / 1.7-1.9 /
-  1.7-2.3 s with this one (MAP_POPULATE: 3.2-4.4 / 1.8-2.3 / 1.9-2.7 s).
+
+def buffer(size: int) -> np.ndarray:
+  """An uninitialised float64 [size] array for a factor or its update
+  stack: memory of its own in 4 KiB pages, reused once the array is freed.
+
+  A factor is hundreds of MiB (160 MB at 321x321), written once per image,
+  and on the 2-core VM this was measured on every fresh 4 KiB page costs
+  ~3 us of system time (0.25 s of a 0.55 s solve at 321x321). So freed
+  buffers are kept (SPARE_BYTES) for the next image. The huge pages NumPy
+  asks for on large arrays fault 512x less often, but cost 1.5-4.7 s of
+  system time on some first touches of a 480x640 factor (605 MB; kernel
+  compaction). First / second / third default call at 480x640 in a fresh
+  process: 6.7-7.8 / 1.9-2.9 / 1.9-2.8 s with NumPy's allocation, 3.1-3.3 /
+  1.7-1.9 / 1.7-2.3 s with fresh 4 KiB pages on every call.
   """
-  if size * 8 < 2 ** 22:
+  nbytes = size * 8
+  if nbytes < 2 ** 22:
     return np.empty(size)
-  return np.frombuffer(mmap.mmap(-1, size * 8), np.float64)
+  with _spare_lock:
+    fits = [m for m in _spare if nbytes <= len(m) <= 2 * nbytes]
+    memory = min(fits, key=len) if fits else None
+    if memory is not None:
+      _spare.remove(memory)
+  if memory is None:
+    memory = mmap.mmap(-1, nbytes)
+  out = np.frombuffer(memory, np.float64, count=size)
+  weakref.finalize(out, _keep, memory)
+  return out
+
+
+def _keep(memory):
+  with _spare_lock:
+    _spare.append(memory)
+    while sum(len(m) for m in _spare) > SPARE_BYTES:
+      _spare.pop(0)
+
+
+def release_buffers():
+  """Frees the buffers kept for reuse (`buffer`)."""
+  with _spare_lock:
+    _spare.clear()
 
 
 def plan(height, width, reach, order, rank, regions, start, own, children):

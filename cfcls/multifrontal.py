@@ -402,9 +402,11 @@ def plan(height: int, width: int, reach: int,
 
 
 def clear_plan_cache():
-  """Drops the cached plans (their memory: see PLAN_CACHE_PIXELS)."""
+  """Drops the cached plans (their memory: see PLAN_CACHE_PIXELS) and the
+  factor buffers kept for reuse (`direct_kernels.buffer`)."""
   with _plans_lock:
     _plans.clear()
+  direct_kernels.release_buffers()
 
 
 def _front_sizes(height, width, reach,

@@ -256,3 +256,28 @@ def test_without_numba_or_beyond_the_plan_cache_numpy_runs(monkeypatch):
                              atol=1e-10 * np.abs(want).max())
   np.testing.assert_allclose(multifrontal.matvec(taps, want), rhs, rtol=0,
                              atol=1e-10)
+
+
+def test_factor_buffers_are_reused_within_a_budget(monkeypatch):
+  # A freed factor's memory serves the next factorisation; what is kept is
+  # bounded by SPARE_BYTES, and release_buffers / clear_plan_cache free it.
+  direct_kernels.release_buffers()
+  size = 2 ** 20  # 8 MiB: above the smallest pooled size
+  a = direct_kernels.buffer(size)
+  address = a.__array_interface__['data'][0]
+  del a
+  b = direct_kernels.buffer(size - 10)  # fits: the same memory
+  assert b.__array_interface__['data'][0] == address
+  assert b.size == size - 10
+  c = direct_kernels.buffer(size)  # b is alive: new memory
+  assert c.__array_interface__['data'][0] != address
+  del b, c
+  assert len(direct_kernels._spare) == 2
+  assert direct_kernels.buffer(size // 4).size == size // 4  # too small a
+  assert len(direct_kernels._spare) == 2  # use for those: new memory
+  monkeypatch.setattr(direct_kernels, 'SPARE_BYTES', 3 * size * 8 + 1)
+  d = direct_kernels.buffer(3 * size)  # new, then kept alone on release
+  del d
+  assert [len(m) for m in direct_kernels._spare] == [3 * size * 8]
+  multifrontal.clear_plan_cache()
+  assert not direct_kernels._spare
