@@ -9,8 +9,7 @@ pixels scribbled), in one process:
   * `matting.solve_alpha` with default arguments (at these sizes the direct
     method, cfcls/multifrontal.py; the median of 3 warm calls): time, max
     |alpha - reference| and info['error_estimate']; the same call with the
-    compiled kernels on one thread, and with the NumPy loop over the
-    fronts (the solver without numba); with --iterative also method='iterative' (jit,
+    compiled kernels on one thread, and without numba (NumPy loops); with --iterative also method='iterative' (jit,
     compile excluded) with its CG iterations;
   * pymatting's `estimate_alpha_cf` (ichol-preconditioned CG, hard
     constraints) per class, if pymatting is installed (it is not in
@@ -68,40 +67,23 @@ def _ours(image, scribbles, num_classes, repeats=3, **kwargs):
 
 def _backends(image, scribbles, num_classes, t_ref, t_ours):
   """The default call with the compiled kernels on one thread, and with
-  the NumPy loop (the solver before numba), in this process."""
-  for backend, threads, name in (('compiled', 1, 'compiled, one thread'),
-                                 ('numpy', 1, 'NumPy loop over the fronts')):
-    saved = multifrontal.BACKEND, direct_kernels.THREADS
+  no compiled kernel at all (as without numba: the stencil, the plan's
+  fronts, the factorisation and the solves in NumPy), in this process."""
+  rows = (('compiled, one thread', 'auto', 1, True),
+          ('without numba (NumPy loops)', 'numpy', 1, False))
+  for name, backend, threads, compiled in rows:
+    saved = (multifrontal.BACKEND, direct_kernels.THREADS,
+             direct_kernels.available)
     multifrontal.BACKEND, direct_kernels.THREADS = backend, threads
+    if not compiled:
+      direct_kernels.available = lambda: False
     try:
       t, _, _ = _ours(image, scribbles, num_classes)
     finally:
-      multifrontal.BACKEND, direct_kernels.THREADS = saved
+      (multifrontal.BACKEND, direct_kernels.THREADS,
+       direct_kernels.available) = saved
     print(f'  default call, {name}: {t:.2f} s ({t_ref / t:.1f}x the '
           f'reference; the default is {t / t_ours:.2f}x faster)')
-
-
-def _pymatting(image, scribbles, num_classes):
-  """Seconds per class and max |alpha - tight alpha| over classes, or None."""
-  try:
-    from pymatting.alpha.estimate_alpha_cf import estimate_alpha_cf
-  except ImportError:
-    print('pymatting is not installed (pip install pymatting): skipped')
-    return None
-  image = image.astype(np.float64)
-  times, errs = [], []
-  for c in range(1, num_classes):
-    trimap = np.full(scribbles.shape, 0.5)
-    trimap[scribbles != 255] = 0.0
-    trimap[scribbles == c] = 1.0
-    if c == 1:  # warm-up (numba compiles)
-      estimate_alpha_cf(image, trimap)
-    start = time.perf_counter()
-    alpha = estimate_alpha_cf(image, trimap)
-    times.append(time.perf_counter() - start)
-    tight = estimate_alpha_cf(image, trimap, cg_kwargs={'rtol': 1e-12})
-    errs.append(np.abs(alpha - tight).max())
-  return float(np.mean(times)), float(np.max(errs))
 
 
 def _dgemm_rate():
