@@ -12,16 +12,22 @@ called through the function pointers that scipy exports
 (`scipy.linalg.cython_lapack`, `cython_blas`), the same OpenBLAS that
 scipy's Python wrappers call, so `threadpoolctl` limits it alike.
 
-Everything here works on the flat plan (`multifrontal.FlatPlan`): per
-front, its offsets into concatenated index arrays, into one factor buffer
-and into a stack of update matrices (in post-order a node's children's
-updates are the top of the stack; the parent builds its own above them,
-then moves it down over them).
+The factorisation and solves work on the flat plan
+(`multifrontal.FlatPlan`), which `plan` makes: per front, its offsets into
+concatenated index arrays, into one factor buffer and into a stack of
+update matrices (in post-order a node's children's updates are the top of
+the stack; the parent builds its own above them, then moves it down over
+them). `stencil` computes the window weights (`laplacian.host_stencil`)
+a window at a time. Where two cores are free (`threads`), the root's two
+subtrees, and two halves of the stencil's rows, run in two threads (the
+kernels release the GIL). Factor buffers are reused between images
+(`buffer`).
 
-numba is optional: `available()` says whether these kernels can be used,
-and `cfcls.multifrontal` falls back to its NumPy loop without it. The
-compiled code is cached on disk (numba's `cache=True`), so only the first
-process on a machine pays the compilation (a few seconds).
+numba is optional: `available()` says whether these kernels can be used;
+without it `cfcls.multifrontal` and `cfcls.laplacian` run the same loops
+in NumPy. The kernels have explicit signatures, so they are compiled (or
+loaded from numba's disk cache, `cache=True`) when this module is
+imported: about 20 s the first time on a machine (2 cores), 0.5 s after.
 """
 import mmap
 import os
