@@ -86,6 +86,29 @@ def _backends(image, scribbles, num_classes, t_ref, t_ours):
           f'reference; the default is {t / t_ours:.2f}x faster)')
 
 
+def _pymatting(image, scribbles, num_classes):
+  """Seconds per class and max |alpha - tight alpha| over classes, or None."""
+  try:
+    from pymatting.alpha.estimate_alpha_cf import estimate_alpha_cf
+  except ImportError:
+    print('pymatting is not installed (pip install pymatting): skipped')
+    return None
+  image = image.astype(np.float64)
+  times, errs = [], []
+  for c in range(1, num_classes):
+    trimap = np.full(scribbles.shape, 0.5)
+    trimap[scribbles != 255] = 0.0
+    trimap[scribbles == c] = 1.0
+    if c == 1:  # warm-up (numba compiles)
+      estimate_alpha_cf(image, trimap)
+    start = time.perf_counter()
+    alpha = estimate_alpha_cf(image, trimap)
+    times.append(time.perf_counter() - start)
+    tight = estimate_alpha_cf(image, trimap, cg_kwargs={'rtol': 1e-12})
+    errs.append(np.abs(alpha - tight).max())
+  return float(np.mean(times)), float(np.max(errs))
+
+
 def _dgemm_rate():
   """Flop/s of a 1000x1000 float64 matrix product on one BLAS thread (the
   best of 3): the fastest any dense kernel of the factorisation runs."""
