@@ -281,3 +281,14 @@ def test_factor_buffers_are_reused_within_a_budget(monkeypatch):
   assert [len(m) for m in direct_kernels._spare] == [3 * size * 8]
   multifrontal.clear_plan_cache()
   assert not direct_kernels._spare
+
+
+def test_blas_runs_on_one_thread_inside_the_solver():
+  threadpoolctl = pytest.importorskip('threadpoolctl')
+  blas = lambda: [i['num_threads'] for i in threadpoolctl.threadpool_info()
+                  if i['user_api'] == 'blas']
+  before = blas()
+  for _ in range(2):  # the controller is made once, then reused
+    with multifrontal._one_blas_thread():
+      assert blas() and set(blas()) == {1}
+    assert blas() == before
