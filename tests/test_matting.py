@@ -300,3 +300,33 @@ def test_uint8_images_are_scaled():
                                 scribbles[None], 4)
   got, _ = matting.solve_alpha(image8[None], scribbles[None], 4)
   np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_solver_runs_without_numba(tmp_path):
+  # The GPU machines have no numba: cfcls must import and solve without it
+  # (NumPy loops), to the same answer.
+  import os  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  script = tmp_path / 'no_numba.py'
+  script.write_text(
+      "import sys\n"
+      "sys.modules['numba'] = None  # import numba now raises ImportError\n"
+      "sys.modules['llvmlite'] = None\n"
+      "import numpy as np\n"
+      "from cfcls import direct_kernels, matting, multifrontal\n"
+      "import matting_scenes\n"
+      "assert not direct_kernels.available()\n"
+      "image, scribbles = matting_scenes.photo_like_scene(30, 41, 4)\n"
+      "alpha, info = matting.solve_alpha(image[None], scribbles[None], 4)\n"
+      "want = matting.solve_alpha_direct(image, scribbles, 4)\n"
+      "assert info['method'] == 'direct'\n"
+      "print('max error', float(np.abs(np.asarray(alpha)[0] - want).max()))\n")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [root, os.path.join(root, 'tests'), os.environ.get('PYTHONPATH', '')]))
+  out = subprocess.run([sys.executable, str(script)], env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  error = float(out.stdout.split('max error')[1])
+  assert error < 1e-6
