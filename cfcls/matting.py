@@ -220,8 +220,10 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
 
   * 'direct': per image, a multifrontal Cholesky factorisation in
     nested-dissection order (`cfcls.multifrontal`, the factor shared by
-    all classes), computed on the host with NumPy/LAPACK (nothing to
-    compile). Up to MIXED_PIXELS (2^20) pixels the factor is float64 and
+    all classes), computed on the host: LAPACK / BLAS driven by loops
+    compiled with numba (`cfcls.direct_kernels`, compiled once per machine
+    and loaded at import; nothing is compiled per image size), or by
+    NumPy loops without numba. Up to MIXED_PIXELS (2^20) pixels the factor is float64 and
     one refinement step follows: exact to ~1e-10. Above, by default
     (`direct_precision`), the factor is computed in float64 but stored in
     float32 (half the memory) and float64 iterative refinement runs until
