@@ -330,3 +330,18 @@ def test_solver_runs_without_numba(tmp_path):
   assert out.returncode == 0, out.stderr[-2000:]
   error = float(out.stdout.split('max error')[1])
   assert error < 1e-6
+
+
+def test_concurrent_direct_solves_agree_with_sequential_ones():
+  # tf.data may call the solver from several threads at once (closed-form
+  # targets): plans, buffers and the compiled kernels' threads are shared.
+  import concurrent.futures  # pylint: disable=g-import-not-at-top
+  scenes = [matting_scenes.photo_like_scene(41, 53, 4, seed=s)
+            for s in range(4)]
+  solve = lambda scene: np.asarray(matting.solve_alpha(
+      scene[0][None], scene[1][None], 4)[0])
+  want = [solve(scene) for scene in scenes]
+  with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    got = list(pool.map(solve, scenes * 2))
+  for k, alpha in enumerate(got):
+    np.testing.assert_allclose(alpha, want[k % 4], rtol=0, atol=1e-6)
