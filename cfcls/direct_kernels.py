@@ -104,14 +104,39 @@ if numba is not None:
 
   # Eager (explicit signatures): compiled, or loaded from numba's disk
   # cache, when this module is imported, not inside the first solve.
+  _S = 'float32[::1]'
+
+  @numba.jit(_sig('void', 'f', 'n', 'n', _S, 'n'), nopython=True, cache=True,
+             nogil=True, inline='always')
+  def _store(out, lo, s, store, p):
+    """The lower triangle of the s x s column-major block out[lo:] into
+    store[p:], column by column (LAPACK's packed 'L' storage)."""
+    for j in range(s):
+      for i in range(j, s):
+        store[p] = out[lo + j * s + i]
+        p += 1
+
+  @numba.jit(_sig('void', _S, 'n', 'n', 'f'), nopython=True, cache=True,
+             nogil=True, inline='always')
+  def _unstore(store, p, s, out):
+    """_store's inverse into out[:s * s] (lower triangle only)."""
+    for j in range(s):
+      for i in range(j, s):
+        out[j * s + i] = store[p]
+        p += 1
+
   @numba.njit(_sig('int64', 'f', 'i', 'i', 'i', 'i', 'j', 'j', 'i', 'j', 'j',
                    'i', 'int64[:, ::1]', 'i', 'i', 'i', 'i', 'n', 'n', 'f',
-                   'f'), cache=True, nogil=True)
+                   'f', _S, 'i', 'i'), cache=True, nogil=True)
   def _factorise(values, own, ring, zero, oo_ptr, dst_oo, src_oo, ro_ptr,
                  dst_ro, src_ro, blk_ptr, blk, l_off, lr_off, build_at,
-                 upd_off, k0, k1, out, stack):
-    """Fills `out` with the L_oo and L_ro of fronts k0..k1-1; returns -1,
-    or the index of the first front that is not positive definite."""
+                 upd_off, k0, k1, out, stack, store, p_off, pr_off):
+    """Fills `out` with the L_oo and L_ro of fronts k0..k1-1; or, if
+    `store` is not empty, computes each front in `out` (a scratch of
+    max(s^2 + r (s - z)) entries) and stores them in float32 in `store`
+    (L_oo packed at p_off, L_ro at pr_off). Returns -1, or the index of the
+    first front that is not positive definite."""
+    packed = store.shape[0] > 0
     chars = np.array([_L, _R, _N, _T], np.uint8)
     ints = np.zeros(4, np.int32)  # s, r, c, info
     dbl = np.array([1.0, -1.0, 0.0])
@@ -119,7 +144,11 @@ if numba is not None:
     for k in range(k0, k1):
       s, r, z = own[k], ring[k], zero[k]
       c = s - z
-      lo, lr, fr = l_off[k], lr_off[k], build_at[k]
+      if packed:
+        lo, lr = 0, s * s
+      else:
+        lo, lr = l_off[k], lr_off[k]
+      fr = build_at[k]
       out[lo:lo + s * s] = 0.0
       out[lr:lr + r * c] = 0.0
       stack[fr:fr + r * r] = 0.0
@@ -164,16 +193,35 @@ if numba is not None:
         if u != fr:
           for i in range(r * r):
             stack[u + i] = stack[fr + i]
+      if packed:
+        _store(out, lo, s, store, p_off[k])
+        p = pr_off[k]
+        for i in range(r * c):
+          store[p + i] = out[lr + i]
     return -1
 
   _X = 'float64[:, ::1]'
 
-  @numba.njit(_sig('void', _X, *'iiiiiiiifnnnff'), cache=True, nogil=True)
+  @numba.jit(_sig('void', _S, 'i', 'i', 'i', 'i', 'i', 'n', 'f'),
+             nopython=True, cache=True, nogil=True, inline='always')
+  def _unpack(store, own, ring, zero, p_off, pr_off, k, scratch):
+    """Front k's float32 L_oo and L_ro from `store` into `scratch` in
+    float64 (L_oo column-major at 0, L_ro at s^2)."""
+    s, c = own[k], own[k] - zero[k]
+    _unstore(store, p_off[k], s, scratch)
+    p = pr_off[k]
+    for i in range(ring[k] * c):
+      scratch[s * s + i] = store[p + i]
+
+  @numba.njit(_sig('void', _X, *'iiiiiiiif', _S, *'nnnfff'), cache=True,
+              nogil=True)
   def _forward(x, start, own, ring, zero, ring_ptr, ring_rank, l_off,
-               lr_off, factor, k0, k1, split, alt, work):
+               lr_off, factor, store, k0, k1, split, alt, work, scratch):
     """L y = b for fronts k0..k1-1, in place in x [N, C] (C-order,
     elimination order); what they subtract from rows split.. goes to alt
-    instead (so that two subtrees can run at once)."""
+    instead (so that two subtrees can run at once). The factor is
+    `factor`, or the float32 `store` (then l_off, lr_off are its offsets,
+    and each front is unpacked into `scratch`)."""
     n_rhs = x.shape[1]
     flat = x.reshape(-1)
     chars = np.array([_L, _R, _N, _T], np.uint8)
@@ -186,13 +234,18 @@ if numba is not None:
       c = s - z
       ints[1], ints[2], ints[3] = s, r, c
       b0 = start[k] * n_rhs
+      if store.shape[0] > 0:
+        _unpack(store, own, ring, zero, l_off, lr_off, k, scratch)
+        fac, lo, lr = scratch, 0, s * s
+      else:
+        fac, lo, lr = factor, l_off[k], lr_off[k]
       _dtrsm(_at(chars, 1), _at(chars, 0), _at(chars, 3), _at(chars, 2),
-             _at(ints, 0), _at(ints, 1), _at(dbl, 0), _at(factor, l_off[k]),
+             _at(ints, 0), _at(ints, 1), _at(dbl, 0), _at(fac, lo),
              _at(ints, 1), _at(flat, b0), _at(ints, 0))
       if r > 0 and c > 0:  # work (C x r) = y_z^T L_ro^T
         _dgemm(_at(chars, 2), _at(chars, 3), _at(ints, 0), _at(ints, 2),
                _at(ints, 3), _at(dbl, 0), _at(flat, b0 + z * n_rhs),
-               _at(ints, 0), _at(factor, lr_off[k]), _at(ints, 2),
+               _at(ints, 0), _at(fac, lr), _at(ints, 2),
                _at(dbl, 2), _at(work, 0), _at(ints, 0))
         p = ring_ptr[k]
         for i in range(r):
@@ -204,9 +257,10 @@ if numba is not None:
             for q in range(n_rhs):
               alt[(rank - split) * n_rhs + q] -= work[w0 + q]
 
-  @numba.njit(_sig('void', _X, *'iiiiiiiifnnf'), cache=True, nogil=True)
+  @numba.njit(_sig('void', _X, *'iiiiiiiif', _S, *'nnff'), cache=True,
+              nogil=True)
   def _backward(x, start, own, ring, zero, ring_ptr, ring_rank, l_off,
-                lr_off, factor, k0, k1, work):
+                lr_off, factor, store, k0, k1, work, scratch):
     """L^T x = y for fronts k1-1..k0, in place (see _forward)."""
     n_rhs = x.shape[1]
     flat = x.reshape(-1)
@@ -219,6 +273,11 @@ if numba is not None:
       c = s - z
       ints[1], ints[2], ints[3] = s, r, c
       b0 = start[k] * n_rhs
+      if store.shape[0] > 0:
+        _unpack(store, own, ring, zero, l_off, lr_off, k, scratch)
+        fac, lo, lr = scratch, 0, s * s
+      else:
+        fac, lo, lr = factor, l_off[k], lr_off[k]
       if r > 0 and c > 0:  # b_z^T -= x_ring^T L_ro
         p = ring_ptr[k]
         for i in range(r):
@@ -227,10 +286,10 @@ if numba is not None:
             work[w0 + q] = flat[d0 + q]
         _dgemm(_at(chars, 2), _at(chars, 2), _at(ints, 0), _at(ints, 3),
                _at(ints, 2), _at(dbl, 1), _at(work, 0), _at(ints, 0),
-               _at(factor, lr_off[k]), _at(ints, 2), _at(dbl, 0),
+               _at(fac, lr), _at(ints, 2), _at(dbl, 0),
                _at(flat, b0 + z * n_rhs), _at(ints, 0))
       _dtrsm(_at(chars, 1), _at(chars, 0), _at(chars, 2), _at(chars, 2),
-             _at(ints, 0), _at(ints, 1), _at(dbl, 0), _at(factor, l_off[k]),
+             _at(ints, 0), _at(ints, 1), _at(dbl, 0), _at(fac, lo),
              _at(ints, 1), _at(flat, b0), _at(ints, 0))
 
 
@@ -554,23 +613,24 @@ _spare = []  # mmap objects, least recently freed first
 _spare_lock = threading.Lock()
 
 
-def buffer(size: int) -> np.ndarray:
-  """An uninitialised float64 [size] array for a factor or its update
+def buffer(size: int, dtype=np.float64, keep: bool = True) -> np.ndarray:
+  """An uninitialised [size] array for a factor or its update
   stack: memory of its own in 4 KiB pages, reused once the array is freed.
 
   A factor is hundreds of MiB (160 MB at 321x321), written once per image,
   and on the 2-core VM this was measured on every fresh 4 KiB page costs
   ~3 us of system time (0.25 s of a 0.55 s solve at 321x321). So freed
-  buffers are kept (SPARE_BYTES) for the next image. The huge pages NumPy
+  buffers are kept (SPARE_BYTES; not with keep=False) for the next image.
+  The huge pages NumPy
   asks for on large arrays fault 512x less often, but cost 1.5-4.7 s of
   system time on some first touches of a 480x640 factor (605 MB; kernel
   compaction). First / second / third default call at 480x640 in a fresh
   process: 6.7-7.8 / 1.9-2.9 / 1.9-2.8 s with NumPy's allocation, 3.1-3.3 /
   1.7-1.9 / 1.7-2.3 s with fresh 4 KiB pages on every call.
   """
-  nbytes = size * 8
+  nbytes = size * np.dtype(dtype).itemsize
   if nbytes < 2 ** 22:
-    return np.empty(size)
+    return np.empty(size, dtype)
   with _spare_lock:
     fits = [m for m in _spare if nbytes <= len(m) <= 2 * nbytes]
     memory = min(fits, key=len) if fits else None
@@ -578,8 +638,9 @@ def buffer(size: int) -> np.ndarray:
       _spare.remove(memory)
   if memory is None:
     memory = mmap.mmap(-1, nbytes)
-  out = np.frombuffer(memory, np.float64, count=size)
-  weakref.finalize(out, _keep, memory)
+  out = np.frombuffer(memory, dtype, count=size)
+  if keep:
+    weakref.finalize(out, _keep, memory)
   return out
 
 
@@ -615,16 +676,29 @@ def _parallel(first, second):
   return one, box[0]
 
 
-def factorise(values, flat, out, stack, threads: int = 1) -> int:
+_NO_STORE = np.empty(0, np.float32)
+
+
+def factorise(values, flat, factor, stack, threads: int = 1) -> int:
   """Runs the compiled factorisation (see `multifrontal.FlatPlan`) into
-  `out`: -1 on success, else the index of the first front that is not
-  positive definite. With threads=2 the root's two subtrees are
-  factorised at once."""
-  run = lambda k0, k1: _factorise(
-      values, flat.own, flat.ring, flat.zero, flat.oo_ptr, flat.dst_oo,
-      flat.src_oo, flat.ro_ptr, flat.dst_ro, flat.src_ro, flat.blk_ptr,
-      flat.blk, flat.l_off, flat.lr_off, flat.build_at, flat.upd_off, k0,
-      k1, out, stack)
+  `factor`: float64 [flat.size], or float32 [flat.size32] (each front
+  computed in float64, then stored with L_oo packed). Returns -1 on
+  success, else the index of the first front that is not positive
+  definite. With threads=2 the root's two subtrees are factorised at
+  once."""
+  packed = factor.dtype == np.float32
+  store = factor if packed else _NO_STORE
+  offsets = (flat.p_off, flat.pr_off) if packed else (flat.l_off,
+                                                      flat.lr_off)
+
+  def run(k0, k1):
+    out = np.empty(flat.scratch) if packed else factor
+    return _factorise(
+        values, flat.own, flat.ring, flat.zero, flat.oo_ptr, flat.dst_oo,
+        flat.src_oo, flat.ro_ptr, flat.dst_ro, flat.src_ro, flat.blk_ptr,
+        flat.blk, flat.l_off, flat.lr_off, flat.build_at, flat.upd_off, k0,
+        k1, out, stack, store, *offsets)
+
   root = len(flat.own) - 1
   if threads < 2 or not flat.split:
     return run(0, root + 1)
@@ -637,26 +711,36 @@ def factorise(values, flat, out, stack, threads: int = 1) -> int:
 
 
 def solve(x, flat, factor, threads: int = 1) -> None:
-  """x [N, C] float64 C-order in elimination order := A^-1 x, in place.
-  With threads=2 the root's two subtrees are solved at once."""
+  """x [N, C] float64 C-order in elimination order := A^-1 x, in place,
+  with `factorise`'s factor (a float32 one is unpacked front by front and
+  applied in float64). With threads=2 the root's two subtrees are solved
+  at once."""
   n_rhs = x.shape[1]
-  indices = (flat.start, flat.own, flat.ring, flat.zero, flat.ring_ptr,
-             flat.ring_rank, flat.l_off, flat.lr_off, factor)
-  work = lambda: np.empty(max(1, int(flat.ring.max(initial=0))) * n_rhs)
+  if factor.dtype == np.float32:
+    indices = (flat.start, flat.own, flat.ring, flat.zero, flat.ring_ptr,
+               flat.ring_rank, flat.p_off, flat.pr_off, np.empty(0), factor)
+    scratch = lambda: np.empty(flat.scratch)
+  else:
+    indices = (flat.start, flat.own, flat.ring, flat.zero, flat.ring_ptr,
+               flat.ring_rank, flat.l_off, flat.lr_off, factor, _NO_STORE)
+    scratch = lambda: np.empty(0)
+  work = lambda: (np.empty(max(1, int(flat.ring.max(initial=0))) * n_rhs),
+                  scratch())
   root, n = len(flat.own) - 1, x.shape[0]
   none = np.empty(0)
   if threads < 2 or not flat.split:
-    _forward(x, *indices, 0, root + 1, n, none, work())
-    _backward(x, *indices, 0, root + 1, work())
+    _forward(x, *indices, 0, root + 1, n, none, *work())
+    _backward(x, *indices, 0, root + 1, *work())
     return
   # Both subtrees subtract from the root's rows (their only shared rows):
   # the second into a buffer, added after.
   at = int(flat.start[root])
   alt = np.zeros(((n - at) * n_rhs))
-  _parallel(lambda: _forward(x, *indices, 0, flat.split, n, none, work()),
-            lambda: _forward(x, *indices, flat.split, root, at, alt, work()))
+  _parallel(
+      lambda: _forward(x, *indices, 0, flat.split, n, none, *work()),
+      lambda: _forward(x, *indices, flat.split, root, at, alt, *work()))
   x[at:] += alt.reshape(n - at, n_rhs)
-  _forward(x, *indices, root, root + 1, n, none, work())
-  _backward(x, *indices, root, root + 1, work())
-  _parallel(lambda: _backward(x, *indices, 0, flat.split, work()),
-            lambda: _backward(x, *indices, flat.split, root, work()))
+  _forward(x, *indices, root, root + 1, n, none, *work())
+  _backward(x, *indices, root, root + 1, *work())
+  _parallel(lambda: _backward(x, *indices, 0, flat.split, *work()),
+            lambda: _backward(x, *indices, flat.split, root, *work()))

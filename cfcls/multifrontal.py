@@ -127,6 +127,10 @@ class FlatPlan(NamedTuple):
   l_off: np.ndarray    # int64 [F]: L_oo (s x s, column-major) in the buffer
   lr_off: np.ndarray   # int64 [F]: L_ro (r x (s - z), column-major)
   size: int            # float64 entries of the factor buffer
+  p_off: np.ndarray    # int64 [F]: the same in a float32 buffer, with L_oo
+  pr_off: np.ndarray   # packed (its lower triangle, column by column)
+  size32: int          # float32 entries of that buffer
+  scratch: int         # max s^2 + r (s - z): one front computed in float64
   build_at: np.ndarray  # int64 [F]: where F_rr is built on the stack
   upd_off: np.ndarray  # int64 [F]: where the update then rests (-1: none)
   stack_size: int
@@ -273,6 +277,9 @@ def _flatten(start, own, kids, ring_ptr, ring_rank, oo_ptr, dst_oo, src_oo,
   l_size, lr_size = own * own, ring * (own - zero)
   l_off = _offsets(l_size)[:-1]
   lr_off = l_size.sum() + _offsets(lr_size)[:-1]
+  p_size = own * (own + 1) // 2
+  p_off = _offsets(p_size)[:-1]
+  pr_off = p_size.sum() + _offsets(lr_size)[:-1]
   # The update stack: in post-order, a node's children's updates are the
   # top of the stack when the node is eliminated.
   last = len(own) - 1
@@ -298,8 +305,10 @@ def _flatten(start, own, kids, ring_ptr, ring_rank, oo_ptr, dst_oo, src_oo,
       top = base + squares[k]
   return FlatPlan(start, own, ring, zero, ring_ptr, ring_rank, oo_ptr, dst_oo,
                   src_oo, ro_ptr, dst_ro, src_ro, blk_ptr, blk, l_off, lr_off,
-                  int(l_size.sum() + lr_size.sum()), build_at, upd_off, peak,
-                  split)
+                  int(l_size.sum() + lr_size.sum()), p_off, pr_off,
+                  int(p_size.sum() + lr_size.sum()),
+                  int((l_size + lr_size).max(initial=0)), build_at, upd_off,
+                  peak, split)
 
 
 def _front_views(flat: FlatPlan) -> List[FrontPlan]:
@@ -384,16 +393,18 @@ _plans_lock = threading.Lock()
 
 
 def plan(height: int, width: int, reach: int,
-         leaf_pixels: int = LEAF_PIXELS) -> Plan:
+         leaf_pixels: int = LEAF_PIXELS, one_pass: bool = True) -> Plan:
   """The symbolic analysis of a height x width grid: cached (see
-  PLAN_CACHE_PIXELS), or for a grid above PLAN_CACHE_PIXELS made front by
-  front as the factorisation asks (one pass)."""
+  PLAN_CACHE_PIXELS), or for a grid above PLAN_CACHE_PIXELS made for this
+  call only: front by front as the factorisation asks (`one_pass`, the
+  NumPy backend), or whole (flat, the compiled backend; ~160 bytes per
+  pixel while it runs)."""
   if height < 1 or width < 1 or reach < 1:
     raise ValueError(f'a grid needs height, width, reach >= 1, got '
                      f'{height}x{width}, reach {reach}')
   pixels = height * width
   if pixels > PLAN_CACHE_PIXELS:
-    return _plan(height, width, reach, leaf_pixels, lazy=True)
+    return _plan(height, width, reach, leaf_pixels, lazy=one_pass)
   key = (height, width, reach, leaf_pixels)
   with _plans_lock:
     if key in _plans:
@@ -472,8 +483,9 @@ class Factor(NamedTuple):
   n: int
   order: np.ndarray    # int64 [N]: the pixels in elimination order
   fronts: List[Front]  # the NumPy backend's fronts ([] if compiled)
-  # The compiled backend's: (the grid's FlatPlan, the float64 buffer that
-  # holds every front's L_oo then every L_ro, column-major).
+  # The compiled backend's: (the grid's FlatPlan, the buffer that holds
+  # every front's L_oo then every L_ro, column-major: float64 [size], or
+  # float32 [size32] with each L_oo packed, FlatPlan.p_off).
   compiled: Optional[Tuple[FlatPlan, np.ndarray]] = None
 
   @property
@@ -487,23 +499,20 @@ class Factor(NamedTuple):
 BACKENDS = ('auto', 'compiled', 'numpy')
 
 
-def _use_compiled(backend: str, storage, grid: Plan) -> bool:
-  """Whether `factorise_taps` runs the compiled kernels: 'auto' does for
-  a float64 factor of a cached plan when numba imports; 'numpy' never."""
+def _use_compiled(backend: Optional[str]) -> bool:
+  """Whether `factorise_taps` runs the compiled kernels: 'auto' does when
+  numba imports; 'numpy' never."""
   backend = BACKEND if backend is None else backend
   if backend not in BACKENDS:
     raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
   if backend == 'numpy':
     return False
-  why = (None if direct_kernels.available() else 'numba does not import')
-  if why is None and storage != np.float64:
-    why = 'it stores float64 factors only'
-  if why is None and grid.flat is None:
-    why = (f'the grid has more than PLAN_CACHE_PIXELS = {PLAN_CACHE_PIXELS} '
-           f'pixels (planned front by front)')
-  if why is not None and backend == 'compiled':
-    raise ValueError(f"backend='compiled' is not available: {why}")
-  return why is None
+  if not direct_kernels.available():
+    if backend == 'compiled':
+      raise ValueError("backend='compiled' is not available: numba does not "
+                       "import")
+    return False
+  return True
 
 
 def taps_from_sparse(a_mat, height: int, width: int, reach: int
@@ -571,9 +580,11 @@ def factorise_taps(taps: np.ndarray, reach: int,
     raise ValueError(f'storage must be float64 or float32, got {storage}')
   values = np.ascontiguousarray(taps, np.float64).reshape(-1)
   pack, = scipy.linalg.lapack.get_lapack_funcs(('trttf',), dtype=storage)
+  if _use_compiled(backend):
+    return _factorise_compiled(
+        values, plan(height, width, reach, leaf_pixels, one_pass=False),
+        storage)
   grid = plan(height, width, reach, leaf_pixels)
-  if _use_compiled(backend, storage, grid):
-    return _factorise_compiled(values, grid)
   updates = {}
   fronts = []
   last = grid.num_fronts - 1
@@ -618,17 +629,27 @@ def factorise_taps(taps: np.ndarray, reach: int,
   return Factor(height * width, grid.order, fronts)
 
 
-def _factorise_compiled(values: np.ndarray, grid: Plan) -> Factor:
+def _factorise_compiled(values: np.ndarray, grid: Plan, storage) -> Factor:
   flat = grid.flat
-  out = direct_kernels.buffer(flat.size)
+  if storage == np.float64:
+    out = direct_kernels.buffer(flat.size)
+  else:  # the memory-saving storage: its update stack is not kept for
+    out = direct_kernels.buffer(flat.size32, np.float32)  # the next image
+  stack = direct_kernels.buffer(max(1, flat.stack_size),
+                                keep=storage == np.float64)
   with _one_blas_thread():
-    k = direct_kernels.factorise(values, flat, out,
-                                  direct_kernels.buffer(max(1, flat.stack_size)),
-                                  direct_kernels.threads())
+    k = direct_kernels.factorise(values, flat, out, stack,
+                                 direct_kernels.threads())
+  del stack
   if k >= 0:
     raise np.linalg.LinAlgError(
         f'front {k} ({flat.own[k]} pixels) is not positive definite '
         f'(dpotrf)')
+  # The solves need no assembly maps: a plan made for this call only (a
+  # large grid) gives their memory back now (218 MB at 1024x2048).
+  none = np.zeros(0, np.int32)
+  flat = flat._replace(dst_oo=none, src_oo=none, dst_ro=none, src_ro=none,
+                       blk=np.zeros((0, 8), np.int64))
   return Factor(grid.height * grid.width, grid.order, [], (flat, out))
 
 

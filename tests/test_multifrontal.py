@@ -74,7 +74,8 @@ def test_matting_system_and_errors():
     multifrontal.solve(factor, rhs[1:])
 
 
-def test_float32_factor_and_taps():
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_float32_factor_and_taps(backend, threads):
   h, w, reach = 29, 34, 2
   a = _random_stencil_spd(h, w, reach, seed=3)
   rhs = np.random.default_rng(2).standard_normal((h * w, 2))
@@ -83,8 +84,14 @@ def test_float32_factor_and_taps():
   # The taps reproduce A (matvec), and a float32 factor solves to ~1e-5.
   np.testing.assert_allclose(multifrontal.matvec(taps, want), rhs,
                              rtol=0, atol=1e-10)
-  factor = multifrontal.factorise_taps(taps, reach, storage=np.float32)
-  assert factor.fronts[0].l_own.dtype == np.float32
+  factor = multifrontal.factorise_taps(taps, reach, storage=np.float32,
+                                       backend=backend)
+  if backend == 'numpy':
+    assert factor.fronts[0].l_own.dtype == np.float32
+  else:  # float32, own blocks packed: as many bytes as the NumPy one
+    assert factor.compiled[1].dtype == np.float32 and not factor.fronts
+    assert factor.nbytes == multifrontal.factorise_taps(
+        taps, reach, storage=np.float32, backend='numpy').nbytes
   got = multifrontal.solve(factor, rhs)
   assert got.dtype == np.float64
   err = np.abs(got - want).max() / np.abs(want).max()
@@ -156,9 +163,6 @@ def test_compiled_backend_errors(threads):
   h, w, reach = 30, 24, 2
   a = _random_stencil_spd(h, w, reach, seed=6)
   taps = multifrontal.taps_from_sparse(a, h, w, reach)
-  with pytest.raises(ValueError, match='float64 factors only'):
-    multifrontal.factorise_taps(taps, reach, storage=np.float32,
-                                backend='compiled')
   with pytest.raises(ValueError, match='backend must be one of'):
     multifrontal.factorise_taps(taps, reach, backend='fortran')
   # Not positive definite: a negative pixel in the second subtree, and one
@@ -231,7 +235,7 @@ def test_plans_are_cached_within_a_pixel_budget(monkeypatch):
   multifrontal.clear_plan_cache()
 
 
-def test_without_numba_or_beyond_the_plan_cache_numpy_runs(monkeypatch):
+def test_beyond_the_plan_cache_and_without_numba(monkeypatch):
   h, w, reach = 26, 31, 2
   a = _random_stencil_spd(h, w, reach, seed=8)
   taps = multifrontal.taps_from_sparse(a, h, w, reach)
@@ -239,12 +243,14 @@ def test_without_numba_or_beyond_the_plan_cache_numpy_runs(monkeypatch):
   want = scipy.sparse.linalg.splu(a.tocsc()).solve(rhs)
   multifrontal.clear_plan_cache()
   monkeypatch.setattr(multifrontal, 'PLAN_CACHE_PIXELS', 500)
-  with pytest.raises(ValueError, match='PLAN_CACHE_PIXELS'):
-    multifrontal.factorise_taps(taps, reach, backend='compiled')
-  factor = multifrontal.factorise_taps(taps, reach)  # auto: numpy
-  assert factor.compiled is None and factor.fronts
-  np.testing.assert_allclose(multifrontal.solve(factor, rhs), want, rtol=0,
-                             atol=1e-10 * np.abs(want).max())
+  # Beyond the plan cache: the NumPy backend plans front by front, the
+  # compiled one plans the grid whole for this call; neither caches it.
+  for backend in BACKENDS:
+    factor = multifrontal.factorise_taps(taps, reach, backend=backend)
+    assert (factor.compiled is None) == (backend == 'numpy')
+    np.testing.assert_allclose(multifrontal.solve(factor, rhs), want,
+                               rtol=0, atol=1e-10 * np.abs(want).max())
+  assert not multifrontal._plans
   monkeypatch.undo()
   multifrontal.clear_plan_cache()
   monkeypatch.setattr(direct_kernels, 'available', lambda: False)
