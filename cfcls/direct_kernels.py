@@ -1,6 +1,6 @@
-"""Compiled kernels of the direct matting solver (numba): the window weights
-of the Laplacian's stencil, the multifrontal factorisation and solve, and
-the stencil's matrix-vector product, each one call per image.
+"""Compiled kernels of the direct matting solver (numba): the plan, the
+multifrontal factorisation and its solves, each one call per image (the
+stencil's window weights and matvec: `cfcls.stencil_kernels`).
 
 `cfcls.multifrontal` eliminates a few thousand small fronts per image
 (2047 at 321x321). Driven from Python, each front costs tens of
@@ -17,17 +17,16 @@ The factorisation and solves work on the flat plan
 concatenated index arrays, into one factor buffer and into a stack of
 update matrices (in post-order a node's children's updates are the top of
 the stack; the parent builds its own above them, then moves it down over
-them). `stencil` computes the window weights (`laplacian.host_stencil`)
-a window at a time. Where two cores are free (`threads`), the root's two
-subtrees, and two halves of the stencil's rows, run in two threads (the
-kernels release the GIL). Factor buffers are reused between images
-(`buffer`).
+them). Where two cores are free (`threads`), the root's two subtrees run
+in two threads (the kernels release the GIL). Factor buffers are reused
+between images (`buffer`).
 
 numba is optional: `available()` says whether these kernels can be used;
-without it `cfcls.multifrontal` and `cfcls.laplacian` run the same loops
-in NumPy. The kernels have explicit signatures, so they are compiled (or
-loaded from numba's disk cache, `cache=True`) when this module is
-imported: about 20 s the first time on a machine (2 cores), 0.5 s after.
+without it (for these and `cfcls.stencil_kernels`) `cfcls.multifrontal`
+and `cfcls.laplacian` run the same loops in NumPy. The kernels have
+explicit signatures, so they are compiled (or loaded from numba's disk
+cache, `cache=True`) when this module is imported: about 20 s the first
+time on a machine (2 cores), 0.5 s after.
 """
 import mmap
 import os
@@ -95,7 +94,7 @@ if numba is not None:
 
   _L, _R, _N, _T = ord('L'), ord('R'), ord('N'), ord('T')
 
-  def _sig(result, *args):
+  def sig(result, *args):
     """A numba signature: 'i' int64[::1], 'j' int32[::1], 'f'
     float64[::1], 'n' an int64 scalar, or a type spelled out."""
     names = {'i': 'int64[::1]', 'j': 'int32[::1]', 'f': 'float64[::1]',
@@ -106,7 +105,7 @@ if numba is not None:
   # cache, when this module is imported, not inside the first solve.
   _S = 'float32[::1]'
 
-  @numba.jit(_sig('void', 'f', 'n', 'n', _S, 'n'), nopython=True, cache=True,
+  @numba.jit(sig('void', 'f', 'n', 'n', _S, 'n'), nopython=True, cache=True,
              nogil=True, inline='always')
   def _store(out, lo, s, store, p):
     """The lower triangle of the s x s column-major block out[lo:] into
@@ -116,7 +115,7 @@ if numba is not None:
         store[p] = out[lo + j * s + i]
         p += 1
 
-  @numba.jit(_sig('void', _S, 'n', 'n', 'f'), nopython=True, cache=True,
+  @numba.jit(sig('void', _S, 'n', 'n', 'f'), nopython=True, cache=True,
              nogil=True, inline='always')
   def _unstore(store, p, s, out):
     """_store's inverse into out[:s * s] (lower triangle only)."""
@@ -125,9 +124,9 @@ if numba is not None:
         out[j * s + i] = store[p]
         p += 1
 
-  @numba.njit(_sig('int64', 'f', 'i', 'i', 'i', 'i', 'j', 'j', 'i', 'j', 'j',
-                   'i', 'int64[:, ::1]', 'i', 'i', 'i', 'i', 'n', 'n', 'f',
-                   'f', _S, 'i', 'i'), cache=True, nogil=True)
+  @numba.njit(sig('int64', 'f', 'i', 'i', 'i', 'i', 'j', 'j', 'i', 'j', 'j',
+                  'i', 'int64[:, ::1]', 'i', 'i', 'i', 'i', 'n', 'n', 'f',
+                  'f', _S, 'i', 'i'), cache=True, nogil=True)
   def _factorise(values, own, ring, zero, oo_ptr, dst_oo, src_oo, ro_ptr,
                  dst_ro, src_ro, blk_ptr, blk, l_off, lr_off, build_at,
                  upd_off, k0, k1, out, stack, store, p_off, pr_off):
@@ -202,7 +201,7 @@ if numba is not None:
 
   _X = 'float64[:, ::1]'
 
-  @numba.jit(_sig('void', _S, 'i', 'i', 'i', 'i', 'i', 'n', 'f'),
+  @numba.jit(sig('void', _S, 'i', 'i', 'i', 'i', 'i', 'n', 'f'),
              nopython=True, cache=True, nogil=True, inline='always')
   def _unpack(store, own, ring, zero, p_off, pr_off, k, scratch):
     """Front k's float32 L_oo and L_ro from `store` into `scratch` in
@@ -213,7 +212,7 @@ if numba is not None:
     for i in range(ring[k] * c):
       scratch[s * s + i] = store[p + i]
 
-  @numba.njit(_sig('void', _X, *'iiiiiiiif', _S, *'nnnfff'), cache=True,
+  @numba.njit(sig('void', _X, *'iiiiiiiif', _S, *'nnnfff'), cache=True,
               nogil=True)
   def _forward(x, start, own, ring, zero, ring_ptr, ring_rank, l_off,
                lr_off, factor, store, k0, k1, split, alt, work, scratch):
@@ -257,7 +256,7 @@ if numba is not None:
             for q in range(n_rhs):
               alt[(rank - split) * n_rhs + q] -= work[w0 + q]
 
-  @numba.njit(_sig('void', _X, *'iiiiiiiif', _S, *'nnff'), cache=True,
+  @numba.njit(sig('void', _X, *'iiiiiiiif', _S, *'nnff'), cache=True,
               nogil=True)
   def _backward(x, start, own, ring, zero, ring_ptr, ring_rank, l_off,
                 lr_off, factor, store, k0, k1, work, scratch):
@@ -293,129 +292,6 @@ if numba is not None:
              _at(ints, 1), _at(flat, b0), _at(ints, 0))
 
 
-  @numba.njit(_sig('void', 'float64[:, :, ::1]', _X, _X, 'n', 'n'),
-              cache=True, nogil=True)
-  def _matvec(taps, x, out, y0, y1):
-    """out[p] = sum_t taps[t, p] x[p + d_t] for the pixels of rows
-    y0..y1-1 (x, out [H * W, C]; d_t as multifrontal.full_offsets)."""
-    t, height, width = taps.shape
-    reach = (int(round(t ** 0.5)) - 1) // 2
-    side = 2 * reach + 1
-    n_rhs = x.shape[1]
-    for y in range(y0, y1):
-      row = out[y * width:(y + 1) * width]
-      row[:] = 0.0
-      for k in range(t):
-        dy, dx = k // side - reach, k % side - reach
-        if y + dy < 0 or y + dy >= height:
-          continue
-        for xx in range(max(0, -dx), min(width, width - dx)):
-          a = taps[k, y, xx]
-          q = (y + dy) * width + xx + dx
-          for c in range(n_rhs):
-            row[xx, c] += a * x[q, c]
-
-
-  @numba.njit(_sig('void', 'float64[:, :, ::1]', 'bool_[:, ::1]', 'float64',
-                   'n', 'int64[:, ::1]', 'float64[:, :, ::1]', 'n', 'n'),
-              cache=True, nogil=True)
-  def _stencil(image, keep, eps, radius, placements, out, u0, u1):
-    """Adds the weights of the windows whose top rows are u0..u1-1 to
-    `out` [T, H, W] (`cfcls.laplacian.host_stencil`). The arithmetic of
-    `window_weights.weights_float64` (the same formulas, in the same
-    order), a window at a time."""
-    h, w, _ = image.shape
-    side = 2 * radius + 1
-    n = side * side
-    pairs = placements.shape[0]
-    cen = np.empty((n, 3))
-    m = np.empty((n, 3))
-    inv = np.empty((3, 3))
-    adj = np.empty((3, 3))
-    cov = np.empty((3, 3))
-    masked = keep.shape[0] > 0
-    for u in range(u0, u1):
-      for v in range(w - 2 * radius):
-        if masked:
-          inside = True
-          for a in range(n):
-            inside &= keep[u + a // side, v + a % side]
-          if not inside:  # windows touching a padded pixel weigh 0
-            continue
-        for c in range(3):
-          total = 0.0
-          for a in range(n):
-            total += image[u + a // side, v + a % side, c]
-          mean = total / n
-          for a in range(n):
-            cen[a, c] = image[u + a // side, v + a % side, c] - mean
-        # (Sigma + eps/n I)^-1 via the QR of the centred colours, as
-        # window_weights._inverse_covariances.
-        xx = xy = xz = yy = yz = zz = 0.0
-        for a in range(n):
-          xx += cen[a, 0] * cen[a, 0]
-          xy += cen[a, 0] * cen[a, 1]
-          xz += cen[a, 0] * cen[a, 2]
-          yy += cen[a, 1] * cen[a, 1]
-          yz += cen[a, 1] * cen[a, 2]
-          zz += cen[a, 2] * cen[a, 2]
-        ty = xy / xx if xx > 0 else 0.0
-        tz = xz / xx if xx > 0 else 0.0
-        yy1 = y1z1 = 0.0
-        for a in range(n):
-          y1 = cen[a, 1] - ty * cen[a, 0]
-          yy1 += y1 * y1
-          y1z1 += y1 * (cen[a, 2] - tz * cen[a, 0])
-        t2 = y1z1 / yy1 if yy1 > 0 else 0.0
-        zz2 = 0.0
-        for a in range(n):
-          y1 = cen[a, 1] - ty * cen[a, 0]
-          z2 = (cen[a, 2] - tz * cen[a, 0]) - t2 * y1
-          zz2 += z2 * z2
-        r11, r22, r33 = np.sqrt(xx), np.sqrt(yy1), np.sqrt(zz2)
-        r12 = xy / r11 if r11 > 0 else 0.0
-        r13 = xz / r11 if r11 > 0 else 0.0
-        r23 = y1z1 / r22 if r22 > 0 else 0.0
-        u00, u01, u02 = r22 * r33, -r12 * r33, r12 * r23 - r13 * r22
-        u11, u12 = r11 * r33, -r11 * r23
-        u22 = r11 * r22
-        scale = 1.0 / (n * n)
-        adj[0, 0] = (u00 * u00 + u01 * u01 + u02 * u02) * scale
-        adj[0, 1] = (u01 * u11 + u02 * u12) * scale
-        adj[0, 2] = u02 * u22 * scale
-        adj[1, 1] = (u11 * u11 + u12 * u12) * scale
-        adj[1, 2] = u12 * u22 * scale
-        adj[2, 2] = u22 * u22 * scale
-        cov[0, 0], cov[0, 1], cov[0, 2] = xx / n, xy / n, xz / n
-        cov[1, 1], cov[1, 2], cov[2, 2] = yy / n, yz / n, zz / n
-        for c in range(3):
-          for e in range(c):
-            adj[c, e] = adj[e, c]
-            cov[c, e] = cov[e, c]
-        reg = eps / n
-        trace = cov[0, 0] + cov[1, 1] + cov[2, 2]
-        det_m = xx * yy1 * zz2 / n ** 3
-        det = (det_m + reg * (adj[0, 0] + adj[1, 1] + adj[2, 2])
-               + reg * reg * trace + reg ** 3)
-        for c in range(3):
-          for e in range(3):
-            inv[c, e] = (adj[c, e] + reg * (
-                (trace + reg) * (1.0 if c == e else 0.0) - cov[c, e])) / det
-        for a in range(n):
-          for c in range(3):
-            m[a, c] = (inv[c, 0] * cen[a, 0] + inv[c, 1] * cen[a, 1]
-                       + inv[c, 2] * cen[a, 2]) / n
-        p = 0
-        for a in range(n):
-          for b in range(a, n):
-            wab = ((1.0 if a == b else 0.0) - 1.0 / n
-                   - (m[a, 0] * cen[b, 0] + m[a, 1] * cen[b, 1]
-                      + m[a, 2] * cen[b, 2]))
-            out[placements[p, 0], u + placements[p, 1],
-                v + placements[p, 2]] += wab
-            p += 1
-        assert p == pairs
-
   @numba.njit(cache=True, nogil=True)
   def _grow(arr, need):
     """arr, or a copy twice as long if it holds fewer than `need`."""
@@ -425,10 +301,10 @@ if numba is not None:
     out[:arr.shape[0]] = arr
     return out
 
-  @numba.njit(_sig('Tuple((int64[::1], int64[::1], int64[::1], int32[::1], '
-                   'int32[::1], int64[::1], int32[::1], int32[::1], '
-                   'int64[::1], int64[:, ::1], int64[::1]))', 'n', 'n', 'n',
-                   'i', 'i', 'int64[:, ::1]', 'i', 'i', 'int64[:, ::1]'),
+  @numba.njit(sig('Tuple((int64[::1], int64[::1], int64[::1], int32[::1], '
+                  'int32[::1], int64[::1], int32[::1], int32[::1], '
+                  'int64[::1], int64[:, ::1], int64[::1]))', 'n', 'n', 'n',
+                  'i', 'i', 'int64[:, ::1]', 'i', 'i', 'int64[:, ::1]'),
               cache=True, nogil=True)
   def _plan(height, width, reach, order, rank, regions, start, own,
             children):
@@ -455,7 +331,8 @@ if numba is not None:
     blk = np.empty((max(16, n // 8), 8), np.int64)
     runs = np.empty((64, 3), np.int64)
     for k in range(num):
-      y0, y1, x0, x1 = regions[k, 0], regions[k, 1], regions[k, 2], regions[k, 3]
+      y0, y1 = regions[k, 0], regions[k, 1]
+      x0, x1 = regions[k, 2], regions[k, 3]
       s = own[k]
       # The ring: outside the region, within reach of it; by rank.
       ya, yb = max(0, y0 - reach), min(height, y1 + reach)
@@ -569,43 +446,6 @@ if numba is not None:
             blk_ptr, blk[:blk_ptr[num]].copy(), zero)
 
 
-def matvec(taps, x, threads: int = 1):
-  """A x (see `multifrontal.matvec`) for float64 taps [T, H, W] and x
-  [H * W, C], rows split between `threads` threads."""
-  height = taps.shape[1]
-  out = np.empty(x.shape)
-  if threads < 2 or height < 2:
-    _matvec(taps, x, out, 0, height)
-  else:
-    _parallel(lambda: _matvec(taps, x, out, 0, height // 2),
-              lambda: _matvec(taps, x, out, height // 2, height))
-  return out
-
-
-def stencil(image, keep, eps, radius, placements, threads: int = 1):
-  """float64 [T, H, W] (`cfcls.laplacian.host_stencil`) of image float64
-  [H, W, 3] and keep bool [H, W] (or None); placements int64 [P, 3] as
-  `laplacian._pair_placements`. With threads=2, two halves of the rows at
-  once (the second into its own buffer, added after: windows of both
-  halves share 2 radius pixel rows)."""
-  h = image.shape[0]
-  t = int(placements[:, 0].max()) + 1
-  keep = np.zeros((0, 0), bool) if keep is None else keep
-  out = np.zeros((t, h, image.shape[1]))
-  rows = h - 2 * radius  # window top rows
-  if threads < 2 or rows < 2:
-    _stencil(image, keep, eps, radius, placements, out, 0, rows)
-    return out
-  mid = rows // 2
-  second = np.zeros_like(out[:, mid:])
-  _parallel(
-      lambda: _stencil(image, keep, eps, radius, placements, out, 0, mid),
-      lambda: _stencil(image[mid:], keep[mid:] if keep.size else keep, eps,
-                       radius, placements, second, 0, rows - mid))
-  out[:, mid:] += second
-  return out
-
-
 # Freed buffers are kept for the next factorisation while they hold at most
 # this many bytes together (`release_buffers` frees them).
 SPARE_BYTES = 2 ** 30
@@ -663,7 +503,7 @@ def plan(height, width, reach, order, rank, regions, start, own, children):
                children)
 
 
-def _parallel(first, second):
+def in_two_threads(first, second):
   """Runs second() in a thread while first() runs here; the compiled
   kernels release the GIL. Returns (first(), second())."""
   box = []
@@ -702,7 +542,7 @@ def factorise(values, flat, factor, stack, threads: int = 1) -> int:
   root = len(flat.own) - 1
   if threads < 2 or not flat.split:
     return run(0, root + 1)
-  one, two = _parallel(lambda: run(0, flat.split),
+  one, two = in_two_threads(lambda: run(0, flat.split),
                        lambda: run(flat.split, root))
   for k in (one, two):
     if k >= 0:
@@ -736,11 +576,11 @@ def solve(x, flat, factor, threads: int = 1) -> None:
   # the second into a buffer, added after.
   at = int(flat.start[root])
   alt = np.zeros(((n - at) * n_rhs))
-  _parallel(
+  in_two_threads(
       lambda: _forward(x, *indices, 0, flat.split, n, none, *work()),
       lambda: _forward(x, *indices, flat.split, root, at, alt, *work()))
   x[at:] += alt.reshape(n - at, n_rhs)
   _forward(x, *indices, root, root + 1, n, none, *work())
   _backward(x, *indices, root, root + 1, *work())
-  _parallel(lambda: _backward(x, *indices, 0, flat.split, *work()),
+  in_two_threads(lambda: _backward(x, *indices, 0, flat.split, *work()),
             lambda: _backward(x, *indices, flat.split, root, *work()))

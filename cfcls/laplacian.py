@@ -38,6 +38,7 @@ import scipy.sparse
 
 from cfcls import _validate
 from cfcls import direct_kernels
+from cfcls import stencil_kernels
 from cfcls import window_weights
 
 
@@ -316,7 +317,7 @@ def host_stencil(image, eps: float = 1e-7, radius: int = 1,
   """The stencil of one image's matting Laplacian, in float64 NumPy.
 
   The same window weights as `window_stats` at precision 'float64', but
-  computed on the host: by `direct_kernels.stencil` (numba, compiled when
+  computed on the host: by `stencil_kernels.stencil` (numba, compiled when
   cfcls is imported, the formulas of `window_weights.weights_float64` a
   window at a time, two halves of the rows at once where two cores are
   free), or without numba by `weights_float64` in NumPy. Nothing is
@@ -345,7 +346,7 @@ def host_stencil(image, eps: float = 1e-7, radius: int = 1,
   keep = None if valid is None else valid > 0.5
   placements = _pair_placements(radius)
   if direct_kernels.available():
-    return direct_kernels.stencil(
+    return stencil_kernels.stencil(
         np.ascontiguousarray(image), keep, float(eps), int(radius),
         np.array(placements, np.int64), direct_kernels.threads())
   out = np.zeros((len(half_offsets(radius)), h, w))

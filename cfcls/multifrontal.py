@@ -57,6 +57,7 @@ except ImportError:  # pragma: no cover
   threadpoolctl = None
 
 from cfcls import direct_kernels
+from cfcls import stencil_kernels
 from cfcls import grid_ordering
 
 LEAF_PIXELS = 128
@@ -660,7 +661,7 @@ def matvec(taps: np.ndarray, x: np.ndarray) -> np.ndarray:
   if (direct_kernels.available() and taps.dtype == np.float64
       and np.result_type(x) == np.float64):
     x2 = np.ascontiguousarray(x.reshape(height * width, -1))
-    return direct_kernels.matvec(np.ascontiguousarray(taps), x2,
+    return stencil_kernels.matvec(np.ascontiguousarray(taps), x2,
                                   direct_kernels.threads()).reshape(x.shape)
   reach = (int(round(t ** 0.5)) - 1) // 2
   # [C, H + 2r, W + 2r]: every product runs along contiguous rows.
