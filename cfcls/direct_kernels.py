@@ -26,11 +26,14 @@ without it (for these and `cfcls.stencil_kernels`) `cfcls.multifrontal`
 and `cfcls.laplacian` run the same loops in NumPy. The kernels have
 explicit signatures, so they are compiled (or loaded from numba's disk
 cache, `cache=True`) when this module is imported: about 20 s the first
-time on a machine (2 cores), 0.5 s after.
+time on a machine (2 cores), 0.5 s after. Where numba can cache nowhere
+(a read-only install, no writable NUMBA_CACHE_DIR or home) they are not
+compiled at all: a warning, and the NumPy loops.
 """
 import mmap
 import os
 import threading
+import warnings
 import weakref
 
 import numpy as np
@@ -43,6 +46,35 @@ try:
   from numba.extending import get_cython_function_address
   from numba.extending import intrinsic
 except ImportError:  # pragma: no cover - numba is in requirements.txt
+  numba = None
+
+
+def _probe():
+  pass
+
+
+def _why_not_cached():
+  """None where numba can cache this folder's kernels on disk, else its
+  reason. numba decides when a function is decorated with cache=True: the
+  package's __pycache__, or else its user cache directory (NUMBA_CACHE_DIR,
+  ~/.cache/numba), must be writable."""
+  try:
+    numba.njit(cache=True)(_probe)
+  except RuntimeError as e:  # 'cannot cache function ...: no locator ...'
+    return str(e)
+  return None
+
+
+_NOT_CACHED = None if numba is None else _why_not_cached()
+if _NOT_CACHED is not None:
+  # Compiling without a cache would cost every process ~20 s at import.
+  warnings.warn(
+      f'cfcls: numba cannot cache compiled kernels for '
+      f'{os.path.dirname(os.path.abspath(__file__))} (its __pycache__ and '
+      f'numba\'s user cache directory are read-only: {_NOT_CACHED}); '
+      f'the direct matting solver runs its NumPy loops instead, about 2x '
+      f'slower. Set NUMBA_CACHE_DIR to a writable folder to use the '
+      f'compiled kernels.', RuntimeWarning, stacklevel=2)
   numba = None
 
 

@@ -302,17 +302,27 @@ def test_uint8_images_are_scaled():
   np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
-def test_solver_runs_without_numba(tmp_path):
-  # The GPU machines have no numba: cfcls must import and solve without it
-  # (NumPy loops), to the same answer.
+# How a process is kept from the compiled kernels: no numba at all (the GPU
+# machines), or numba that cannot cache them on disk (a read-only install
+# without a writable NUMBA_CACHE_DIR: numba finds no cache locator).
+_NO_KERNELS = {
+    'no_numba': "sys.modules['numba'] = None  # import numba raises\n"
+                "sys.modules['llvmlite'] = None\n",
+    'no_numba_cache': "import numba.core.caching\n"
+                      "numba.core.caching.CacheImpl._locator_classes = []\n",
+}
+
+
+@pytest.mark.parametrize('case', sorted(_NO_KERNELS))
+def test_solver_runs_without_the_compiled_kernels(tmp_path, case):
+  # cfcls must import and solve without them (NumPy loops), to the same
+  # answer; where numba is there but cannot cache, it says so and why.
   import os  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  script = tmp_path / 'no_numba.py'
+  script = tmp_path / 'no_kernels.py'
   script.write_text(
-      "import sys\n"
-      "sys.modules['numba'] = None  # import numba now raises ImportError\n"
-      "sys.modules['llvmlite'] = None\n"
+      "import sys\n" + _NO_KERNELS[case] +
       "import numpy as np\n"
       "from cfcls import direct_kernels, matting, multifrontal\n"
       "import matting_scenes\n"
@@ -330,6 +340,10 @@ def test_solver_runs_without_numba(tmp_path):
   assert out.returncode == 0, out.stderr[-2000:]
   error = float(out.stdout.split('max error')[1])
   assert error < 1e-6
+  warned = 'numba cannot cache compiled kernels' in out.stderr
+  assert warned == (case == 'no_numba_cache'), out.stderr[-2000:]
+  if warned:
+    assert 'NUMBA_CACHE_DIR' in out.stderr
 
 
 def test_concurrent_direct_solves_agree_with_sequential_ones():
