@@ -17,7 +17,8 @@ pixels scribbled), in one process:
     difference to a tight (rtol 1e-12) run of itself.
 and prints the ratios, and the factorisation's flops against this core's
 matrix-product rate (the least time the factorisation can take).
-Optionally one large image (--large, e.g. 1024x2048
+Optionally scikit-image's photos with random strokes (--photos) and one
+large image (--large, e.g. 1024x2048
 with 9 classes): time and peak resident memory of the default call.
 
 Run from the repository root:
@@ -25,6 +26,7 @@ Run from the repository root:
   python benchmarks/solver_bench.py --sizes 321x321 --skip-pymatting
   python benchmarks/solver_bench.py --sizes none --large 1024x2048
   python benchmarks/solver_bench.py --sizes none --coffee 160x240,320x480
+  python benchmarks/solver_bench.py --sizes none --photos 320
 """
 import argparse
 import os
@@ -211,6 +213,54 @@ def coffee(h, w):
   _floor(h, w, t_ours)
 
 
+# scikit-image's photos for --photos. Left out: hubble_deep_field, on which
+# the reference (SuperLU) took 573 s at 279x320 (cfcls 0.28 s).
+PHOTOS = ('astronaut', 'camera', 'cat', 'chelsea', 'coffee', 'colorwheel',
+          'immunohistochemistry', 'retina', 'rocket')
+
+
+def photos(side, num_classes=5, seed=1):
+  """The default call against the reference on scikit-image's photos (the
+  longer side resized to `side`), each class two random 3-point strokes
+  3-5 px wide: first call at the size, warm median, reference, ratio."""
+  try:
+    import skimage.data  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    print('scikit-image is not installed (pip install scikit-image): skipped')
+    return
+  import cv2  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  ratios = []
+  for name in PHOTOS:
+    photo = getattr(skimage.data, name)()
+    if photo.ndim == 2:
+      photo = np.stack([photo] * 3, -1)
+    scale = side / max(photo.shape[:2])
+    h, w = round(photo.shape[0] * scale), round(photo.shape[1] * scale)
+    image = cv2.resize(photo[..., :3], (w, h), interpolation=cv2.INTER_AREA)
+    image = image.astype(np.float32) / 255
+    scribbles = np.full((h, w), 255, np.uint8)
+    for c in range(num_classes):
+      for _ in range(2):
+        points = np.stack([rng.integers(0, w, 3), rng.integers(0, h, 3)], -1)
+        cv2.polylines(scribbles, [points.astype(np.int32)], False, c,
+                      thickness=int(rng.integers(3, 6)))
+    start = time.perf_counter()
+    jax.block_until_ready(matting.solve_alpha(image[None], scribbles[None],
+                                              num_classes)[0])
+    t_first = time.perf_counter() - start
+    t_ours, alpha, info = _ours(image, scribbles, num_classes)
+    t_ref, ref = _direct(image, scribbles, num_classes, 'MMD_AT_PLUS_A')
+    ratios.append(t_ref / t_ours)
+    print(f'{name} {h}x{w}, {num_classes - 1} mattes: first call '
+          f'{t_first:.2f} s, default {t_ours:.2f} s, reference {t_ref:.2f} s '
+          f'({t_ref / t_ours:.1f}x), max |alpha - reference| '
+          f'{np.abs(alpha - ref).max():.1e}, error estimate '
+          f'{info["error_estimate"].max():.1e}')
+  print(f'photos at {side} px: {min(ratios):.1f}x to {max(ratios):.1f}x, '
+        f'median {np.median(ratios):.1f}x')
+
+
 def large(h, w, num_classes, method):
   image, scribbles = matting_scenes.photo_like_scene(h, w, num_classes)
   start = time.perf_counter()
@@ -237,6 +287,9 @@ def main():
   parser.add_argument('--coffee', default='',
                       help="comma-separated HxW of scikit-image's coffee "
                       'photo with hand-drawn-style strokes (e.g. 320x480)')
+  parser.add_argument('--photos', type=int, default=0,
+                      help="longer side of scikit-image's photos with random "
+                      'strokes (e.g. 320; 0: none)')
   parser.add_argument('--large', default='',
                       help='HxW of one large image (e.g. 1024x2048)')
   parser.add_argument('--large-classes', type=int, default=10,
@@ -256,6 +309,8 @@ def main():
               args.iterative)
   for text in filter(None, args.coffee.split(',')):
     coffee(*_size(text))
+  if args.photos:
+    photos(args.photos)
   if args.large:
     large(*_size(args.large), args.large_classes, args.large_method)
 
