@@ -233,16 +233,22 @@ if numba is not None:
 
   _X = 'float64[:, ::1]'
 
-  @numba.jit(sig('void', _S, 'i', 'i', 'i', 'i', 'i', 'n', 'f'),
+  @numba.jit(sig('Tuple((float64[::1], int64, int64))', 'f', _S, 'i', 'i',
+                 'i', 'i', 'i', 'n', 'f'),
              nopython=True, cache=True, nogil=True, inline='always')
-  def _unpack(store, own, ring, zero, p_off, pr_off, k, scratch):
-    """Front k's float32 L_oo and L_ro from `store` into `scratch` in
-    float64 (L_oo column-major at 0, L_ro at s^2)."""
+  def _front(factor, store, own, ring, zero, l_off, lr_off, k, scratch):
+    """(array, where L_oo starts, where L_ro starts) of front k: `factor`
+    at l_off[k], lr_off[k]; or, if `store` is not empty, its float32 L_oo
+    (packed, at l_off[k]) and L_ro (at lr_off[k]) unpacked into `scratch`
+    in float64 (L_oo column-major at 0, L_ro at s^2)."""
+    if store.shape[0] == 0:
+      return factor, l_off[k], lr_off[k]
     s, c = own[k], own[k] - zero[k]
-    _unstore(store, p_off[k], s, scratch)
-    p = pr_off[k]
+    _unstore(store, l_off[k], s, scratch)
+    p = lr_off[k]
     for i in range(ring[k] * c):
       scratch[s * s + i] = store[p + i]
+    return scratch, 0, s * s
 
   @numba.njit(sig('void', _X, *'iiiiiiiif', _S, *'nnnfff'), cache=True,
               nogil=True)
@@ -265,11 +271,8 @@ if numba is not None:
       c = s - z
       ints[1], ints[2], ints[3] = s, r, c
       b0 = start[k] * n_rhs
-      if store.shape[0] > 0:
-        _unpack(store, own, ring, zero, l_off, lr_off, k, scratch)
-        fac, lo, lr = scratch, 0, s * s
-      else:
-        fac, lo, lr = factor, l_off[k], lr_off[k]
+      fac, lo, lr = _front(factor, store, own, ring, zero, l_off, lr_off, k,
+                           scratch)
       _dtrsm(_at(chars, 1), _at(chars, 0), _at(chars, 3), _at(chars, 2),
              _at(ints, 0), _at(ints, 1), _at(dbl, 0), _at(fac, lo),
              _at(ints, 1), _at(flat, b0), _at(ints, 0))
@@ -304,11 +307,8 @@ if numba is not None:
       c = s - z
       ints[1], ints[2], ints[3] = s, r, c
       b0 = start[k] * n_rhs
-      if store.shape[0] > 0:
-        _unpack(store, own, ring, zero, l_off, lr_off, k, scratch)
-        fac, lo, lr = scratch, 0, s * s
-      else:
-        fac, lo, lr = factor, l_off[k], lr_off[k]
+      fac, lo, lr = _front(factor, store, own, ring, zero, l_off, lr_off, k,
+                           scratch)
       if r > 0 and c > 0:  # b_z^T -= x_ring^T L_ro
         p = ring_ptr[k]
         for i in range(r):

@@ -42,7 +42,6 @@ numba imports; they make the same factor bit for bit.
 """
 import collections
 import contextlib
-import os
 import threading
 from typing import Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
