@@ -37,7 +37,7 @@ flags.DEFINE_integer('step', None, 'eval/predict: checkpoint step to restore '
 flags.DEFINE_string('input', None, 'predict: folder of images (or one image).')
 flags.DEFINE_string('output', None,
                     'predict: output folder (default WORKDIR/predictions).')
-# Several processes / hosts (cfcls.distributed); a flag wins over the
+# Several processes / hosts (cfcls.training.distributed); a flag wins over the
 # environment variable named in its help.
 flags.DEFINE_string('coordinator_address', None,
                     'HOST:PORT of process 0 for a multi-process run '
@@ -61,9 +61,9 @@ flags.DEFINE_integer('cpu_devices', None,
 
 
 def _stop_on_signals():
-  """SIGTERM / Ctrl-C: see cfcls.stopping (checkpoint after the current
+  """SIGTERM / Ctrl-C: see cfcls.training.stopping (checkpoint after the current
   training step, or stop at once elsewhere, saying what was written)."""
-  from cfcls import stopping  # pylint: disable=g-import-not-at-top
+  from cfcls.training import stopping  # pylint: disable=g-import-not-at-top
 
   def handler(signum, frame):
     del frame
@@ -92,13 +92,13 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   # Fields and values first, before anything is imported or prepared (the
   # batch's divisibility by the devices is checked once JAX has them).
-  from cfcls import config_utils  # pylint: disable=g-import-not-at-top
+  from cfcls.training import config_utils  # pylint: disable=g-import-not-at-top
   try:
     config_utils.validate_config(FLAGS.config)
   except config_utils.ConfigError as e:
     sys.exit(f'train.py: {e}')
-  from cfcls import console  # pylint: disable=g-import-not-at-top
-  from cfcls import stopping  # pylint: disable=g-import-not-at-top
+  from cfcls.training import console  # pylint: disable=g-import-not-at-top
+  from cfcls.training import stopping  # pylint: disable=g-import-not-at-top
   if not FLAGS.verbose:
     console.quiet_libraries()
   _stop_on_signals()
@@ -123,11 +123,11 @@ def main(argv):
 
 
 def _start_and_run():
-  from cfcls import config_utils  # pylint: disable=g-import-not-at-top
+  from cfcls.training import config_utils  # pylint: disable=g-import-not-at-top
   # Keep TensorFlow (the input pipeline) off the accelerators JAX uses.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')
-  from cfcls import distributed  # pylint: disable=g-import-not-at-top
+  from cfcls.training import distributed  # pylint: disable=g-import-not-at-top
   try:
     settings = distributed.resolve(FLAGS.coordinator_address,
                                    FLAGS.num_processes, FLAGS.process_id,
@@ -139,12 +139,12 @@ def _start_and_run():
                          heartbeat_timeout=FLAGS.heartbeat_timeout)
   # jax.distributed installs its own SIGTERM handler (preemption notices);
   # ours must win so that a signal to one process stops all of them at the
-  # same step with a checkpoint (cfcls.stopping).
+  # same step with a checkpoint (cfcls.training.stopping).
   _stop_on_signals()
   # pylint: disable=g-import-not-at-top
-  from cfcls import checkpointing
-  from cfcls import predict_lib
-  from cfcls import train_lib
+  from cfcls.training import checkpointing
+  from cfcls.training import predict_lib
+  from cfcls.training import train_lib
   from cfcls.data.builders import common
   # pylint: enable=g-import-not-at-top
 

@@ -1,7 +1,7 @@
 """mIoU of the closed-form mattes themselves on the demo's validation split.
 
 No network: for each validation scene, the closed-form matte of every class
-from its scribbles (docs/method.md, section 2, `cfcls.matting.solve_alpha_direct`,
+from its scribbles (docs/method.md, section 2, `cfcls.matting.solver.solve_alpha_direct`,
 scipy), then the labels of docs/method.md, section 3 (argmax over the clipped mattes,
 background below the threshold; every class with a scribble is kept). This
 is what the CFM loss asks the network to reproduce, so it bounds what a
@@ -24,7 +24,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cfcls import config_schema, matting, objectives  # pylint: disable=g-import-not-at-top
+from cfcls import config_schema, objectives  # pylint: disable=g-import-not-at-top
+from cfcls.matting import solver  # pylint: disable=g-import-not-at-top
 from cfcls import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
 from demo_sweep import FAMILIES, family_module  # pylint: disable=g-import-not-at-top
 
@@ -49,7 +50,7 @@ def main():
   start = time.time()
   for i in range(syn.num_val):
     ex = family.generate_example(syn.seed, 'validation', i, syn.image_size)
-    alpha = matting.solve_alpha_direct(ex['image'] / 255.0, ex['scribbles'],
+    alpha = solver.solve_alpha_direct(ex['image'] / 255.0, ex['scribbles'],
                                        k, lam=lam, eps=eps, radius=radius)
     scores = np.clip(alpha, 0, 1)[None]
     for t, thr in enumerate(thresholds):

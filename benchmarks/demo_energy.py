@@ -7,7 +7,7 @@ its scribble part lam ||D (alpha - S)||^2 / N, and the mIoU of the labels
 (threshold rule of docs/method.md, section 3), for:
 
 * each run's network mattes (raw outputs; CFM runs only),
-* the closed-form mattes (scipy, `matting.solve_alpha_direct`): the optimum,
+* the closed-form mattes (scipy, `solver.solve_alpha_direct`): the optimum,
 * the ground-truth masks as one-hot mattes.
 
   python benchmarks/demo_energy.py --runs=runs/demo [--split=train --num=30]
@@ -26,15 +26,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-from cfcls import config_schema, inference, laplacian, losses, matting  # pylint: disable=g-import-not-at-top
+from cfcls import config_schema, inference, losses  # pylint: disable=g-import-not-at-top
+from cfcls.matting import constraints, laplacian, solver  # pylint: disable=g-import-not-at-top
 from cfcls import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
-from cfcls import objectives, run_lib  # pylint: disable=g-import-not-at-top
+from cfcls import objectives  # pylint: disable=g-import-not-at-top
+from cfcls.training import run_lib  # pylint: disable=g-import-not-at-top
 from cfcls.data import synthetic  # pylint: disable=g-import-not-at-top
 
 
 def energy_parts(stats, alpha, scribbles, num_classes, lam):
   """(Laplacian part, scribble part) of the matting energy, each / N."""
-  labelled, targets = losses.scribble_constraints(scribbles, num_classes)
+  labelled, targets = constraints.scribble_constraints(scribbles, num_classes)
   n = alpha.shape[1] * alpha.shape[2]
   smooth = jnp.sum(alpha * laplacian.laplacian_matvec(stats, alpha)) / n
   fit = jnp.sum(lam * labelled * jnp.square(alpha - targets)) / n
@@ -86,7 +88,7 @@ def main():
                                    config.laplacian_radius)
     mattes = {name: np.asarray(apply(v, jnp.asarray(image)))
               for name, (apply, v) in nets.items()}
-    mattes['closed-form mattes'] = matting.solve_alpha_direct(
+    mattes['closed-form mattes'] = solver.solve_alpha_direct(
         image[0] / 255.0, ex['scribbles'], k, lam=config.lam,
         eps=config.laplacian_eps, radius=config.laplacian_radius)[None]
     mattes['ground-truth masks'] = np.eye(k)[mask][None, ..., 1:]

@@ -219,7 +219,8 @@ def crop_example(rng, image, scribbles, mask, crop, scale_range, num_classes,
 def run_variant(name, steps, data_path, family='scenes', sets=None):
   """Trains one variant; returns its result dict."""
   import jax  # pylint: disable=g-import-not-at-top
-  from cfcls import parallel, run_lib  # pylint: disable=g-import-not-at-top
+  from cfcls import parallel
+  from cfcls.training import run_lib  # pylint: disable=g-import-not-at-top
   config = make_config(name, steps, sets)
   synthetic = family_module(family)
   k = synthetic.NUM_CLASSES

@@ -49,11 +49,11 @@ import jax.numpy as jnp  # noqa: E402
 
 from benchmarks.loss_bench import photo_like_batch  # noqa: E402
 from cfcls import config_schema  # noqa: E402
-from cfcls import laplacian  # noqa: E402
+from cfcls.matting import laplacian  # noqa: E402
 from cfcls import losses  # noqa: E402
-from cfcls import matting  # noqa: E402
+from cfcls.matting import solver  # noqa: E402
 from cfcls import parallel  # noqa: E402
-from cfcls import run_lib  # noqa: E402
+from cfcls.training import run_lib  # noqa: E402
 
 NUM_CLASSES = 7  # 6 foreground classes + background
 TRAIN_KEYS = ('image', 'scribbles', 'mask', 'valid', 'presence')
@@ -254,19 +254,19 @@ def section_cfm_loss(p):
 
 def _direct(args):
   image, scribbles = args
-  return matting.solve_alpha_direct(image, scribbles, NUM_CLASSES)
+  return solver.solve_alpha_direct(image, scribbles, NUM_CLASSES)
 
 
 def section_solver(p):
   images, scribbles = photo_like_batch(p['solver_images'], p['size'],
                                        NUM_CLASSES, seed=1)
-  fn = lambda: matting.solve_alpha(jnp.asarray(images), jnp.asarray(scribbles),
+  fn = lambda: solver.solve_alpha(jnp.asarray(images), jnp.asarray(scribbles),
                                    NUM_CLASSES, method='iterative')[0]
   seconds, first = timed(fn, 1, 1)
   alpha = np.asarray(fn())
-  matting.solve_alpha(images[:1], scribbles[:1], NUM_CLASSES)  # plan cache
+  solver.solve_alpha(images[:1], scribbles[:1], NUM_CLASSES)  # plan cache
   start = time.perf_counter()
-  default = np.asarray(matting.solve_alpha(images, scribbles, NUM_CLASSES)[0])
+  default = np.asarray(solver.solve_alpha(images, scribbles, NUM_CLASSES)[0])
   default_s = time.perf_counter() - start
   default_error = float(np.max(np.abs(default - alpha)))
   workers = max(1, min(os.cpu_count() or 1, len(images)))

@@ -31,7 +31,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import scipy.sparse  # noqa: E402
 
-from cfcls import laplacian  # noqa: E402
+from cfcls.matting import laplacian  # noqa: E402
 from cfcls import losses  # noqa: E402
 
 

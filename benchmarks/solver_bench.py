@@ -6,8 +6,8 @@ pixels scribbled), in one process:
   * scipy's SuperLU on the assembled system, all classes: with the minimum
     degree ordering (the reference: `solve_alpha_direct`'s default), with
     our nested dissection (`ordering='nested_dissection'`) and with COLAMD;
-  * `matting.solve_alpha` with default arguments (at these sizes the direct
-    method, cfcls/multifrontal.py; the median of 3 warm calls): time, max
+  * `solver.solve_alpha` with default arguments (at these sizes the direct
+    method, cfcls/matting/multifrontal.py; the median of 3 warm calls): time, max
     |alpha - reference| and info['error_estimate']; the same call with the
     compiled kernels on one thread, and without numba (NumPy loops); with --iterative also method='iterative' (jit,
     compile excluded) with its CG iterations;
@@ -42,9 +42,9 @@ sys.path.insert(0, os.path.join(ROOT, 'tests'))
 
 import jax  # noqa: E402
 
-from cfcls import direct_kernels  # noqa: E402
-from cfcls import matting  # noqa: E402
-from cfcls import multifrontal  # noqa: E402
+from cfcls.matting import direct_kernels  # noqa: E402
+from cfcls.matting import solver  # noqa: E402
+from cfcls.matting import multifrontal  # noqa: E402
 import matting_scenes  # noqa: E402
 
 
@@ -55,7 +55,7 @@ def _size(text):
 
 def _ours(image, scribbles, num_classes, repeats=3, **kwargs):
   """(median seconds of `repeats` warm calls, alpha, info)."""
-  run = lambda: matting.solve_alpha(image[None], scribbles[None], num_classes,
+  run = lambda: solver.solve_alpha(image[None], scribbles[None], num_classes,
                                     **kwargs)
   jax.block_until_ready(run()[0])  # compile for this size, plan the grid
   times = []
@@ -136,7 +136,7 @@ def _floor(h, w, t_ours):
 
 def _direct(image, scribbles, num_classes, ordering):
   start = time.perf_counter()
-  out = matting.solve_alpha_direct(image, scribbles, num_classes,
+  out = solver.solve_alpha_direct(image, scribbles, num_classes,
                                    ordering=ordering)
   return time.perf_counter() - start, out
 
@@ -145,7 +145,7 @@ def compare(h, w, num_classes, skip_pymatting, iterative):
   image, scribbles = matting_scenes.photo_like_scene(h, w, num_classes)
   print(f'{h}x{w}, {num_classes - 1} mattes, '
         f'{100 * np.mean(scribbles != 255):.2f}% pixels scribbled')
-  matting.solve_alpha_direct(image[:8, :8], scribbles[:8, :8], num_classes)
+  solver.solve_alpha_direct(image[:8, :8], scribbles[:8, :8], num_classes)
   # The reference: scipy's SuperLU with solve_alpha_direct's default
   # ordering (minimum degree, partial pivoting).
   t_ref, ref = _direct(image, scribbles, num_classes, 'MMD_AT_PLUS_A')
@@ -201,7 +201,7 @@ def coffee(h, w):
     pts = np.array([(x * w / 600, y * h / 400) for x, y in points], np.int32)
     cv2.polylines(scribbles, [pts], False, int(c), thickness=5)
   num_classes = len(COFFEE_STROKES)
-  matting.laplacian.sparse_laplacian(image)  # compile for this size
+  solver.laplacian.sparse_laplacian(image)  # compile for this size
   t_ref, ref = _direct(image, scribbles, num_classes, 'MMD_AT_PLUS_A')
   t_ours, alpha, info = _ours(image, scribbles, num_classes)
   print(f'coffee {h}x{w}, {num_classes - 1} mattes, 5-px strokes: reference '
@@ -246,7 +246,7 @@ def photos(side, num_classes=5, seed=1):
         cv2.polylines(scribbles, [points.astype(np.int32)], False, c,
                       thickness=int(rng.integers(3, 6)))
     start = time.perf_counter()
-    jax.block_until_ready(matting.solve_alpha(image[None], scribbles[None],
+    jax.block_until_ready(solver.solve_alpha(image[None], scribbles[None],
                                               num_classes)[0])
     t_first = time.perf_counter() - start
     t_ours, alpha, info = _ours(image, scribbles, num_classes)
@@ -264,7 +264,7 @@ def photos(side, num_classes=5, seed=1):
 def large(h, w, num_classes, method):
   image, scribbles = matting_scenes.photo_like_scene(h, w, num_classes)
   start = time.perf_counter()
-  alpha, info = matting.solve_alpha(image[None], scribbles[None], num_classes,
+  alpha, info = solver.solve_alpha(image[None], scribbles[None], num_classes,
                                     method=method)
   jax.block_until_ready(alpha)
   elapsed = time.perf_counter() - start
@@ -295,7 +295,7 @@ def main():
   parser.add_argument('--large-classes', type=int, default=10,
                       help='K of the large image (default 9 mattes)')
   parser.add_argument('--large-method', default='auto',
-                      choices=matting.METHODS,
+                      choices=solver.METHODS,
                       help="solve_alpha's method for --large")
   args = parser.parse_args()
   numba = (f'numba {direct_kernels.numba.__version__}'

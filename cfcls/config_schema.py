@@ -2,7 +2,7 @@
 
 This is the one place a default is written. Config files (configs/*.py)
 start from `get_config()` and override a few fields;
-`cfcls.config_utils.validate_config` rejects any field that is not defined
+`cfcls.training.config_utils.validate_config` rejects any field that is not defined
 here (a typo in a config file or on the command line is an error) and
 impossible values, before any data is prepared. Library code reads validated
 values and never supplies defaults of its own; functions that accept a
@@ -162,7 +162,7 @@ def get_config():
   # Evaluation and prediction only (not in the paper; 0 = off): filter the
   # network's per-pixel outputs (mattes, or class probabilities for pce/ce)
   # with the guided filter of this window radius, the image as the guide
-  # (cfcls/guided_filter.py), before labels are taken.
+  # (cfcls/matting/guided_filter.py), before labels are taken.
   config.guided_filter_radius = 0
   config.guided_filter_eps = 1e-3  # its ridge weight (colours in [0, 1])
 

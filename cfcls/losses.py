@@ -9,27 +9,10 @@ from typing import Tuple
 import jax
 import jax.numpy as jnp
 
-from cfcls import _validate
 from cfcls import labels as labels_lib
-from cfcls import laplacian
-
-
-def scribble_constraints(scribbles, num_classes: int):
-  """One-vs-rest constraints of every foreground class from a scribble map.
-
-  Args:
-    scribbles: int [B, H, W], class ids and 255 = unlabelled.
-    num_classes: K, including background.
-
-  Returns:
-    (labelled, targets): labelled float32 [B, H, W, 1], 1 on scribbled pixels
-    (the diagonal of D_c, the same for every class); targets float32
-    [B, H, W, K-1], S_c = 1 where the scribble is class c, else 0.
-  """
-  labelled = (scribbles != labels_lib.IGNORE)[..., None].astype(jnp.float32)
-  classes = jnp.arange(1, num_classes, dtype=scribbles.dtype)
-  targets = (scribbles[..., None] == classes[None, None, None, :])
-  return labelled, targets.astype(jnp.float32)
+from cfcls.matting import laplacian
+from cfcls.matting import validation
+from cfcls.matting.constraints import scribble_constraints
 
 
 def matting_residual(stats: laplacian.WindowStats, alpha, labelled, targets,
@@ -82,15 +65,15 @@ def cfm_loss(stats: laplacian.WindowStats, alpha, scribbles,
   """
   b, h, w = stats.shape
   k1 = num_classes - 1
-  _validate.check_shape('alpha', alpha, (b, h, w, k1),
+  validation.check_shape('alpha', alpha, (b, h, w, k1),
                         f'[B, H, W, K-1] = [{b}, {h}, {w}, {k1}]')
-  _validate.check_shape('scribbles', scribbles, (b, h, w),
+  validation.check_shape('scribbles', scribbles, (b, h, w),
                         f'[B, H, W] = [{b}, {h}, {w}]')
-  _validate.check_labels('scribbles', scribbles, num_classes)
+  validation.check_labels('scribbles', scribbles, num_classes)
   if class_weights is not None:
-    _validate.check_shape('class_weights', class_weights, (k1,), '[K-1]')
+    validation.check_shape('class_weights', class_weights, (k1,), '[K-1]')
   if presence is not None:
-    _validate.check_shape('presence', presence, (b, k1), '[B, K-1]')
+    validation.check_shape('presence', presence, (b, k1), '[B, K-1]')
   if norm not in CFM_NORMS[:2]:  # 'target' is `target_loss`
     raise ValueError(f'norm={norm!r} is not one of {CFM_NORMS[:2]}')
   scribbles = jnp.asarray(scribbles)
@@ -130,7 +113,7 @@ def target_loss(alpha, targets, valid=None) -> Tuple[jax.Array, jax.Array]:
     (loss, per_class [K-1]): per image sum_i valid_i (alpha - alpha*)_ic^2 / N
     with N = H * W, the batch mean of that per class, and its sum.
   """
-  _validate.check_shape('targets', targets, alpha.shape, 'alpha\'s shape')
+  validation.check_shape('targets', targets, alpha.shape, 'alpha\'s shape')
   error = jnp.square(alpha.astype(jnp.float32) - targets)
   if valid is not None:
     error = error * valid[..., None]
@@ -196,10 +179,10 @@ def soft_target_ce(logits, targets, scribbles, valid):
 
 def _masked_cross_entropy(name: str, logits, labels):
   """Mean softmax cross-entropy over pixels whose label is not 255."""
-  _validate.check_shape('logits', logits, (None, None, None, None),
+  validation.check_shape('logits', logits, (None, None, None, None),
                         '[B, H, W, K]')
-  _validate.check_shape(name, labels, logits.shape[:3], '[B, H, W]')
-  _validate.check_labels(name, labels, logits.shape[-1])
+  validation.check_shape(name, labels, logits.shape[:3], '[B, H, W]')
+  validation.check_labels(name, labels, logits.shape[-1])
   labels = jnp.asarray(labels)
   mask = labels != labels_lib.IGNORE
   safe = jnp.where(mask, labels, 0)
@@ -246,8 +229,8 @@ def mlc_bce(logits, presence) -> jax.Array:
   Returns:
     Scalar mean over the B * (K-1) entries.
   """
-  _validate.check_shape('logits', logits, (None, None), '[B, K-1]')
-  _validate.check_shape('presence', presence, logits.shape, '[B, K-1]')
+  validation.check_shape('logits', logits, (None, None), '[B, K-1]')
+  validation.check_shape('presence', presence, logits.shape, '[B, K-1]')
   logits = logits.astype(jnp.float32)
   presence = jnp.asarray(presence, jnp.float32)
   return -jnp.mean(presence * jax.nn.log_sigmoid(logits)

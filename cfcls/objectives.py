@@ -39,9 +39,9 @@ from typing import Dict, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 
-from cfcls import guided_filter
+from cfcls.matting import guided_filter
 from cfcls import labels as labels_lib
-from cfcls import laplacian
+from cfcls.matting import laplacian
 from cfcls import losses
 from cfcls import parallel
 
@@ -119,7 +119,7 @@ class Objective:
     Args:
       outputs: raw network outputs.
       images: float `[B, H, W, 3]` in [0, 1], the guide.
-      radius, eps: see `cfcls.guided_filter.guided_filter`.
+      radius, eps: see `cfcls.matting.guided_filter.guided_filter`.
     """
     raise NotImplementedError
 

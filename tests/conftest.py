@@ -14,7 +14,7 @@ import jax  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-# Every run builds its own compiled steps (cfcls.run_lib); the persistent
+# Every run builds its own compiled steps (cfcls.training.run_lib); the persistent
 # compilation cache lets a test that builds the same run again (a restart, an
 # evaluation after training) reuse the executables instead of compiling anew.
 jax.config.update(

@@ -116,7 +116,7 @@ def finish(proc: subprocess.Popen, log_path: str, timeout: float = 300.0):
 
 
 def build_run(config):
-  from cfcls import run_lib  # pylint: disable=g-import-not-at-top
+  from cfcls.training import run_lib  # pylint: disable=g-import-not-at-top
   from cfcls.data import pipeline  # pylint: disable=g-import-not-at-top
   info = pipeline.dataset_info(config.data)
   return run_lib.build(config, info.num_classes, info.class_names)
@@ -129,7 +129,7 @@ def reference_states(config, batches, num_steps: int) -> list:
   fed to the library's compiled train step on this process's devices.
   """
   from cfcls import parallel  # pylint: disable=g-import-not-at-top
-  from cfcls import run_lib  # pylint: disable=g-import-not-at-top
+  from cfcls.training import run_lib  # pylint: disable=g-import-not-at-top
   run = build_run(config)
   state = run_lib.initial_state(run)
   train_step = run.train_step
@@ -144,8 +144,8 @@ def reference_states(config, batches, num_steps: int) -> list:
 
 def restore(config, workdir: str):
   """(step, host state) of the newest readable checkpoint in workdir."""
-  from cfcls import checkpointing  # pylint: disable=g-import-not-at-top
-  from cfcls import run_lib  # pylint: disable=g-import-not-at-top
+  from cfcls.training import checkpointing  # pylint: disable=g-import-not-at-top
+  from cfcls.training import run_lib  # pylint: disable=g-import-not-at-top
   run = build_run(config)
   ckpts = checkpointing.Checkpoints(workdir, keep=config.keep_checkpoints)
   try:

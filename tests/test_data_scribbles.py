@@ -208,13 +208,13 @@ def test_colour_edges_determine_what_scribbles_leave_open():
   # The closed-form matting solution (image + scribbles only) recovers the
   # masks of synthetic scenes, though the scribbles label only a few percent
   # of the pixels: the data is the kind the CFM loss can learn from.
-  from cfcls import matting  # pylint: disable=g-import-not-at-top
+  from cfcls.matting import solver  # pylint: disable=g-import-not-at-top
   k = synthetic.NUM_CLASSES
   conf = np.zeros((k, k))
   labelled = []
   for i in range(4):
     ex = synthetic.generate_example(0, 'validation', i, size=64)
-    alpha = np.clip(matting.solve_alpha_direct(
+    alpha = np.clip(solver.solve_alpha_direct(
         ex['image'] / 255.0, ex['scribbles'], k), 0, 1)
     pred = np.where(alpha.max(-1) >= 0.5, alpha.argmax(-1) + 1, 0)
     conf += np.bincount(ex['mask'].ravel() * k + pred.ravel(),

@@ -269,8 +269,8 @@ def _bad_input_cases(data_dir, tmp_path):
     'batch not divisible by the devices', 'crop too large', 'unknown loss',
     'missing data folder', 'empty data folder'])
 def test_bad_config_or_data_fails_at_start_with_one_message(case, tmp_path):
-  from cfcls import config_utils  # pylint: disable=g-import-not-at-top
-  from cfcls import train_lib  # pylint: disable=g-import-not-at-top
+  from cfcls.training import config_utils  # pylint: disable=g-import-not-at-top
+  from cfcls.training import train_lib  # pylint: disable=g-import-not-at-top
   from cfcls.data.builders import common  # pylint: disable=g-import-not-at-top
   data_dir = str(tmp_path / 'tfds')
   overrides, message = _bad_input_cases(data_dir, tmp_path)[case]
@@ -318,8 +318,8 @@ def test_corrupt_eval_image_becomes_a_padding_example(tmp_path, monkeypatch):
 
 def test_unreadable_best_checkpoint_eval_uses_the_newest_readable(
     interrupted, setup, reference, tmp_path, caplog):
-  from cfcls import checkpointing  # pylint: disable=g-import-not-at-top
-  from cfcls import run_lib  # pylint: disable=g-import-not-at-top
+  from cfcls.training import checkpointing  # pylint: disable=g-import-not-at-top
+  from cfcls.training import run_lib  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / 'run')
   shutil.copytree(interrupted['workdir'], workdir)
   best = os.listdir(os.path.join(workdir, 'best'))

@@ -1,10 +1,10 @@
-"""Tests for cfcls.grid_ordering (nested dissection of the pixel grid)."""
+"""Tests for cfcls.matting.grid_ordering (nested dissection of the pixel grid)."""
 import numpy as np
 import pytest
 import scipy.sparse
 import scipy.sparse.linalg
 
-from cfcls import grid_ordering
+from cfcls.matting import grid_ordering
 
 
 def _stencil_matrix(h, w, reach):

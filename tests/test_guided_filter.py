@@ -1,10 +1,10 @@
-"""cfcls.guided_filter against a per-window float64 least-squares reference."""
+"""cfcls.matting.guided_filter against a per-window float64 least-squares reference."""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cfcls import guided_filter as gf
+from cfcls.matting import guided_filter as gf
 
 
 def reference(guide, src, radius, eps):

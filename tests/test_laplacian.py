@@ -1,13 +1,13 @@
-"""Tests for cfcls.laplacian against a float64 per-window SVD reference."""
+"""Tests for cfcls.matting.laplacian against a float64 per-window SVD reference."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cfcls import direct_kernels
-from cfcls import laplacian
+from cfcls.matting import direct_kernels
+from cfcls.matting import laplacian
 from cfcls import losses
-from cfcls import window_weights
+from cfcls.matting import window_weights
 
 EPS = 1e-7
 

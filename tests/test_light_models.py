@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
-from cfcls import checkpointing
-from cfcls import config_utils
+from cfcls.training import checkpointing
+from cfcls.training import config_utils
 from cfcls import parallel
-from cfcls import run_lib
+from cfcls.training import run_lib
 from cfcls.models import create_model
 
 # ERFNet channels 4 / 16 / 32; U-Net channels 4 .. 64.

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from cfcls import laplacian
+from cfcls.matting import laplacian
 from cfcls import losses
 
 NUM_CLASSES = 4

@@ -1,4 +1,4 @@
-"""Tests for cfcls.matting against scipy's sparse direct solver."""
+"""Tests for cfcls.matting.solver against scipy's sparse direct solver."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,10 +6,10 @@ import pytest
 import scipy.sparse
 import scipy.sparse.linalg
 
-from cfcls import laplacian
+from cfcls.matting import laplacian
 from cfcls import losses
-from cfcls import matting
-from cfcls import multifrontal
+from cfcls.matting import solver
+from cfcls.matting import multifrontal
 
 import matting_scenes
 
@@ -56,7 +56,7 @@ def _spsolve_reference(image, scribbles, valid=None):
 def solved():
   images, scribbles = _scene()
   # tol: the largest change of the last float64 refinement step.
-  alpha, info = matting.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM,
+  alpha, info = solver.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM,
                                     tol=1e-8, method='iterative')
   return images, scribbles, alpha, info
 
@@ -68,7 +68,7 @@ def test_solve_alpha_matches_spsolve(solved):
   for i in range(2):
     want = _spsolve_reference(images[i], scribbles[i])
     np.testing.assert_allclose(alpha[i], want, rtol=0, atol=1e-4)
-    direct = matting.solve_alpha_direct(images[i], scribbles[i], NUM_CLASSES,
+    direct = solver.solve_alpha_direct(images[i], scribbles[i], NUM_CLASSES,
                                         lam=LAM)
     np.testing.assert_allclose(direct, want, rtol=0, atol=1e-9)
   # The mattes are non-trivial: objects near 1 inside, background near 0.
@@ -91,7 +91,7 @@ def test_residual_info_and_cfm_loss_vanish_at_the_solution(solved):
                                 lam=LAM)
   assert float(loss) < 1e-6 * float(loss_off)
   # Stopping early leaves a larger residual and reports the cap.
-  _, early = matting.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM,
+  _, early = solver.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM,
                                  max_iters=3, method='iterative')
   assert int(early['iterations']) == 3
   assert np.asarray(early['relative_residual']).max() > 1e-3
@@ -100,7 +100,7 @@ def test_residual_info_and_cfm_loss_vanish_at_the_solution(solved):
 def test_tight_tolerance_reaches_float64_accuracy():
   # Iterative refinement with float64 residuals goes past float32's floor.
   images, scribbles = _scene()
-  alpha, info = matting.solve_alpha(images[:1], scribbles[:1], NUM_CLASSES,
+  alpha, info = solver.solve_alpha(images[:1], scribbles[:1], NUM_CLASSES,
                                     lam=LAM, tol=1e-9, method='iterative')
   assert np.asarray(info['relative_residual']).max() < 1e-9
   assert info['refinements'] >= 2
@@ -117,7 +117,7 @@ def test_valid_mask_padding_gets_zero(solved, preconditioner, coarse_block):
   valid[:, :, -5:] = 0
   scribbles = np.where(valid > 0, scribbles, 255)
   images = np.where(valid[..., None] > 0, images, 0).astype(np.float32)
-  alpha, info = matting.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM,
+  alpha, info = solver.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM,
                                     tol=1e-8, valid=valid, method='iterative',
                                     preconditioner=preconditioner,
                                     coarse_block=coarse_block)
@@ -128,7 +128,7 @@ def test_valid_mask_padding_gets_zero(solved, preconditioner, coarse_block):
   np.testing.assert_allclose(alpha[0], want, rtol=0, atol=1e-4)
   if preconditioner != 'multigrid':
     return
-  direct = matting.solve_alpha_direct(images[0], scribbles[0], NUM_CLASSES,
+  direct = solver.solve_alpha_direct(images[0], scribbles[0], NUM_CLASSES,
                                       lam=LAM, valid=valid[0])
   np.testing.assert_allclose(direct, want, rtol=0, atol=1e-9)
 
@@ -137,14 +137,14 @@ def test_valid_mask_padding_gets_zero(solved, preconditioner, coarse_block):
 def test_no_scribbles_gives_zero(method):
   images, scribbles = _scene()
   none = np.full_like(scribbles[0], 255)
-  out = matting.solve_alpha_direct(images[0], none, NUM_CLASSES)
+  out = solver.solve_alpha_direct(images[0], none, NUM_CLASSES)
   assert out.shape == (12, 15, NUM_CLASSES - 1) and np.all(out == 0)
   # solve_alpha: the same defined result, whatever x0, and a flag; the other
   # image of the batch is solved as usual.
   scribbles = scribbles.copy()
   scribbles[1] = 255
   x0 = np.full(scribbles.shape + (NUM_CLASSES - 1,), 0.3, np.float32)
-  alpha, info = matting.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM,
+  alpha, info = solver.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM,
                                     x0=x0, method=method)
   assert info['method'] == method
   assert list(info['scribbled']) == [True, False]
@@ -156,39 +156,39 @@ def test_no_scribbles_gives_zero(method):
 def test_warm_start():
   images, scribbles = _scene()
   iterative = dict(lam=LAM, tol=1e-6, method='iterative')
-  cold, info_cold = matting.solve_alpha(images, scribbles, NUM_CLASSES,
+  cold, info_cold = solver.solve_alpha(images, scribbles, NUM_CLASSES,
                                         **iterative)
   # From the answer itself: nothing to do.
-  _, info = matting.solve_alpha(images, scribbles, NUM_CLASSES, x0=cold,
+  _, info = solver.solve_alpha(images, scribbles, NUM_CLASSES, x0=cold,
                                 **iterative)
   assert info['iterations'] < info_cold['iterations'] // 2
   # From a nearby guess: fewer iterations, the same answer.
   guess = 0.999 * np.asarray(cold)
-  warm, info = matting.solve_alpha(images, scribbles, NUM_CLASSES,
+  warm, info = solver.solve_alpha(images, scribbles, NUM_CLASSES,
                                    x0=guess.astype(np.float32), **iterative)
   assert info['iterations'] < info_cold['iterations']
   np.testing.assert_allclose(np.asarray(warm), np.asarray(cold), rtol=0,
                              atol=1e-5)
   with pytest.raises(ValueError, match='x0 must have'):
-    matting.solve_alpha(images, scribbles, NUM_CLASSES, x0=guess[..., :1])
+    solver.solve_alpha(images, scribbles, NUM_CLASSES, x0=guess[..., :1])
 
 
 def test_bad_inputs():
   images, scribbles = _scene()
   with pytest.raises(ValueError, match='scribbles must have'):
-    matting.solve_alpha(images, scribbles[:, :, :-1], NUM_CLASSES)
+    solver.solve_alpha(images, scribbles[:, :, :-1], NUM_CLASSES)
   bad = scribbles.copy()
   bad[0, 0, 0] = 9
   with pytest.raises(ValueError, match=r'class ids \[9\]'):
-    matting.solve_alpha(images, bad, NUM_CLASSES)
+    solver.solve_alpha(images, bad, NUM_CLASSES)
   with pytest.raises(ValueError, match=r'class ids \[9\]'):
-    matting.solve_alpha_direct(images[0], bad[0], NUM_CLASSES)
+    solver.solve_alpha_direct(images[0], bad[0], NUM_CLASSES)
   nan = images.copy()
   nan[1, 3, 3, 0] = np.nan
   with pytest.raises(ValueError, match='non-finite'):
-    matting.solve_alpha(nan, scribbles, NUM_CLASSES)
+    solver.solve_alpha(nan, scribbles, NUM_CLASSES)
   with pytest.raises(ValueError, match='image must have'):
-    matting.solve_alpha_direct(images, scribbles[0], NUM_CLASSES)
+    solver.solve_alpha_direct(images, scribbles[0], NUM_CLASSES)
 
 
 @pytest.mark.parametrize('method', ['auto', 'iterative'])
@@ -206,14 +206,14 @@ def test_default_call_is_within_1e3_of_the_direct_solve(kind, method):
     valid[:, -9:] = 0
     scribbles = np.where(valid > 0, scribbles, 255)
     image = np.where(valid[..., None] > 0, image, 0).astype(np.float32)
-  alpha, info = matting.solve_alpha(
+  alpha, info = solver.solve_alpha(
       image[None], scribbles[None], 7,
       valid=None if valid is None else valid[None], method=method)
   # 'auto' picks the direct method at this size.
   assert info['method'] == ('direct' if method == 'auto' else method)
   # The reference: scipy's default ordering with partial pivoting, not the
   # nested-dissection factorisation that the direct method uses.
-  want = matting.solve_alpha_direct(image, scribbles, 7, valid=valid,
+  want = solver.solve_alpha_direct(image, scribbles, 7, valid=valid,
                                     ordering='COLAMD')
   err = np.abs(np.asarray(alpha[0], np.float64) - want)
   assert err.max() <= 1e-3
@@ -228,7 +228,7 @@ def test_default_call_is_within_1e3_of_the_direct_solve(kind, method):
 
 def test_direct_method_is_exact_and_auto_switches_by_memory(monkeypatch):
   images, scribbles = _scene()
-  alpha, info = matting.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM)
+  alpha, info = solver.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM)
   assert info['method'] == 'direct' and info['iterations'] == 0
   assert np.asarray(info['relative_residual']).max() < 1e-12
   assert info['error_estimate'].shape == (2, NUM_CLASSES - 1)
@@ -239,44 +239,44 @@ def test_direct_method_is_exact_and_auto_switches_by_memory(monkeypatch):
   # Above direct_max_pixels, 'auto' solves directly while the factor
   # fits in DIRECT_MEMORY_SHARE of the memory, and warns and takes the
   # iterative method when it does not.
-  _, info = matting.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM,
+  _, info = solver.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM,
                                 direct_max_pixels=12 * 15 - 1)
   assert info['method'] == 'direct'
   factor = multifrontal.factor_nbytes(12, 15, 2, np.float32)
   monkeypatch.setattr(matting, '_physical_memory', lambda: 2 * factor)
   with pytest.warns(UserWarning, match='12x15 image would need'):
-    _, info = matting.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM,
+    _, info = solver.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM,
                                   direct_max_pixels=12 * 15 - 1)
   assert info['method'] == 'iterative' and info['iterations'] > 0
   with pytest.raises(ValueError, match='method='):
-    matting.solve_alpha(images, scribbles, NUM_CLASSES, method='exact')
+    solver.solve_alpha(images, scribbles, NUM_CLASSES, method='exact')
 
 
 def test_orderings_agree_and_bad_ordering_is_refused():
   image, scribbles = matting_scenes.photo_like_scene(30, 41, num_classes=5)
-  ref = matting.solve_alpha_direct(image, scribbles, 5, ordering='COLAMD')
-  for ordering in matting.ORDERINGS:
-    out = matting.solve_alpha_direct(image, scribbles, 5, ordering=ordering)
+  ref = solver.solve_alpha_direct(image, scribbles, 5, ordering='COLAMD')
+  for ordering in solver.ORDERINGS:
+    out = solver.solve_alpha_direct(image, scribbles, 5, ordering=ordering)
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-9)
   with pytest.raises(ValueError, match='ordering='):
-    matting.solve_alpha_direct(image, scribbles, 5, ordering='METIS')
+    solver.solve_alpha_direct(image, scribbles, 5, ordering='METIS')
 
 
 @pytest.mark.parametrize('precision', ['float64', 'mixed'])
 def test_direct_precisions_agree_with_the_reference(precision):
   image, scribbles = matting_scenes.photo_like_scene(48, 61, num_classes=5)
-  want = matting.solve_alpha_direct(image, scribbles, 5)
-  alpha, info = matting.solve_alpha(image[None], scribbles[None], 5,
+  want = solver.solve_alpha_direct(image, scribbles, 5)
+  alpha, info = solver.solve_alpha(image[None], scribbles[None], 5,
                                     method='direct',
                                     direct_precision=precision)
   np.testing.assert_allclose(np.asarray(alpha)[0], want, rtol=0, atol=1e-5)
   if precision == 'mixed':  # refined until a step changes < MIXED_TOL
-    assert 1 < info['refinements'] <= matting.MIXED_MAX_STEPS
-    assert info['error_estimate'].max() <= matting.MIXED_TOL
+    assert 1 < info['refinements'] <= solver.MIXED_MAX_STEPS
+    assert info['error_estimate'].max() <= solver.MIXED_TOL
   else:
     assert info['refinements'] == 1
   with pytest.raises(ValueError, match='direct_precision'):
-    matting.solve_alpha(image[None], scribbles[None], 5, method='direct',
+    solver.solve_alpha(image[None], scribbles[None], 5, method='direct',
                         direct_precision='half')
 
 
@@ -286,8 +286,8 @@ def test_mixed_precision_falls_back_to_float64(monkeypatch):
   monkeypatch.setattr(matting, 'MIXED_TOL', 0.0)
   monkeypatch.setattr(matting, 'MIXED_MAX_STEPS', 1)
   image, scribbles = matting_scenes.photo_like_scene(30, 41, num_classes=4)
-  want = matting.solve_alpha_direct(image, scribbles, 4)
-  alpha, info = matting.solve_alpha(image[None], scribbles[None], 4,
+  want = solver.solve_alpha_direct(image, scribbles, 4)
+  alpha, info = solver.solve_alpha(image[None], scribbles[None], 4,
                                     direct_precision='mixed')
   np.testing.assert_allclose(np.asarray(alpha)[0], want, rtol=0, atol=1e-6)
   assert info['refinements'] == 1 and info['error_estimate'].max() < 1e-8
@@ -296,9 +296,9 @@ def test_mixed_precision_falls_back_to_float64(monkeypatch):
 def test_uint8_images_are_scaled():
   image, scribbles = matting_scenes.photo_like_scene(20, 27, num_classes=4)
   image8 = np.round(image * 255).astype(np.uint8)
-  want, _ = matting.solve_alpha(image8[None].astype(np.float32) / 255.0,
+  want, _ = solver.solve_alpha(image8[None].astype(np.float32) / 255.0,
                                 scribbles[None], 4)
-  got, _ = matting.solve_alpha(image8[None], scribbles[None], 4)
+  got, _ = solver.solve_alpha(image8[None], scribbles[None], 4)
   np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
@@ -324,12 +324,12 @@ def test_solver_runs_without_the_compiled_kernels(tmp_path, case):
   script.write_text(
       "import sys\n" + _NO_KERNELS[case] +
       "import numpy as np\n"
-      "from cfcls import direct_kernels, matting, multifrontal\n"
+      "from cfcls.matting import direct_kernels, multifrontal, solver\n"
       "import matting_scenes\n"
       "assert not direct_kernels.available()\n"
       "image, scribbles = matting_scenes.photo_like_scene(30, 41, 4)\n"
-      "alpha, info = matting.solve_alpha(image[None], scribbles[None], 4)\n"
-      "want = matting.solve_alpha_direct(image, scribbles, 4)\n"
+      "alpha, info = solver.solve_alpha(image[None], scribbles[None], 4)\n"
+      "want = solver.solve_alpha_direct(image, scribbles, 4)\n"
       "assert info['method'] == 'direct'\n"
       "print('max error', float(np.abs(np.asarray(alpha)[0] - want).max()))\n")
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -352,7 +352,7 @@ def test_concurrent_direct_solves_agree_with_sequential_ones():
   import concurrent.futures  # pylint: disable=g-import-not-at-top
   scenes = [matting_scenes.photo_like_scene(41, 53, 4, seed=s)
             for s in range(4)]
-  solve = lambda scene: np.asarray(matting.solve_alpha(
+  solve = lambda scene: np.asarray(solver.solve_alpha(
       scene[0][None], scene[1][None], 4)[0])
   want = [solve(scene) for scene in scenes]
   with concurrent.futures.ThreadPoolExecutor(4) as pool:

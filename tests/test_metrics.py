@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
-from cfcls import guided_filter
+from cfcls.matting import guided_filter
 from cfcls import metrics
 from cfcls import objectives
 

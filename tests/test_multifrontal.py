@@ -1,12 +1,12 @@
-"""Tests for cfcls.multifrontal against scipy's sparse LU."""
+"""Tests for cfcls.matting.multifrontal against scipy's sparse LU."""
 import numpy as np
 import pytest
 import scipy.sparse
 import scipy.sparse.linalg
 
-from cfcls import direct_kernels
-from cfcls import matting
-from cfcls import multifrontal
+from cfcls.matting import direct_kernels
+from cfcls.matting import solver
+from cfcls.matting import multifrontal
 
 import matting_scenes
 
@@ -63,9 +63,9 @@ def test_solves_like_scipy(h, w, reach, leaf, backend, threads):
 
 def test_matting_system_and_errors():
   image, scribbles = matting_scenes.photo_like_scene(37, 45, num_classes=5)
-  a, rhs = matting._direct_system(image, scribbles, 5, 100.0, 1e-7, 1, None)
+  a, rhs = solver._direct_system(image, scribbles, 5, 100.0, 1e-7, 1, None)
   factor = multifrontal.factorise(a, 37, 45, reach=2)
-  want = matting.solve_alpha_direct(image, scribbles, 5, ordering='COLAMD')
+  want = solver.solve_alpha_direct(image, scribbles, 5, ordering='COLAMD')
   np.testing.assert_allclose(multifrontal.solve(factor, rhs),
                              want.reshape(-1, 4), rtol=0, atol=1e-8)
   with pytest.raises(ValueError, match='expected'):

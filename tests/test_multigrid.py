@@ -1,4 +1,4 @@
-"""Tests for cfcls.multigrid: Galerkin operators, symmetry, size-independence."""
+"""Tests for cfcls.matting.multigrid: Galerkin operators, symmetry, size-independence."""
 import functools
 import os
 
@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cfcls import laplacian
-from cfcls import losses
-from cfcls import multigrid
+from cfcls.matting import laplacian
+from cfcls import constraints
+from cfcls.matting import multigrid
 
 import matting_scenes
 
@@ -19,7 +19,7 @@ LAM = 100.0
 def _system(n, num_classes=7, seed=0):
   image, scribbles = matting_scenes.photo_like_scene(n, n, num_classes,
                                                      seed=seed)
-  labelled, targets = losses.scribble_constraints(
+  labelled, targets = constraints.scribble_constraints(
       jnp.asarray(scribbles[None]), num_classes)
   stats = laplacian.window_stats(jnp.asarray(image[None]))
   return image, stats, labelled, targets
@@ -33,7 +33,7 @@ def _dense_a(image, labelled):
 def test_galerkin_block_stencil_is_q_t_a_q():
   # 14 x 17 pixels: partial 3 x 3 tiles at the far edges.
   image, scribbles = matting_scenes.photo_like_scene(14, 17, 4)
-  labelled, _ = losses.scribble_constraints(jnp.asarray(scribbles[None]), 4)
+  labelled, _ = constraints.scribble_constraints(jnp.asarray(scribbles[None]), 4)
   stats = laplacian.window_stats(jnp.asarray(image[None]))
   diag_term = (LAM * labelled[..., 0])[:, None, None]
   active = (stats.diagonal > 0).astype(jnp.float32)

@@ -15,11 +15,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from cfcls import checkpointing
-from cfcls import evaluators
+from cfcls.training import checkpointing
+from cfcls.training import evaluators
 from cfcls import objectives
 from cfcls import parallel
-from cfcls import stopping
+from cfcls.training import stopping
 from cfcls.data.builders import common
 import data_fixtures as fixtures
 
@@ -219,7 +219,7 @@ def test_damaged_json_files_are_named_with_what_to_do(tmp_path):
   # A JSON file cut short (a full disk, a killed copy) is named, with the
   # way out, by every reader of the files cfcls writes.
   from cfcls import jsonio  # pylint: disable=g-import-not-at-top
-  from cfcls import run_lib  # pylint: disable=g-import-not-at-top
+  from cfcls.training import run_lib  # pylint: disable=g-import-not-at-top
   from cfcls.data import fingerprint  # pylint: disable=g-import-not-at-top
   from cfcls.data import targets  # pylint: disable=g-import-not-at-top
   good = tmp_path / 'good.json'

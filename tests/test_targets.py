@@ -9,10 +9,10 @@ import pytest
 import tensorflow as tf
 
 from cfcls import config_schema
-from cfcls import config_utils
-from cfcls import laplacian
+from cfcls.training import config_utils
+from cfcls.matting import laplacian
 from cfcls import losses
-from cfcls import matting
+from cfcls.matting import solver
 from cfcls import objectives
 from cfcls.data import pipeline
 from cfcls.data import targets
@@ -31,14 +31,14 @@ def _scene(seed=0, h=10, w=12):
 
 def test_solve_image_matches_the_scipy_reference():
   image, scribbles = _scene()
-  ref = matting.solve_alpha_direct(image, scribbles, K, lam=100.0)
+  ref = solver.solve_alpha_direct(image, scribbles, K, lam=100.0)
   got = targets.solve_image(image, scribbles, K, 100.0, 1e-7, 1)
   np.testing.assert_allclose(got, ref, atol=1e-5)
 
 
 def test_target_term_value_and_gradient_against_scipy():
   image, scribbles = _scene(1)
-  star = np.clip(matting.solve_alpha_direct(image, scribbles, K), 0, 1)
+  star = np.clip(solver.solve_alpha_direct(image, scribbles, K), 0, 1)
   rng = np.random.default_rng(3)
   alpha = rng.normal(0.5, 0.5, (2,) + star.shape)
   tgt = np.stack([star, star[::-1]])
@@ -65,7 +65,7 @@ def _objective_loss(config, batch, outputs, mlc):
 
 def _batch(seed=2):
   image, scribbles = _scene(seed)
-  star = np.clip(matting.solve_alpha_direct(image, scribbles, K), 0, 1)
+  star = np.clip(solver.solve_alpha_direct(image, scribbles, K), 0, 1)
   batch = dict(images=jnp.asarray(image[None], jnp.float32),
                scribbles=jnp.asarray(scribbles[None]),
                valid=jnp.ones((1,) + scribbles.shape, jnp.float32),

@@ -6,8 +6,8 @@ from absl import flags
 from ml_collections import config_flags
 import pytest
 
-from cfcls import config_utils
-from cfcls import train_lib
+from cfcls.training import config_utils
+from cfcls.training import train_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, 'configs', 'demo.py')

@@ -15,13 +15,13 @@ import jax
 import numpy as np
 import pytest
 
-from cfcls import checkpointing
-from cfcls import config_utils
-from cfcls import predict_lib
-from cfcls import run_lib
-from cfcls import stopping
-from cfcls import train_lib
-from cfcls import train_step as train_step_lib
+from cfcls.training import checkpointing
+from cfcls.training import config_utils
+from cfcls.training import predict_lib
+from cfcls.training import run_lib
+from cfcls.training import stopping
+from cfcls.training import train_lib
+from cfcls.training import train_step as train_step_lib
 import faults_tiny_config
 from cfcls.data import pipeline
 

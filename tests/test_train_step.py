@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from cfcls import config_utils
-from cfcls import laplacian
+from cfcls.training import config_utils
+from cfcls.matting import laplacian
 from cfcls import losses
 from cfcls import metrics as metrics_lib
 from cfcls import models
 from cfcls import objectives
-from cfcls import optim
+from cfcls.training import optim
 from cfcls import parallel
-from cfcls import train_step as train_step_lib
+from cfcls.training import train_step as train_step_lib
 import faults_tiny_config
 
 NUM_CLASSES = 4
@@ -190,7 +190,7 @@ def test_nonfinite_loss_is_named_by_step():
 def test_train_step_does_not_import_tensorflow():
   import os  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
-  code = ('import sys; import cfcls.train_step, cfcls.train_lib, '
+  code = ('import sys; import cfcls.training.train_step, cfcls.training.train_lib, '
           'cfcls.metrics, cfcls.inference; '
           'assert "tensorflow" not in sys.modules, "tensorflow imported"')
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -200,7 +200,7 @@ def test_train_step_does_not_import_tensorflow():
 
 
 def test_metrics_buffer_stops_on_nan_naming_the_step():
-  from cfcls import train_lib  # pylint: disable=g-import-not-at-top
+  from cfcls.training import train_lib  # pylint: disable=g-import-not-at-top
   buffer = train_lib.MetricsBuffer()
   for step, loss in ((7, 1.0), (8, 3.0)):
     buffer.add(step, {'loss': np.float32(loss), 'grad_norm': np.float32(1.0)})

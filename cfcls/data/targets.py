@@ -19,7 +19,7 @@ file name and augments it with the image (same crop, scale, flip; bilinear),
 so a target pixel differs from the matte resampled at the same point by at
 most the quantisation, 1/510.
 
-Each image is solved exactly by `matting.solve_alpha`'s direct method (a
+Each image is solved exactly by `solver.solve_alpha`'s direct method (a
 multifrontal Cholesky of the image's system in nested-dissection order).
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ from absl import logging
 import numpy as np
 
 from cfcls import jsonio
-from cfcls import matting
+from cfcls.matting import solver
 
 DIR_NAME = 'closed_form_targets'
 QUANT = 255.0  # alpha* is stored as round(clip(alpha*, 0, 1) * QUANT)
@@ -52,7 +52,7 @@ def solve_image(image, scribbles, num_classes: int, lam: float,
   image = np.asarray(image)
   if image.dtype == np.uint8:
     image = image.astype(np.float64) / 255.0
-  alpha, _ = matting.solve_alpha(image[None], np.asarray(scribbles)[None],
+  alpha, _ = solver.solve_alpha(image[None], np.asarray(scribbles)[None],
                                  num_classes, lam=lam, eps=eps, radius=radius,
                                  method='direct')
   return np.asarray(alpha[0], np.float32)

@@ -10,7 +10,8 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
-from cfcls import labels as labels_lib
+from cfcls.matting import constraints
+
 
 
 def is_concrete(x) -> bool:
@@ -60,7 +61,7 @@ def check_unit_range(name: str, x):
 
 
 def check_labels(name: str, labels, num_classes: int,
-                 ignore: int = labels_lib.IGNORE):
+                 ignore: int = constraints.UNLABELLED):
   """Raises ValueError if a concrete label map has ids outside 0..K-1, ignore.
 
   Args:

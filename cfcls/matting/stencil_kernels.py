@@ -4,16 +4,16 @@ its window weights (`laplacian.host_stencil`) and its matrix-vector product
 threads where two cores are free (`direct_kernels.threads`).
 
 Used only where `direct_kernels.available()`; compiled (or loaded from
-numba's disk cache) when imported, as `cfcls.direct_kernels`.
+numba's disk cache) when imported, as `cfcls.matting.direct_kernels`.
 """
 import numpy as np
 
-from cfcls import direct_kernels
-from cfcls.direct_kernels import in_two_threads
+from cfcls.matting import direct_kernels
+from cfcls.matting.direct_kernels import in_two_threads
 
 if direct_kernels.available():
   import numba  # pylint: disable=g-import-not-at-top
-  from cfcls.direct_kernels import sig  # pylint: disable=g-import-not-at-top
+  from cfcls.matting.direct_kernels import sig  # pylint: disable=g-import-not-at-top
 
   _X = 'float64[:, ::1]'
 
@@ -45,7 +45,7 @@ if direct_kernels.available():
                   'n', 'n'), cache=True, nogil=True)
   def _stencil(image, keep, eps, radius, placements, out, u0, u1):
     """Adds the weights of the windows whose top rows are u0..u1-1 to
-    `out` [T, H, W] (`cfcls.laplacian.host_stencil`). The arithmetic of
+    `out` [T, H, W] (`cfcls.matting.laplacian.host_stencil`). The arithmetic of
     `window_weights.weights_float64` (the same formulas, in the same
     order), a window at a time."""
     h, w, _ = image.shape
@@ -155,7 +155,7 @@ def matvec(taps, x, threads: int = 1):
 
 
 def stencil(image, keep, eps, radius, placements, threads: int = 1):
-  """float64 [T, H, W] (`cfcls.laplacian.host_stencil`) of image float64
+  """float64 [T, H, W] (`cfcls.matting.laplacian.host_stencil`) of image float64
   [H, W, 3] and keep bool [H, W] (or None); placements int64 [P, 3] as
   `laplacian._pair_placements`. With threads=2, two halves of the rows at
   once (the second into its own buffer, added after: windows of both

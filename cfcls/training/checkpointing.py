@@ -29,7 +29,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from cfcls import distributed
+from cfcls.training import distributed
 from cfcls import parallel
 
 BEST_METRIC = 'miou'

@@ -15,11 +15,11 @@ import ml_collections
 
 from cfcls import config_schema
 from cfcls import labels
-from cfcls import laplacian
+from cfcls.matting import laplacian
 from cfcls import losses
 from cfcls import models
 from cfcls import objectives
-from cfcls import optim
+from cfcls.training import optim
 from cfcls.data import fingerprint
 
 # Largest training crop side; larger crops are almost surely a typo (and would

@@ -1,8 +1,8 @@
 """Compiled kernels of the direct matting solver (numba): the plan, the
 multifrontal factorisation and its solves, each one call per image (the
-stencil's window weights and matvec: `cfcls.stencil_kernels`).
+stencil's window weights and matvec: `cfcls.matting.stencil_kernels`).
 
-`cfcls.multifrontal` eliminates a few thousand small fronts per image
+`cfcls.matting.multifrontal` eliminates a few thousand small fronts per image
 (2047 at 321x321). Driven from Python, each front costs tens of
 microseconds of interpreter and wrapper work around BLAS calls of about
 the same length, so half of a factorisation and most of a solve was that
@@ -22,8 +22,8 @@ in two threads (the kernels release the GIL). Factor buffers are reused
 between images (`buffer`).
 
 numba is optional: `available()` says whether these kernels can be used;
-without it (for these and `cfcls.stencil_kernels`) `cfcls.multifrontal`
-and `cfcls.laplacian` run the same loops in NumPy. The kernels have
+without it (for these and `cfcls.matting.stencil_kernels`) `cfcls.matting.multifrontal`
+and `cfcls.matting.laplacian` run the same loops in NumPy. The kernels have
 explicit signatures, so they are compiled (or loaded from numba's disk
 cache, `cache=True`) when this module is imported: about 20 s the first
 time on a machine (2 cores), 0.5 s after. Where numba can cache nowhere

@@ -15,7 +15,7 @@ vectorised over channels.
 Numerics. The per-window affinities (I_i - mu_k)^T Delta_k^-1 (I_j - mu_k)
 are bounded by |w| although Delta_k^-1 reaches ~1e8 in flat or grey windows;
 once they are computed every number is of order one and float32 is safe. They
-come from centred colours (`cfcls/window_weights.py`), with
+come from centred colours (`cfcls/matting/window_weights.py`), with
 `precision='float64'` (default) in a float64 island inside an otherwise
 float32 program (`jax.enable_x64`), or with `precision='float32'` in float32
 only (Jacobi rotations + Cholesky, no Delta_k^-1), for backends whose float64
@@ -36,10 +36,10 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse
 
-from cfcls import _validate
-from cfcls import direct_kernels
-from cfcls import stencil_kernels
-from cfcls import window_weights
+from cfcls.matting import validation
+from cfcls.matting import direct_kernels
+from cfcls.matting import stencil_kernels
+from cfcls.matting import window_weights
 
 
 class WindowStats(NamedTuple):
@@ -219,7 +219,7 @@ _stencil_jit = jax.jit(
 
 
 def _check_images(images, valid, radius: int, eps: float):
-  _validate.check_shape('images', images, (None, None, None, 3),
+  validation.check_shape('images', images, (None, None, None, 3),
                         '[B, H, W, 3]')
   if radius < 1 or int(radius) != radius:
     raise ValueError(f'radius must be an integer >= 1, got {radius}')
@@ -229,11 +229,11 @@ def _check_images(images, valid, radius: int, eps: float):
   if h < 2 * radius + 1 or w < 2 * radius + 1:
     raise ValueError(f'images of {h}x{w} are smaller than one window '
                      f'({2 * radius + 1}x{2 * radius + 1})')
-  _validate.check_finite('images', images)
-  _validate.check_unit_range('images', images)
+  validation.check_finite('images', images)
+  validation.check_unit_range('images', images)
   if valid is not None:
-    _validate.check_shape('valid', valid, images.shape[:3], '[B, H, W]')
-    _validate.check_finite('valid', valid)
+    validation.check_shape('valid', valid, images.shape[:3], '[B, H, W]')
+    validation.check_finite('valid', valid)
 
 
 def window_stats(images, eps: float = 1e-7, radius: int = 1,
@@ -306,7 +306,7 @@ def laplacian_matvec(stats: WindowStats, x) -> jax.Array:
     hessian all apply. No gradient flows to `stats`.
   """
   b, h, w = stats.shape
-  _validate.check_shape('x', x, (b, h, w, None),
+  validation.check_shape('x', x, (b, h, w, None),
                         f'[B, H, W, C] = [{b}, {h}, {w}, C]')
   stencil = jax.lax.stop_gradient(stats.stencil)
   return _apply(stencil, x)
@@ -334,9 +334,9 @@ def host_stencil(image, eps: float = 1e-7, radius: int = 1,
     `half_offsets(radius)` (0 where p + d_t is outside the image).
   """
   image = np.asarray(image)
-  _validate.check_shape('image', image, (None, None, 3), '[H, W, 3]')
+  validation.check_shape('image', image, (None, None, 3), '[H, W, 3]')
   if valid is not None:
-    _validate.check_shape('valid', valid, image.shape[:2], '[H, W]')
+    validation.check_shape('valid', valid, image.shape[:2], '[H, W]')
     valid = np.asarray(valid)
   _check_images(image[None], None if valid is None else valid[None], radius,
                 eps)

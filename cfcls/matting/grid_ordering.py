@@ -102,7 +102,7 @@ def dissection_tree(height: int, width: int, reach: int,
   (`leaf_interior`) come first, then its border pixels (each row-major):
   the rest of the grid couples to the border only, so the columns of the
   interior are zero in the leaf's part of the factor below the leaf
-  (`cfcls.multifrontal` does not compute them).
+  (`cfcls.matting.multifrontal` does not compute them).
   """
   index = np.arange(height * width).reshape(height, width)
   nodes = []

@@ -3,7 +3,7 @@
 `solve_alpha` picks one of two methods (`method='auto'`: by image size
 and memory). The direct method factorises each image's system once for
 all its classes with this package's multifrontal Cholesky
-(`cfcls.multifrontal`: nested dissection of the pixel grid, dense fronts on
+(`cfcls.matting.multifrontal`: nested dissection of the pixel grid, dense fronts on
 BLAS-3, then iterative refinement), on the host: exact, and the faster of
 the two on CPUs at the sizes measured, but its memory grows like N log N.
 
@@ -40,13 +40,12 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 
-from cfcls import _validate
-from cfcls import grid_ordering
-from cfcls import labels as labels_lib
-from cfcls import laplacian
-from cfcls import losses
-from cfcls import multifrontal
-from cfcls import multigrid
+from cfcls.matting import constraints
+from cfcls.matting import validation
+from cfcls.matting import grid_ordering
+from cfcls.matting import laplacian
+from cfcls.matting import multifrontal
+from cfcls.matting import multigrid
 
 
 def _sum_hw(x):
@@ -219,9 +218,9 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
   all images and classes, by one of two methods:
 
   * 'direct': per image, a multifrontal Cholesky factorisation in
-    nested-dissection order (`cfcls.multifrontal`, the factor shared by
+    nested-dissection order (`cfcls.matting.multifrontal`, the factor shared by
     all classes), computed on the host: LAPACK / BLAS driven by loops
-    compiled with numba (`cfcls.direct_kernels`, compiled once per machine
+    compiled with numba (`cfcls.matting.direct_kernels`, compiled once per machine
     and loaded at import; nothing is compiled per image size), or by
     NumPy loops without numba. Up to MIXED_PIXELS (2^20) pixels the factor is float64 and
     one refinement step follows: exact to ~1e-10. Above, by default
@@ -265,7 +264,7 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
     preconditioner: 'tiles' (default: Jacobi + a coarse correction on
       coarse_block x coarse_block tiles whose ceil(H/block) * ceil(W/block)
       matrix is inverted densely in float64: small images only), 'jacobi',
-      or 'multigrid' (experimental, `cfcls/multigrid.py`: few iterations,
+      or 'multigrid' (experimental, `cfcls/matting/multigrid.py`: few iterations,
       nearly independent of the image size, but its setup and cycle are
       not yet fast on the CPU).
     coarse_block: tile side for 'tiles'.
@@ -294,9 +293,9 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
   """
   if getattr(images, 'dtype', None) == np.uint8:
     images = np.asarray(images, np.float32) / 255.0
-  _validate.check_shape('scribbles', scribbles, np.shape(images)[:3],
+  validation.check_shape('scribbles', scribbles, np.shape(images)[:3],
                         '[B, H, W] (the image size)')
-  _validate.check_labels('scribbles', scribbles, num_classes)
+  validation.check_labels('scribbles', scribbles, num_classes)
   if not tol > 0:
     raise ValueError(f'tol must be > 0, got {tol}')
   if method not in METHODS:
@@ -304,15 +303,15 @@ def solve_alpha(images, scribbles, num_classes: int, lam: float = 100.0,
   b, h, w = np.shape(scribbles)
   c = num_classes - 1
   if x0 is not None:
-    _validate.check_shape('x0', x0, (b, h, w, c),
+    validation.check_shape('x0', x0, (b, h, w, c),
                           f'[B, H, W, K-1] = [{b}, {h}, {w}, {c}]')
-    _validate.check_finite('x0', x0)
+    validation.check_finite('x0', x0)
   if method == 'direct' or (method == 'auto' and _direct_fits(
       h, w, radius, direct_max_pixels)):
     return _solve_direct_batch(images, scribbles, num_classes, lam, eps,
                                radius, valid, direct_precision)
   scribbles = jnp.asarray(scribbles)
-  labelled, targets = losses.scribble_constraints(scribbles, num_classes)
+  labelled, targets = constraints.scribble_constraints(scribbles, num_classes)
   scribbled = np.asarray(jnp.any(labelled > 0, axis=(1, 2, 3)))
   with jax.enable_x64(True):
     stats64 = laplacian.window_stats(images, eps=eps, radius=radius,
@@ -401,7 +400,7 @@ def _factorise(a_mat, h: int, w: int, radius: int, ordering: str):
 
 def _scribble_diagonal(scribbles, lam):
   """lam D as float64 [H * W]: lam on scribbled pixels, else 0."""
-  return lam * (scribbles != labels_lib.IGNORE).ravel().astype(np.float64)
+  return lam * (scribbles != constraints.UNLABELLED).ravel().astype(np.float64)
 
 
 def _scribble_terms(scribbles, num_classes, lam):
@@ -539,7 +538,7 @@ def _solve_direct_batch(images, scribbles, num_classes, lam, eps, radius,
     raise ValueError(f'direct_precision={precision!r} is not one of '
                      f'{DIRECT_PRECISIONS}')
   images = np.asarray(images)
-  _validate.check_finite('images', images)
+  validation.check_finite('images', images)
   scribbles = np.asarray(scribbles)
   if valid is not None:
     valid = np.asarray(valid)
@@ -550,7 +549,7 @@ def _solve_direct_batch(images, scribbles, num_classes, lam, eps, radius,
   alphas = np.zeros((b, h, w, c))
   rel, change = np.zeros((b, c)), np.zeros((b, c))
   steps = 0
-  scribbled = np.any(scribbles != labels_lib.IGNORE, axis=(1, 2))
+  scribbled = np.any(scribbles != constraints.UNLABELLED, axis=(1, 2))
   for i in np.flatnonzero(scribbled):
     taps = _direct_taps(images[i].astype(np.float64), scribbles[i], lam, eps,
                         radius, None if valid is None else valid[i])
@@ -574,7 +573,7 @@ def solve_alpha_direct(image, scribbles, num_classes: int, lam: float = 100.0,
   """Closed-form mattes of one image with scipy's sparse LU (SuperLU).
 
   The reference for `solve_alpha` (whose direct method is this package's
-  own multifrontal Cholesky, `cfcls.multifrontal`).
+  own multifrontal Cholesky, `cfcls.matting.multifrontal`).
 
   Args:
     image: [H, W, 3] in [0, 1] (uint8 is scaled to [0, 1]).
@@ -584,7 +583,7 @@ def solve_alpha_direct(image, scribbles, num_classes: int, lam: float = 100.0,
     ordering: a column ordering of `scipy.sparse.linalg.splu`
       (`permc_spec`, with scipy's partial pivoting): 'MMD_AT_PLUS_A'
       (default: minimum degree on A^T + A), 'COLAMD' (scipy's default),
-      'MMD_ATA', 'NATURAL'; or 'nested_dissection' (`cfcls.grid_ordering`,
+      'MMD_ATA', 'NATURAL'; or 'nested_dissection' (`cfcls.matting.grid_ordering`,
       the symmetric positive definite system factorised without pivoting in
       that order; ~4x faster). All give the same mattes to ~1e-10;
       benchmarks/solver_bench.py times them.
@@ -596,12 +595,12 @@ def solve_alpha_direct(image, scribbles, num_classes: int, lam: float = 100.0,
   if image.dtype == np.uint8:
     image = image.astype(np.float64) / 255.0
   scribbles = np.asarray(scribbles)
-  _validate.check_shape('image', image, (None, None, 3), '[H, W, 3]')
-  _validate.check_shape('scribbles', scribbles, image.shape[:2],
+  validation.check_shape('image', image, (None, None, 3), '[H, W, 3]')
+  validation.check_shape('scribbles', scribbles, image.shape[:2],
                         '[H, W] (the image size)')
-  _validate.check_labels('scribbles', scribbles, num_classes)
+  validation.check_labels('scribbles', scribbles, num_classes)
   h, w, _ = image.shape
-  if not np.any(scribbles != labels_lib.IGNORE):
+  if not np.any(scribbles != constraints.UNLABELLED):
     return np.zeros((h, w, num_classes - 1))
   a_mat, rhs = _direct_system(image, scribbles, num_classes, lam, eps,
                               radius, valid)

@@ -1,7 +1,7 @@
 """Sparse Cholesky of a grid-stencil SPD matrix by geometric nested dissection.
 
 A multifrontal factorisation (each front a dense matrix, factorised with
-LAPACK / BLAS-3) on the tree of `cfcls.grid_ordering.dissection_tree`:
+LAPACK / BLAS-3) on the tree of `cfcls.matting.grid_ordering.dissection_tree`:
 
 * the front of a node holds its own pixels (a leaf block or a separating
   band) and its *ring*: the pixels outside the node's rectangle within
@@ -30,10 +30,10 @@ of the time of a factorisation, at 480x640 more than half.
 
 The factor is computed in float64; it can be stored in float32 (own blocks
 packed), 0.42x the memory, for use inside iterative refinement
-(`cfcls.matting` does so above 2^20 pixels). `factor_nbytes` says how
+(`cfcls.matting.solver` does so above 2^20 pixels). `factor_nbytes` says how
 large a factor will be before anything is computed.
 
-Two backends run the same elimination: 'compiled' (`cfcls.direct_kernels`:
+Two backends run the same elimination: 'compiled' (`cfcls.matting.direct_kernels`:
 the loop over the fronts compiled with numba, one call per image, the
 root's two subtrees in two threads where two cores are free) and 'numpy'
 (the loop in Python, calling scipy's LAPACK / BLAS wrappers per front).
@@ -55,9 +55,9 @@ try:  # in requirements.txt; optional so the solver imports without it
 except ImportError:  # pragma: no cover
   threadpoolctl = None
 
-from cfcls import direct_kernels
-from cfcls import stencil_kernels
-from cfcls import grid_ordering
+from cfcls.matting import direct_kernels
+from cfcls.matting import stencil_kernels
+from cfcls.matting import grid_ordering
 
 LEAF_PIXELS = 128
 # Plans are cached, least recently used out first, while the cached grids
@@ -107,7 +107,7 @@ class FrontPlan(NamedTuple):
 
 class FlatPlan(NamedTuple):
   """A plan as flat arrays, for the compiled kernels
-  (`cfcls.direct_kernels`): per front k, its sizes and its offsets into
+  (`cfcls.matting.direct_kernels`): per front k, its sizes and its offsets into
   the concatenated index arrays (x_ptr[k]:x_ptr[k + 1]), into the factor
   buffer, and into the stack of update matrices."""
   start: np.ndarray    # int64 [F]: own pixels are order[start:start + own]

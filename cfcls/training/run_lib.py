@@ -18,15 +18,15 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 
-from cfcls import checkpointing
+from cfcls.training import checkpointing
 from cfcls import config_schema
-from cfcls import config_utils
+from cfcls.training import config_utils
 from cfcls import jsonio
 from cfcls import models
 from cfcls import objectives
-from cfcls import optim
+from cfcls.training import optim
 from cfcls import parallel
-from cfcls import train_step as train_step_lib
+from cfcls.training import train_step as train_step_lib
 
 
 @dataclasses.dataclass

@@ -64,7 +64,7 @@ class MattingErrors:
 
   def update(self, variables, batch):
     """Adds the matting errors of up to `budget` examples of a host batch."""
-    from cfcls import matting  # pylint: disable=g-import-not-at-top
+    from cfcls.matting import solver  # pylint: disable=g-import-not-at-top
     run, config = self.run, self.run.config
     keep = np.flatnonzero(np.asarray(batch['example_mask']) > 0)[:self.budget]
     if not len(keep):
@@ -84,7 +84,7 @@ class MattingErrors:
       region = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
       # The closed-form mattes of the image (its padding cut off), by the
       # default call (exact: the direct method at evaluation sizes).
-      alpha_ref, _ = matting.solve_alpha(
+      alpha_ref, _ = solver.solve_alpha(
           images[i][region][None] / 255.0, scribbles[i][region][None],
           run.num_classes, lam=config.lam, eps=config.laplacian_eps,
           radius=config.laplacian_radius)

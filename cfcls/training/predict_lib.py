@@ -15,11 +15,11 @@ from absl import logging
 import jax
 import numpy as np
 
-from cfcls import distributed
+from cfcls.training import distributed
 from cfcls import jsonio
 from cfcls import parallel
-from cfcls import run_lib
-from cfcls import stopping
+from cfcls.training import run_lib
+from cfcls.training import stopping
 from cfcls import visualize
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')

@@ -191,7 +191,7 @@ def weights_float64(images, eps: float, radius: int, valid, dtype, xp=jnp):
     valid: None or bool [B, H, W]; windows touching a False pixel get 0.
     dtype: output dtype.
     xp: jax.numpy (default), or numpy to compute on the host without
-      compiling anything (`cfcls.laplacian.host_stencil`).
+      compiling anything (`cfcls.matting.laplacian.host_stencil`).
 
   Returns:
     [B, n (n + 1) / 2, H - 2r, W - 2r] in the order of `window_pairs(r)`,

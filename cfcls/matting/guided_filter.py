@@ -16,7 +16,7 @@ over the pixels inside). Box sums are cumulative sums: the cost does not
 grow with the radius. Differentiable; float32 is safe for guides in [0, 1]
 and eps >= 1e-6.
 
-Used by `cfcls.train_step.forward` (evaluation and prediction) when
+Used by `cfcls.training.train_step.forward` (evaluation and prediction) when
 `config.guided_filter_radius > 0`.
 """
 

@@ -2,18 +2,18 @@
 
   train_and_evaluate(config, workdir) -> final metrics dict
   evaluate(config, workdir, step=None, splits=None) -> metrics dict
-  (prediction: cfcls.predict_lib)
+  (prediction: cfcls.training.predict_lib)
 
 The workdir holds:
-  checkpoints/<step>, best/<step>   orbax checkpoints (cfcls.checkpointing)
+  checkpoints/<step>, best/<step>   orbax checkpoints (cfcls.training.checkpointing)
   config.json, dataset.json         the run's config and class names
   events.out.tfevents.*             TensorBoard scalars and images (process 0)
   metrics.json                      the last full evaluation, per split and
                                     threshold
   predictions/                      with config.predict_after_training
 
-The model, optimiser and compiled steps come from cfcls.run_lib, evaluation
-from cfcls.evaluators. The input pipeline (cfcls.data, tensorflow) is
+The model, optimiser and compiled steps come from cfcls.training.run_lib, evaluation
+from cfcls.training.evaluators. The input pipeline (cfcls.data, tensorflow) is
 imported only inside the functions that read data.
 """
 
@@ -25,17 +25,17 @@ from absl import logging
 import jax
 import numpy as np
 
-from cfcls import checkpointing
-from cfcls import config_utils
-from cfcls import console
-from cfcls import distributed
-from cfcls import evaluators
+from cfcls.training import checkpointing
+from cfcls.training import config_utils
+from cfcls.training import console
+from cfcls.training import distributed
+from cfcls.training import evaluators
 from cfcls import jsonio
 from cfcls import parallel
-from cfcls import predict_lib
-from cfcls import run_lib
-from cfcls import stopping
-from cfcls import train_step as train_step_lib
+from cfcls.training import predict_lib
+from cfcls.training import run_lib
+from cfcls.training import stopping
+from cfcls.training import train_step as train_step_lib
 
 # (targets: the closed-form mattes, with data.targets.enabled)
 _TRAIN_KEYS = ('image', 'scribbles', 'mask', 'valid', 'presence', 'targets')
