@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cfcls.matting import laplacian
-from cfcls import constraints
+from cfcls.matting import constraints
 from cfcls.matting import multigrid
 
 import matting_scenes
