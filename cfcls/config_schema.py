@@ -126,6 +126,12 @@ def get_config():
   # alpha* within target_margin of the threshold or of the runner-up).
   config.target_margin = 0.0
   config.laplacian_eps = 1e-7
+  # Softmax losses ('pce', 'ce', 'two_stage', 'cfm_soft'): + laplacian_weight
+  # * sum_c p_c^T L p_c / N, the matting Laplacian energy of the network's
+  # class probabilities (cfcls.losses.laplacian_energy), with L built at
+  # eps=laplacian_reg_eps. 0 = off.
+  config.laplacian_weight = 0.0
+  config.laplacian_reg_eps = 1e-5
   config.laplacian_radius = 1
   # Arithmetic of the per-window statistics in the training step: 'float64'
   # (a float64 island: fast on CPUs and H100/H200-class GPUs), 'float32'

@@ -22,6 +22,39 @@ def matting_residual(stats: laplacian.WindowStats, alpha, labelled, targets,
           + lam * labelled * (alpha - targets))
 
 
+def laplacian_energy(stats: laplacian.WindowStats, probs, valid=None
+                     ) -> Tuple[jax.Array, jax.Array]:
+  """The matting Laplacian energy of soft labels: sum_b,c p_bc^T L_b p_bc.
+
+  The regularised-loss form (Tang et al., "On regularized losses for
+  weakly-supervised CNN segmentation") with the matting Laplacian as the
+  pairwise kernel: it is 0 where each class probability is locally an
+  affine function of the colour (so a label may change only at a colour
+  edge) and grows with every label boundary that crosses flat colour.
+  L 1 = 0, so the energy of probabilities that sum to 1 is the same for
+  any one class written as the rest's complement.
+
+  Args:
+    stats: WindowStats of the B images (`laplacian.window_stats`, with the
+      images' valid mask: windows touching padding are out of L, so padded
+      pixels never enter the energy).
+    probs: float [B, H, W, C] (softmax probabilities, all K classes).
+    valid: optional float [B, H, W], 1 = real pixel; only counted.
+
+  Returns:
+    (energy, count): the energy summed over images and channels (float32,
+    >= 0 up to rounding) and the number of real pixels, to divide by.
+  """
+  probs = probs.astype(jnp.float32)
+  energy = jnp.sum(probs * laplacian.laplacian_matvec(stats, probs))
+  if valid is None:
+    count = jnp.asarray(probs.shape[0] * probs.shape[1] * probs.shape[2],
+                        jnp.float32)
+  else:
+    count = jnp.sum(valid > 0).astype(jnp.float32)
+  return energy, count
+
+
 # config.cfm_norm: how cfm_loss measures the residual, or 'target' (the
 # distance to the closed-form matte, `target_loss`).
 CFM_NORMS = ('residual', 'energy', 'target')

@@ -84,6 +84,23 @@ def _finish(config, shares: Dict[str, jax.Array], mlc_logits, batch,
   return share, terms
 
 
+def _laplacian_share(config, outputs, batch, axis_name: str):
+  """This device's share of sum_c p_c^T L p_c / N over the global batch.
+
+  p: the softmax probabilities of the K classes; L: each crop's matting
+  Laplacian (laplacian_reg_eps, laplacian_radius, laplacian_precision), with
+  windows touching padding left out; N: the real pixels of the global batch.
+  """
+  valid = batch.get('valid')
+  stats = laplacian.window_stats(batch['images'],
+                                 eps=config.laplacian_reg_eps,
+                                 radius=config.laplacian_radius, valid=valid,
+                                 precision=config.laplacian_precision)
+  probs = jax.nn.softmax(outputs.astype(jnp.float32), axis=-1)
+  energy, count = losses.laplacian_energy(stats, probs, valid)
+  return _global_mean(energy / jnp.maximum(count, 1.0), count, axis_name)
+
+
 class Objective:
   """Base of the objectives; see the module docstring."""
   name = ''
@@ -216,6 +233,9 @@ class _Softmax(Objective):
                   axis_name=DATA_AXIS):
     value, count = self._cross_entropy(config, outputs, batch, num_classes)
     shares = {self.name: _global_mean(value, count, axis_name)}
+    if config.laplacian_weight:
+      shares['laplacian'] = config.laplacian_weight * _laplacian_share(
+          config, outputs, batch, axis_name)
     return _finish(config, shares, mlc_logits, batch, config.baseline_mlc,
                    axis_name)
 
