@@ -416,7 +416,8 @@ def test_inspect_scribbles(tmp_path, capsys):
   root = tmp_path / 'site'
   _inspect_folder(root)
   report = _script('inspect_scribbles').main(
-      [str(root), '--out', str(tmp_path / 'look'), '--tile', '60'])
+      [str(root), '--out', str(tmp_path / 'look'), '--tile', '60',
+       '--no-teacher'])  # the teacher: tests/test_inspect_teacher.py
   text = capsys.readouterr().out
   stats = {c.name: (c.images, c.pixels, round(c.length, 3))
            for c in report.classes}

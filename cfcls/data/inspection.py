@@ -4,6 +4,10 @@
   sheet = contact_sheet('my_folder')        # uint8 [H, W, 3] RGB
   summary_line('my_folder')  # 'my_folder: 12 images (train 10, validation
                              #  2), 3 classes, 2.31 % of pixels labelled'
+  t = teacher_report('my_folder', teacher.Settings.from_config(config))
+  print(t.format())          # the closed-form labels training would use:
+                             # solve time, unsure share, IoU with masks/
+  contact_sheet('my_folder', teacher_labels=t.labels)  # scribbles | teacher
 
 Reads the folder as the scribble_folder builder does (images/, scribbles/,
 masks/, classes.txt, train.txt/val.txt; label PNGs grey or palette) with PIL
@@ -22,6 +26,9 @@ from PIL import Image
 
 from cfcls import visualize
 from cfcls.labels import IGNORE
+
+# The teacher (cfcls.data.teacher) imports jax: loaded on first use, so the
+# statistics and the plain contact sheet stay numpy-only.
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')  # as the builder
 
@@ -47,6 +54,7 @@ class FolderReport:
   outside_mask: list = dataclasses.field(default_factory=list)
   # (name, class name, scribble pixels where masks/ has another class, of)
   problems: list = dataclasses.field(default_factory=list)
+  teacher: object = None  # a TeacherReport, where one was made
 
   @property
   def classes_without_scribble(self) -> list:
@@ -228,14 +236,160 @@ def _text(canvas, text, x, y, colour=(0, 0, 0)):
               cv2.LINE_AA)
 
 
+@dataclasses.dataclass
+class TeacherImage:
+  name: str
+  seconds: float          # the solve's wall time
+  unsure: float           # share of pixels the margin leaves out
+  iou: float | None       # the teacher's decision against masks/ (mIoU of
+                          # the image's classes); None without a mask
+  scribbled: bool         # has a stroke
+
+
+@dataclasses.dataclass
+class TeacherReport:
+  """teacher_report's findings: the closed-form labels of every image."""
+  settings: object                    # teacher.Settings
+  images: list                        # TeacherImage, in name order
+  labels: dict                        # name -> uint8 [H, W] sure labels
+  num_classes: int
+  confusion: np.ndarray | None = None       # decision vs masks, [K, K]
+  sure_confusion: np.ndarray | None = None  # sure labels vs masks
+  skipped: list = dataclasses.field(default_factory=list)  # (name, why)
+
+  def miou(self, sure: bool = False) -> float | None:
+    """The teacher's mIoU over the images with masks (every pixel's
+    decision; sure=True: the sure labels, unsure pixels not counted)."""
+    conf = self.sure_confusion if sure else self.confusion
+    if conf is None:
+      return None
+    from cfcls import metrics  # pylint: disable=g-import-not-at-top
+    return metrics.segmentation_metrics(conf)['miou']
+
+  def ranked(self) -> list:
+    """Images where one more stroke helps most, first: those without a
+    stroke, then (with masks) the lowest IoU, else the largest unsure
+    share."""
+    def key(t):
+      worst = (t.iou if t.iou is not None and not np.isnan(t.iou)
+               else 2.0) if self.confusion is not None else -t.unsure
+      return (t.scribbled, worst, -t.unsure, t.name)
+    return sorted(self.images, key=key)
+
+  def format(self, top: int = 10) -> str:
+    s = self.settings
+    times = [t.seconds for t in self.images]
+    lines = [f'closed-form teacher ({s.describe()}): {len(self.images)} '
+             f'images solved in {sum(times):.1f} s (median '
+             f'{np.median(times) if times else 0:.2f} s, max '
+             f'{max(times, default=0):.2f} s per image)']
+    if self.images:
+      unsure = np.mean([t.unsure for t in self.images])
+      lines.append(f'unsure pixels (left out of training): '
+                   f'{100 * unsure:.1f} % on average')
+    if self.confusion is not None:
+      sure = self.sure_confusion
+      share = sure.sum() / max(self.confusion.sum(), 1)
+      lines.append(f'teacher mIoU against masks/: {self.miou():.4f} (every '
+                   f'pixel, threshold {s.threshold:g}); sure labels: '
+                   f'{self.miou(sure=True):.4f} on the {100 * share:.1f} % '
+                   'of pixels they keep')
+    ranked = self.ranked()[:top]
+    if ranked:
+      what = ('lowest IoU' if self.confusion is not None
+              else 'most unsure')
+      lines.append(f'where one more stroke helps most ({what} first):')
+      for t in ranked:
+        iou = '' if t.iou is None else f', IoU {t.iou:.3f}'
+        note = '' if t.scribbled else ' (no stroke)'
+        lines.append(f'  {t.name}: unsure {100 * t.unsure:.1f} %{iou}'
+                     f'{note}')
+    if self.skipped:
+      lines.append(f'not solved ({len(self.skipped)}): ' + ', '.join(
+          f'{n} ({why})' for n, why in self.skipped))
+    return '\n'.join(lines)
+
+
+def teacher_report(folder: str, settings, names=None, max_pixels=None,
+                   progress=None) -> TeacherReport:
+  """Solves the closed-form labels of each image (`cfcls.data.teacher`).
+
+  Args:
+    folder: a scribble folder.
+    settings: `teacher.Settings` (e.g. `Settings.from_config(config)`).
+    names: the images to solve (default: all, sorted).
+    max_pixels: solve downscaled copies (`teacher.solve`); default exact.
+    progress: optional callable(TeacherImage), called after each solve.
+
+  Images the builder would reject (no scribble file, unreadable, a size
+  mismatch, unknown class ids) are skipped and listed.
+  """
+  from cfcls.data import teacher  # pylint: disable=g-import-not-at-top
+  folder = os.fspath(folder)
+  class_names = _class_names(folder)
+  k = len(class_names)
+  images = _images(folder)
+  names = sorted(images) if names is None else list(names)
+  report = TeacherReport(settings, [], {}, k)
+  for name in names:
+    path = os.path.join(folder, 'scribbles', name + '.png')
+    try:
+      with Image.open(images[name]) as im:
+        image = np.asarray(im.convert('RGB'))
+      scrib = read_labels(path)
+    except (OSError, ValueError, SyntaxError) as e:
+      report.skipped.append((name, f'unreadable: {e}'))
+      continue
+    if scrib.shape != image.shape[:2]:
+      report.skipped.append((name, 'scribble size differs from the image'))
+      continue
+    if np.any((scrib >= k) & (scrib != IGNORE)):
+      report.skipped.append((name, 'unknown class ids'))
+      continue
+    result = teacher.solve(image, scrib, k, settings, max_pixels=max_pixels)
+    iou = None
+    mask_path = os.path.join(folder, 'masks', name + '.png')
+    if os.path.isfile(mask_path):
+      mask = read_labels(mask_path)
+      if mask.shape == scrib.shape:
+        if report.confusion is None:
+          report.confusion = np.zeros((k, k), np.int64)
+          report.sure_confusion = np.zeros((k, k), np.int64)
+        report.confusion += _confusion(mask, result.decision, k)
+        report.sure_confusion += _confusion(mask, result.labels, k)
+        iou = teacher.per_image_iou(mask, result.decision, k)
+    item = TeacherImage(name, result.seconds, result.unsure_share, iou,
+                        bool(np.any(scrib != IGNORE)))
+    report.images.append(item)
+    report.labels[name] = result.labels
+    if progress is not None:
+      progress(item)
+  return report
+
+
+def _confusion(mask, labels, k):
+  """[K, K] counts (rows: mask); 255 or ids >= K in either are not counted,
+  as `cfcls.metrics.confusion_matrix`."""
+  mask = mask.astype(np.int64).ravel()
+  labels = labels.astype(np.int64).ravel()
+  ok = (mask < k) & (labels < k)
+  return np.bincount(mask[ok] * k + labels[ok], minlength=k * k).reshape(k, k)
+
+
 def contact_sheet(folder: str, names=None, tile: int = 160, columns: int = 6,
-                  max_images: int = 48) -> np.ndarray:
+                  max_images: int = 48, teacher_labels=None) -> np.ndarray:
   """Images with their scribbles in class colours, a legend on top.
+
+  Args:
+    teacher_labels: optional {name: uint8 [H, W]} (`TeacherReport.labels`):
+      each image's tile is followed by one of its closed-form labels over
+      the image, unsure pixels (255) hatched black and white.
 
   Returns:
     uint8 [H, W, 3] RGB: a legend row (class colour swatch + id and name),
     then a grid of `columns` tiles of tile x tile px (image fitted, name
-    below), the first max_images names (default: all, sorted).
+    below; with teacher_labels, `columns` pairs), the first max_images names
+    (default: all, sorted).
   """
   folder = os.fspath(folder)
   class_names = _class_names(folder)
@@ -246,16 +400,26 @@ def contact_sheet(folder: str, names=None, tile: int = 160, columns: int = 6,
   cap, legend_w = 14, 150
   cols = max(1, min(columns, len(names)))
   rows = -(-len(names) // cols)
-  width = max(cols * tile, legend_w)
+  cell = tile * (2 if teacher_labels is not None else 1)
+  width = max(cols * cell, legend_w)
   per_row = max(1, width // legend_w)
-  top = -(-len(class_names) // per_row) * 18 + 6
+  legend = list(enumerate(class_names))
+  if teacher_labels is not None:
+    legend.append((IGNORE, 'unsure (teacher)'))
+  top = -(-len(legend) // per_row) * 18 + 6
   sheet = np.full((top + rows * (tile + cap), width, 3), 255, np.uint8)
-  for i, cname in enumerate(class_names):
-    x, y = (i % per_row) * legend_w + 4, (i // per_row) * 18 + 4
-    sheet[y:y + 12, x:x + 12] = colours[i]
-    _text(sheet, f'{i} {cname}'[:22], x + 16, y + 11)
+  for n, (i, cname) in enumerate(legend):
+    x, y = (n % per_row) * legend_w + 4, (n // per_row) * 18 + 4
+    if i == IGNORE:
+      from cfcls.data import teacher  # pylint: disable=g-import-not-at-top
+      sheet[y:y + 12, x:x + 12] = teacher.blend(
+          sheet[y:y + 12, x:x + 12], np.full((12, 12), IGNORE, np.uint8))
+      _text(sheet, cname, x + 16, y + 11)
+    else:
+      sheet[y:y + 12, x:x + 12] = colours[i]
+      _text(sheet, f'{i} {cname}'[:22], x + 16, y + 11)
   for j, name in enumerate(names):
-    x, y = (j % cols) * tile, top + (j // cols) * (tile + cap)
+    x, y = (j % cols) * cell, top + (j // cols) * (tile + cap)
     with Image.open(images[name]) as im:
       image = np.asarray(im.convert('RGB'))
     path = os.path.join(folder, 'scribbles', name + '.png')
@@ -266,6 +430,12 @@ def contact_sheet(folder: str, names=None, tile: int = 160, columns: int = 6,
     t = _tile(image, scrib, tile)
     sheet[y:y + t.shape[0], x:x + t.shape[1]] = t
     _text(sheet, name[:24], x + 2, y + tile + cap - 3)
+    taught = (teacher_labels or {}).get(name)
+    if taught is not None and taught.shape == image.shape[:2]:
+      from cfcls.data import teacher  # pylint: disable=g-import-not-at-top
+      t = _tile(teacher.blend(image, taught), np.full_like(taught, IGNORE),
+                tile - 2)
+      sheet[y:y + t.shape[0], x + tile + 1:x + tile + 1 + t.shape[1]] = t
   return sheet
 
 
