@@ -105,6 +105,15 @@ VARIANTS = {
     'two_stage_e5_t7_m2': {'loss': 'two_stage', 'data.targets.eps': 1e-5,
                            'target_threshold': 0.7, 'target_margin': 0.2},
     'cfm_soft': {'loss': 'cfm_soft'},
+    # Issue 30: the matting-Laplacian regulariser on configs/demo.py's
+    # default (two_stage on sure closed-form labels) and on pCE.
+    'default': {'loss': 'two_stage'},
+    'default_lap03': {'loss': 'two_stage', 'laplacian_weight': 0.3},
+    'default_lap1': {'loss': 'two_stage', 'laplacian_weight': 1.0},
+    'default_lap3': {'loss': 'two_stage', 'laplacian_weight': 3.0},
+    'default_lap10': {'loss': 'two_stage', 'laplacian_weight': 10.0},
+    'pce_lap1': {'loss': 'pce', 'laplacian_weight': 1.0},
+    'pce_lap10': {'loss': 'pce', 'laplacian_weight': 10.0},
 }
 THRESHOLDS = (0.4, 0.5, 0.6, 0.7)
 # --family: the generator module of the data (cfcls.data.<module>).
@@ -249,6 +258,7 @@ def run_variant(name, steps, data_path, family='scenes', sets=None):
   jax.block_until_ready(state)
   train_s = time.time() - t0
 
+  from cfcls import objectives  # pylint: disable=g-import-not-at-top
   # Evaluation on the full validation images: scores without the gate, then
   # labels with and without it on the host.
   config.mlc_gate = False
@@ -258,6 +268,10 @@ def run_variant(name, steps, data_path, family='scenes', sets=None):
     config.guided_filter_radius = gf
     for key, value in evaluate(config, run, state, data, k).items():
       miou[f'gf{gf}_{key}'] = value
+  if not objectives.get(config.loss).matte:
+    config.guided_filter_radius = 0
+    miou.update(evaluate_matting_refine(config, run, state, data, k))
+  refine_s = miou.pop('matting_s_per_image', None)
   mlc = {key: miou.pop(key) for key in list(miou) if 'mlc' in key}
   overrides = {'loss': 'cfm', **VARIANTS[name], **parse_sets(sets)}
   return {'variant': name, 'family': family, 'overrides': overrides,
@@ -268,8 +282,37 @@ def run_variant(name, steps, data_path, family='scenes', sets=None):
           'steps': config.num_train_steps, 'train_s': round(train_s, 1),
           'device': jax.devices()[0].device_kind, 'miou': miou,
           'best': max(miou.items(), key=lambda kv: kv[1]), 'mlc': mlc,
+          'matting_refine_s_per_image': refine_s,
           'last_train': history[-1] if history else {},
           'loss_every_100': [round(h['loss'], 4) for h in history]}
+
+
+def evaluate_matting_refine(config, run, state, data, k):
+  """mIoU of the network's labels refined by the matting system
+  (cfcls.matting.refine, seeds at probability >= 0.9, eroded by 2 px), and
+  the solve time per image."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from cfcls import inference  # pylint: disable=g-import-not-at-top
+  from cfcls import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  from cfcls.matting import refine  # pylint: disable=g-import-not-at-top
+  fwd = jax.jit(lambda v, x: inference.forward(config, run.eval_model, v, x))
+  variables = state.variables()
+  images, masks = data['validation_image'], data['validation_mask']
+  conf, seconds = 0, []
+  for start in range(0, images.shape[0], 20):
+    scores = np.asarray(jax.device_get(fwd(
+        variables, jnp.asarray(images[start:start + 20])))['scores'])
+    for i in range(scores.shape[0]):
+      probs = np.concatenate([1 - scores[i].sum(-1, keepdims=True),
+                              scores[i]], -1)
+      labels, _, info = refine.refine_image(images[start + i], probs)
+      seconds.append(info['seconds'])
+      conf = conf + np.asarray(metrics_lib.confusion_matrix(
+          masks[start + i].astype(np.int32), labels, k))
+  return {'matting_argmax': round(
+      metrics_lib.segmentation_metrics(conf)['miou'], 4),
+          'matting_s_per_image': round(float(np.mean(seconds)), 3)}
 
 
 def evaluate(config, run, state, data, k):

@@ -1,0 +1,102 @@
+"""cfcls.matting.refine: the matting system at inference, seeded by a network.
+
+Checked against a direct scipy solve of the same seeds (the sparse matting
+Laplacian + lam D, spsolve per class), and on what the seeds are.
+"""
+import numpy as np
+import pytest
+import scipy.sparse
+import scipy.sparse.linalg
+
+from cfcls.matting import laplacian
+from cfcls.matting import refine
+
+K = 3
+
+
+def _scene(h=24, w=30, seed=0):
+  """Two colour regions and a disc; probabilities blurred and shifted."""
+  rng = np.random.default_rng(seed)
+  ys, xs = np.mgrid[0:h, 0:w]
+  mask = np.zeros((h, w), np.int64)
+  mask[(ys - h / 2) ** 2 + (xs - w / 3) ** 2 < (h / 4) ** 2] = 1
+  mask[:, int(0.7 * w):] = 2
+  colours = np.array([[0.2, 0.3, 0.8], [0.9, 0.6, 0.1], [0.1, 0.7, 0.3]])
+  image = colours[mask] + 0.02 * rng.standard_normal((h, w, 3))
+  image = np.clip(image, 0, 1).astype(np.float32)
+  onehot = np.eye(K, dtype=np.float32)[mask]
+  probs = np.roll(onehot, 2, axis=1) * 0.96 + 0.04 / K
+  return image, mask, probs
+
+
+def _scipy_mattes(image, seeds, lam=100.0, eps=1e-5):
+  lmat = laplacian.sparse_laplacian(image.astype(np.float64), eps=eps)
+  d = (seeds != 255).ravel().astype(np.float64)
+  a = (lmat + lam * scipy.sparse.diags(d)).tocsc()
+  out = []
+  for c in range(1, K):
+    b = lam * d * (seeds == c).ravel()
+    out.append(scipy.sparse.linalg.spsolve(a, b).reshape(seeds.shape))
+  fg = np.stack(out, -1)
+  return np.concatenate([1 - fg.sum(-1, keepdims=True), fg], -1)
+
+
+def test_refined_labels_and_mattes_match_a_scipy_solve_of_the_same_seeds():
+  image, mask, probs = _scene()
+  labels, mattes, info = refine.refine_image(image, probs)
+  seeds = refine.seeds_from_probabilities(probs)
+  want = _scipy_mattes(image, seeds)
+  assert info['solved'] and 0 < info['seeded'] < 1
+  np.testing.assert_allclose(mattes, np.clip(want, 0, 1), atol=1e-4)
+  np.testing.assert_array_equal(labels, np.argmax(want, -1))
+  # The shifted network is wrong on a band; the matting system is not.
+  assert (np.argmax(probs, -1) == mask).mean() < 0.95
+  assert (labels == mask).mean() > 0.99
+
+
+def test_seeds_are_confident_and_away_from_the_networks_boundaries():
+  _, _, probs = _scene()
+  seeds = refine.seeds_from_probabilities(probs, threshold=0.9, erode=2)
+  best = np.argmax(probs, -1)
+  seeded = seeds != 255
+  assert np.all(seeds[seeded] == best[seeded])
+  # No seed within 2 px (chessboard) of a pixel the network labels otherwise.
+  ys, xs = np.nonzero(seeded)
+  for y, x in zip(ys, xs):
+    window = best[max(0, y - 2):y + 3, max(0, x - 2):x + 3]
+    assert np.all(window == best[y, x])
+  unsure = probs.copy()
+  unsure[:, :, :] = 1.0 / K
+  assert np.all(refine.seeds_from_probabilities(unsure) == 255)
+
+
+def test_padding_is_not_solved_and_never_seeds():
+  image, mask, probs = _scene()
+  h, w = mask.shape
+  big = np.zeros((h + 6, w + 9, 3), np.float32)
+  big[:h, :w] = image
+  bprobs = np.full((h + 6, w + 9, K), 1.0 / K, np.float32)
+  bprobs[h:, :, 0] = 1.0  # confident "background" in the padding
+  bprobs[:h, :w] = probs
+  valid = np.zeros((h + 6, w + 9), np.float32)
+  valid[:h, :w] = 1
+  labels, mattes, _ = refine.refine_image(big, bprobs, valid=valid)
+  alone, alone_mattes, _ = refine.refine_image(image, probs)
+  np.testing.assert_array_equal(labels[:h, :w], alone)
+  np.testing.assert_allclose(mattes[:h, :w], alone_mattes, atol=1e-5)
+  assert np.all(refine.seeds_from_probabilities(bprobs, valid=valid)[h:] == 255)
+
+
+def test_one_seeded_class_keeps_the_network_labels():
+  image, _, _ = _scene()
+  probs = np.zeros(image.shape[:2] + (K,), np.float32)
+  probs[..., 1] = 1.0
+  labels, mattes, info = refine.refine_image(image, probs)
+  assert not info['solved']
+  assert np.all(labels == 1) and np.array_equal(mattes, probs)
+
+
+def test_bad_input_names_the_argument():
+  image, _, probs = _scene()
+  with pytest.raises(ValueError, match='probs'):
+    refine.refine_image(image, probs[:-1])
