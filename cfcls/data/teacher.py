@@ -155,13 +155,13 @@ def _closed_form_labels(alpha, scribbles, threshold, margin):
 
 def overlay_rgba(labels, opacity: int = 110) -> np.ndarray:
   """uint8 [H, W, 4] to lay over the image: each class in its colour
-  (`visualize.palette`) at `opacity`/255, background too; unsure pixels
-  (255) hatched in black and white stripes."""
+  (`visualize.palette`) at `opacity`/255, background (black) at a third of
+  it; unsure pixels (255) hatched in black and white stripes."""
   labels = np.asarray(labels)
   h, w = labels.shape
   out = np.zeros((h, w, 4), np.uint8)
   out[..., :3] = visualize.palette(256)[labels]
-  out[..., 3] = opacity
+  out[..., 3] = np.where(labels == 0, opacity // 3, opacity)
   unsure = labels == IGNORE
   yy, xx = np.mgrid[:h, :w]
   stripe = ((xx + yy) // 3) % 2 == 0
