@@ -172,6 +172,11 @@ def test_solve_returns_the_overlay_of_the_sure_labels(served):
   np.testing.assert_array_equal(overlay, expected)
   # Scribbled pixels keep their class: rust's colour on the first stroke.
   assert overlay[6, 5, :3].tolist() == visualize.palette(2)[1].tolist()
+  # The page's encoding, one byte a pixel: the same overlay.
+  status, headers, raw = request(server, 'POST', '/api/solve/a?seq=2',
+                                 ids.tobytes(),
+                                 {'Content-Type': srv.RAW_IDS})
+  assert status == 200 and headers['X-Seq'] == '2' and raw == body
   # An older stroke than one already solved is superseded.
   status, headers, _ = request(server, 'POST', '/api/solve/a?seq=1',
                                ids_png(ids))
@@ -350,6 +355,16 @@ BAD_REQUESTS = {
     'solve: oversized body': ('POST', '/api/solve/a?seq=1', b'',
                               {'Content-Length': str(srv.MAX_BODY + 1)}, 413,
                               'at most'),
+    'solve: raw, wrong length': ('POST', '/api/solve/a?seq=1', b'\xff' * 99,
+                                 {'Content-Type': srv.RAW_IDS}, 400,
+                                 'the scribbles are 99 bytes but the image '
+                                 'is 20x24 (480 bytes'),
+    'solve: raw, unknown class id': ('POST', '/api/solve/a?seq=1',
+                                     b'\x09' * (H * W),
+                                     {'Content-Type': srv.RAW_IDS}, 400,
+                                     'unknown class ids [9]'),
+    'save: raw bytes': ('POST', '/api/save/a', b'\xff' * (H * W),
+                        {'Content-Type': srv.RAW_IDS}, 415, 'must be a PNG'),
     'solve: bad seq': ('POST', '/api/solve/a?seq=x', 'good', {}, 400,
                        'seq must be an integer'),
     'classes: oversized body': ('POST', '/api/classes', b'',

@@ -16,12 +16,16 @@ build step, nothing fetched from elsewhere) talks to these routes:
                                (decoded, RGB, re-encoded as PNG)
   GET  /api/scribbles/NAME     its scribbles/NAME.png (or none yet) as an
                                RGBA PNG with R = G = B = class id (255 none)
-  POST /api/solve/NAME?seq=N[&full=1]   body: the scribbles, same encoding
-                               (or a grey / palette PNG); answer: the sure
+  POST /api/solve/NAME?seq=N[&full=1]   body: the scribbles, one byte per
+                               pixel (Content-Type application/octet-stream:
+                               the page's, nothing to encode per stroke) or
+                               a PNG as for save; answer: the sure
                                labels as an RGBA overlay PNG (class colours,
                                unsure pixels hatched), or 204 when a newer
                                stroke (higher seq) of that image came first
-  POST /api/save/NAME          body: the scribbles; writes scribbles/NAME.png
+  POST /api/save/NAME          body: the scribbles as a PNG (RGBA with R = G
+                               = B = id, or grey / palette); writes
+                               scribbles/NAME.png
                                (palette PNG, index = class id) atomically
   POST /api/classes            body: {"name": "..."}: appends a class to
                                classes.txt (atomically)
@@ -32,7 +36,8 @@ not in images/ or a file whose real path (symlinks followed) is outside the
 folder is refused. Writes go to scribbles/ and classes.txt only, through a
 temporary file in the same folder and os.replace: two saves at once leave
 one whole file, a process killed mid-save leaves the previous one. An upload
-that is not a PNG, of another size than its image, with a class id that
+that is not a PNG (or, to /api/solve, not one byte per pixel), of another
+size than its image, with a class id that
 classes.txt lacks, or larger than MAX_BODY is refused with a message, and
 nothing is written. Requests must name this server in their Host header
 (127.0.0.1 / localhost:PORT when bound to the loopback: no DNS rebinding),
@@ -132,6 +137,29 @@ def palette_png(labels: np.ndarray) -> bytes:
   return buf.getvalue()
 
 
+RAW_IDS = 'application/octet-stream'
+
+
+def decode_ids_raw(data: bytes, shape, num_classes: int) -> np.ndarray:
+  """Scribbles sent as one byte per pixel (row-major, the page's encoding
+  for /api/solve: no PNG to compress on every stroke) -> uint8 [H, W]."""
+  h, w = shape
+  if len(data) != h * w:
+    raise Refused(400, f'the scribbles are {len(data)} bytes but the image '
+                  f'is {w}x{h} ({h * w} bytes, one per pixel)')
+  ids = np.frombuffer(data, np.uint8).reshape(h, w).copy()
+  _check_ids(ids, num_classes)
+  return ids
+
+
+def _check_ids(ids, num_classes):
+  bad = np.unique(ids[(ids >= num_classes) & (ids != IGNORE)])
+  if bad.size:
+    raise Refused(400, f'unknown class ids {bad[:10].tolist()} (classes.txt '
+                  f'has {num_classes} classes, ids 0-{num_classes - 1}; '
+                  '255 = unlabelled)')
+
+
 def decode_ids_png(data: bytes, shape, num_classes: int) -> np.ndarray:
   """An uploaded scribble PNG -> uint8 [H, W] class ids.
 
@@ -171,11 +199,7 @@ def decode_ids_png(data: bytes, shape, num_classes: int) -> np.ndarray:
     raise Refused(400, f'unsupported PNG mode {mode} for scribbles (grey, '
                   'palette or R = G = B colour)')
   ids = np.ascontiguousarray(ids, np.uint8)
-  bad = np.unique(ids[(ids >= num_classes) & (ids != IGNORE)])
-  if bad.size:
-    raise Refused(400, f'unknown class ids {bad[:10].tolist()} (classes.txt '
-                  f'has {num_classes} classes, ids 0-{num_classes - 1}; '
-                  '255 = unlabelled)')
+  _check_ids(ids, num_classes)
   return ids
 
 
@@ -539,7 +563,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                           (('X-Saved', str(int(saved))),))
       folder.file(name)  # refused unless one of the folder's images
       shape = folder.sizes[name]
-      ids = decode_ids_png(self._body(), shape, len(folder.classes))
+      body = self._body()
+      if kind == 'solve' and self.headers.get('Content-Type') == RAW_IDS:
+        ids = decode_ids_raw(body, shape, len(folder.classes))
+      else:
+        ids = decode_ids_png(body, shape, len(folder.classes))
       if kind == 'save':
         path = folder.save(name, ids)
         return self._json(200, {'saved': os.path.relpath(path, folder.root),

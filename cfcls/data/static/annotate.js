@@ -1,8 +1,10 @@
 // The annotation page (cfcls/data/annotation_server.py documents the routes).
 // Scribbles are a class-id map (Uint8Array, 255 = unlabelled) at the photo's
-// resolution; they travel as RGBA PNGs with R = G = B = id. After each stroke
-// the map is sent to /api/solve and the closed-form labels come back as an
-// overlay PNG; an answer to an older stroke than the newest is dropped.
+// resolution. After each stroke the map is sent to /api/solve as it is (one
+// byte a pixel: a PNG would take the browser longer to encode than the solve)
+// and the closed-form labels come back as an overlay PNG; an answer to an
+// older stroke than the newest is dropped. Saves send an RGBA PNG with
+// R = G = B = id; /api/scribbles answers in the same encoding.
 'use strict';
 
 const A = window.annotate = {
@@ -169,6 +171,8 @@ draw.addEventListener('pointercancel', endStroke);
 function markDirty() {
   entry().dirty = true;
   $('imgname').classList.add('dirty');
+  status(`${current().name}: not saved yet (s or the save button writes ` +
+         `scribbles/${current().name}.png)`);
 }
 
 // ---- the closed-form labels
@@ -177,12 +181,13 @@ async function solve() {
   const seq = A.seq = Math.max(A.seq + 1, Date.now());
   const t0 = performance.now();
   try {
-    const png = await idsToPng(ids);
+    const t1 = performance.now();  // (sent as they are: one byte a pixel)
     const full = $('full').checked ? '&full=1' : '';
     const resp = await post(
-        `/api/solve/${encodeURIComponent(name)}?seq=${seq}${full}`, png,
-        'image/png');
+        `/api/solve/${encodeURIComponent(name)}?seq=${seq}${full}`, ids,
+        'application/octet-stream');
     if (resp.status === 204 || seq !== A.seq) return;  // a newer stroke won
+    const t2 = performance.now();
     const bmp = await createImageBitmap(await resp.blob());
     if (seq !== A.seq || name !== current().name) return;
     const ctx = labels.getContext('2d');
@@ -193,7 +198,9 @@ async function solve() {
     const factor = parseInt(resp.headers.get('X-Factor'), 10);
     const unsure = parseFloat(resp.headers.get('X-Unsure'));
     A.overlaySeq = seq;
-    A.timings.push({seq, ms, solve: solveS, factor});
+    // ms: stroke end -> overlay drawn; request: sent -> answered (the solve
+    // included).
+    A.timings.push({seq, ms, solve: solveS, factor, request: t2 - t1});
     $('teacher').textContent =
         `solved in ${solveS.toFixed(2)} s` +
         (factor > 1 ? ` (at 1/${factor} size)` : ' (full size)') +
