@@ -170,6 +170,14 @@ def get_config():
   # with the guided filter of this window radius, the image as the guide
   # (cfcls/matting/guided_filter.py), before labels are taken.
   config.guided_filter_radius = 0
+  # How evaluation and prediction refine the network's outputs: 'guided'
+  # (the guided filter above; radius 0 = off), 'none', or 'matting' (the
+  # matting system seeded by the network's confident pixels, solved per
+  # image on the host: cfcls/matting/refine.py).
+  config.refine = 'guided'
+  config.refine_threshold = 0.9  # 'matting': seeds where a class prob >= this
+  config.refine_erode = 2  # 'matting': seeds this many px inside its region
+  config.refine_eps = 1e-5  # 'matting': eps of the seeded system (lam: lam)
   config.guided_filter_eps = 1e-3  # its ridge weight (colours in [0, 1])
 
   # Prediction (train.py --mode=predict).

@@ -8,8 +8,13 @@ scores in [0, 1] and label maps (docs/method.md, section 3).
 """
 
 import jax.numpy as jnp
+import numpy as np
 
 from cfcls import objectives
+from cfcls.matting import refine as refine_lib
+
+# config.refine: how evaluation and prediction refine the network outputs.
+REFINES = ('none', 'guided', 'matting')
 
 
 def images_to_float(images):
@@ -23,8 +28,9 @@ def forward(config, model, variables, images):
   """Images -> scores, class probabilities and label maps.
 
   Args:
-    config: uses loss, mlc_gate, thresholds, guided_filter_radius and
-      guided_filter_eps.
+    config: uses loss, mlc_gate, thresholds, refine, guided_filter_radius
+      and guided_filter_eps. refine='matting' is not applied here (it runs
+      on the host: `refine_matting`); the outputs are the network's own.
     model: the flax module (BN in inference mode).
     variables: `{'params', 'batch_stats'}`.
     images: uint8 or float `[B, H, W, 3]`.
@@ -37,9 +43,43 @@ def forward(config, model, variables, images):
   objective = objectives.get(config.loss)
   images = images_to_float(images)
   outputs, mlc_logits = model.apply(variables, images, train=False)
-  outputs = objective.refine(outputs, images, config.guided_filter_radius,
-                             config.guided_filter_eps)
+  if config.refine == 'guided':
+    outputs = objective.refine(outputs, images, config.guided_filter_radius,
+                               config.guided_filter_eps)
   scores, probs = objective.class_scores(outputs, mlc_logits,
                                          mlc_gate=config.mlc_gate)
   labels = objective.labels(outputs, scores, tuple(config.thresholds))
   return {'scores': scores, 'probs': probs, 'labels': labels}
+
+
+def class_confidences(config, scores) -> np.ndarray:
+  """`[..., K-1]` foreground scores -> `[..., K]` confidences, background 0.
+
+  Softmax networks: the K probabilities (background 1 - the rest); matte
+  networks: background 1 - the largest matte.
+  """
+  scores = np.asarray(scores, np.float32)
+  rest = (scores.max(-1, keepdims=True) if objectives.get(config.loss).matte
+          else scores.sum(-1, keepdims=True))
+  return np.concatenate([np.clip(1.0 - rest, 0.0, 1.0), scores], axis=-1)
+
+
+def refine_matting(config, image, scores, valid=None):
+  """config.refine == 'matting' on one image, on the host.
+
+  Args:
+    config: uses loss, lam, refine_threshold, refine_erode, refine_eps and
+      laplacian_radius.
+    image: uint8 or float `[H, W, 3]`.
+    scores: `forward(...)['scores']` of the image, `[H, W, K-1]`.
+    valid: optional `[H, W]` mask of real pixels.
+
+  Returns:
+    (labels int32 `[H, W]`, mattes float32 `[H, W, K]`, info with 'seconds',
+    the solve time): `cfcls.matting.refine.refine_image`.
+  """
+  return refine_lib.refine_image(
+      image, class_confidences(config, scores),
+      threshold=config.refine_threshold, erode=config.refine_erode,
+      lam=config.lam, eps=config.refine_eps, radius=config.laplacian_radius,
+      valid=valid)

@@ -100,3 +100,18 @@ def test_bad_input_names_the_argument():
   image, _, probs = _scene()
   with pytest.raises(ValueError, match='probs'):
     refine.refine_image(image, probs[:-1])
+
+
+@pytest.mark.parametrize('field,value', [('refine', 'crf'),
+                                         ('refine_threshold', 0.0),
+                                         ('refine_erode', -1),
+                                         ('refine_eps', 0.0)])
+def test_config_checks(field, value):
+  from cfcls import config_schema  # pylint: disable=g-import-not-at-top
+  from cfcls.training import config_utils  # pylint: disable=g-import-not-at-top
+  config = config_schema.get_config()
+  config.num_train_steps = 10
+  config_utils.validate_config(config)
+  config[field] = value
+  with pytest.raises(config_utils.ConfigError, match=field):
+    config_utils.validate_config(config)

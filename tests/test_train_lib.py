@@ -282,3 +282,57 @@ def test_colours_and_overlay():
   np.testing.assert_array_equal(out[0, 1], [114, 50, 50])
   np.testing.assert_array_equal(
       visualize.matte_to_uint8(np.array([-0.2, 0.5, 1.3])), [0, 128, 255])
+
+
+def test_eval_and_predict_with_the_matting_refinement(trained, tmp_path):
+  """refine='matting': evaluation counts the refined labels of every image,
+  prediction writes them and the seeded system's mattes."""
+  from cfcls import inference  # pylint: disable=g-import-not-at-top
+  from cfcls import parallel  # pylint: disable=g-import-not-at-top
+  config = copy.deepcopy(trained['config'])
+  config.refine = 'matting'
+  config.refine_threshold = 0.2  # many seeds, so that the tiny net solves
+  result = train_lib.evaluate(config, trained['workdir'])
+  val = result['splits']['validation']
+  assert val['refine'] == 'matting' and val['refine_seconds_per_image'] >= 0
+  # The same labels by hand: the restored network, then refine_matting.
+  run, state, _, _ = run_lib.restore_for_eval(config, trained['workdir'],
+                                             None)
+  variables = parallel.local_copy(state.variables())
+  want = np.zeros((6, 6), np.int64)
+  solved = 0
+  for batch in pipeline.create_eval_iterator(config.data, 2,
+                                             split='validation'):
+    scores = np.asarray(run.predict_fn(variables, batch['image'])['scores'])
+    for i in np.flatnonzero(batch['example_mask']):
+      labels, _, info = inference.refine_matting(
+          config, batch['image'][i], scores[i], batch['valid'][i])
+      solved += info['solved']
+      keep = (batch['valid'][i] > 0) & (batch['mask'][i] < 6)
+      want += np.bincount(6 * batch['mask'][i][keep] + labels[keep],
+                          minlength=36).reshape(6, 6)
+  for t in val['thresholds'].values():
+    np.testing.assert_array_equal(np.array(t['confusion']), want)
+  assert want.sum() == 3 * IMAGE * IMAGE
+  # Prediction: labels and alpha pictures of the refined system.
+  inputs, outputs = tmp_path / 'in', tmp_path / 'out'
+  inputs.mkdir()
+  image = np.random.default_rng(1).integers(0, 256, (IMAGE, 36, 3),
+                                            dtype=np.uint8)
+  cv2.imwrite(str(inputs / 'one.png'), image[..., ::-1])
+  predict_lib.predict(config, trained['workdir'], str(inputs), str(outputs))
+  info = json.load(open(outputs / 'one.json'))
+  assert info['refine'] == 'matting' and info['refine_seconds'] >= 0
+  padded = predict_lib._pad_to_multiple(image, config.predict_pad_multiple)
+  scores = np.asarray(run.predict_fn(variables, padded[None])['scores'])[0]
+  labels, mattes, _ = inference.refine_matting(config, image,
+                                               scores[:IMAGE, :36])
+  got = cv2.imread(str(outputs / 'one_labels.png'), cv2.IMREAD_UNCHANGED)
+  np.testing.assert_array_equal(got, labels)
+  names = json.load(open(os.path.join(trained['workdir'], 'dataset.json')))[
+      'class_names']
+  for c in set(np.unique(labels)) - {0}:
+    alpha = cv2.imread(str(outputs / f'one_alpha_{c}_{names[c]}.png'),
+                       cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(
+        alpha, np.round(np.clip(mattes[..., c], 0, 1) * 255).astype(np.uint8))

@@ -14,6 +14,7 @@ from typing import List, Optional
 import ml_collections
 
 from cfcls import config_schema
+from cfcls import inference
 from cfcls import labels
 from cfcls.matting import laplacian
 from cfcls import losses
@@ -188,6 +189,13 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
         and config.guided_filter_radius >= 0,
         f'guided_filter_radius={config.guided_filter_radius!r} must be an '
         'int >= 0 (0 = off)')
+  one_of('refine', config.refine, inference.REFINES)
+  check(0 < config.refine_threshold <= 1,
+        f'refine_threshold={config.refine_threshold!r} must be in (0, 1]')
+  check(isinstance(config.refine_erode, int) and config.refine_erode >= 0,
+        f'refine_erode={config.refine_erode!r} must be an int >= 0')
+  check(config.refine_eps > 0,
+        f'refine_eps={config.refine_eps!r} must be > 0')
   check(config.guided_filter_eps > 0,
         f'guided_filter_eps={config.guided_filter_eps!r} must be > 0')
   thresholds = tuple(config.thresholds)

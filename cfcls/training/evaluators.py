@@ -7,6 +7,8 @@ the host's numpy batch); each one's `result()` is a dict, merged into the
 split's result:
   Confusion      summed confusion matrices -> mIoU, P/R/F1 per label map
                  (every pixel of the split counts once: padding is masked)
+  RefinedConfusion  the same, of the labels refined by the matting system
+                 (config.refine='matting'), with the solve time per image
   MattingErrors  network mattes vs the closed-form solve of the same images
                  and scribbles (MSE, mAD, gradient error), on process 0
   SummaryImages  TensorBoard pictures of the first batch, on process 0
@@ -18,6 +20,7 @@ from absl import logging
 import jax
 import numpy as np
 
+from cfcls import inference
 from cfcls import metrics as metrics_lib
 from cfcls import parallel
 from cfcls import visualize
@@ -52,6 +55,48 @@ class Confusion:
             'miou': per_threshold[objective.main_key(config.threshold)]['miou'],
             'prediction': objective.prediction,
             'class_names': self.run.class_names}
+
+
+class RefinedConfusion(Confusion):
+  """Confusion of the labels refined by the matting system (refine='matting').
+
+  The network runs on each host's own examples (`predict_fn`, local
+  variables); each image's seeded matting system is solved on the host
+  (`inference.refine_matting`); the hosts' matrices are summed at the end.
+  The same labels stand for every threshold (they come from an argmax).
+  """
+
+  def __init__(self, run):
+    super().__init__(run)
+    self.seconds = []
+
+  def update(self, variables, batch):
+    run, config = self.run, self.run.config
+    keys = run.objective.metric_keys(config.thresholds)
+    scores = np.asarray(jax.device_get(
+        run.predict_fn(variables, batch['image'])['scores']))
+    counts = np.zeros((len(keys), run.num_classes, run.num_classes), np.int64)
+    for i in np.flatnonzero(np.asarray(batch['example_mask']) > 0):
+      valid = np.asarray(batch['valid'][i])
+      labels, _, info = inference.refine_matting(
+          config, batch['image'][i], scores[i], valid)
+      self.seconds.append(info['seconds'])
+      counts += np.asarray(metrics_lib.confusion_matrix(
+          np.asarray(batch['mask'][i], np.int32), labels, run.num_classes,
+          weights=valid), np.int64)[None]
+    self.confusion = counts if self.confusion is None else (
+        self.confusion + counts)
+
+  def result(self) -> Dict[str, Any]:
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      self.confusion = np.asarray(multihost_utils.process_allgather(
+          self.confusion)).sum(0)
+    out = super().result()
+    out['refine'] = 'matting'
+    out['refine_seconds_per_image'] = float(np.mean(self.seconds)) if (
+        self.seconds) else 0.0
+    return out
 
 
 class MattingErrors:
@@ -141,7 +186,8 @@ def evaluate_state(run, state, split: str, *, full: bool = False,
   """
   from cfcls.data import pipeline  # pylint: disable=g-import-not-at-top
   config = run.config
-  confusion = Confusion(run)
+  matting = config.refine == 'matting'
+  confusion = RefinedConfusion(run) if matting else Confusion(run)
   evaluators = [confusion]
   summary = None
   if jax.process_index() == 0:
@@ -157,7 +203,7 @@ def evaluate_state(run, state, split: str, *, full: bool = False,
       config.data, config.eval_batch_size, split=split,
       process_index=jax.process_index(), process_count=jax.process_count())
   for batch in it:
-    confusion.update(variables, batch)
+    confusion.update(local if matting else variables, batch)
     for evaluator in evaluators[1:]:
       evaluator.update(local, batch)
   if confusion.confusion is None:

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from cfcls.training import distributed
+from cfcls import inference
 from cfcls import jsonio
 from cfcls import parallel
 from cfcls.training import run_lib
@@ -128,6 +129,12 @@ def _predict_one(run, predict_fn, variables, step, source, path, output_dir,
   labels = np.asarray(out['labels'][t, 0, :h, :w]).astype(np.uint8)
   scores = np.asarray(out['scores'][0, :h, :w])
   probs = np.asarray(out['probs'][0])
+  refine_seconds = None
+  if config.refine == 'matting':
+    # The seeded matting system's labels, and its mattes as the pictures.
+    refined, mattes, info = inference.refine_matting(config, image, scores)
+    labels, scores = refined.astype(np.uint8), mattes[..., 1:]
+    refine_seconds = info['seconds']
   present = sorted(set(int(c) for c in np.unique(labels) if c > 0)
                    | (set(int(c) + 1 for c in np.flatnonzero(probs >= 0.5))
                       if matte else set()))
@@ -146,6 +153,8 @@ def _predict_one(run, predict_fn, variables, step, source, path, output_dir,
       'pixel_fractions': {run.class_names[c]: float(np.mean(labels == c))
                           for c in range(run.num_classes)},
       'threshold': config.threshold if matte else None,
+      'refine': config.refine,
+      'refine_seconds': refine_seconds,
       'checkpoint': {'step': step, 'source': source},
   })
   written.append(name)
