@@ -390,7 +390,8 @@ class SolveWorker:
         image = self.folder.pixels(name)
         result = teacher.solve(image, ids, len(self.folder.classes),
                                self.settings,
-                               max_pixels=None if full else self.max_pixels)
+                               max_pixels=None if full else self.max_pixels,
+                               decision=False)
         rgba = teacher.overlay_rgba(result.labels)
         ok, buf = cv2.imencode('.png', cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA),
                                [cv2.IMWRITE_PNG_COMPRESSION, 1])

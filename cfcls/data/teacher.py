@@ -69,7 +69,8 @@ class Settings:
 class Result:
   alpha: np.ndarray     # float32 [H, W, K-1], clipped, quantised to 1/255
   labels: np.ndarray    # uint8 [H, W], 255 = unsure
-  decision: np.ndarray  # uint8 [H, W], every pixel (unquantised mattes)
+  decision: np.ndarray  # uint8 [H, W], every pixel (unquantised mattes);
+                        # None where solve(decision=False)
   seconds: float        # the solve's wall time
   factor: int = 1       # downscale factor of the solve (1 = full size)
 
@@ -103,7 +104,7 @@ def preview_factor(shape, max_pixels) -> int:
 
 
 def solve(image, scribbles, num_classes: int, settings: Settings,
-          max_pixels: int | None = None) -> Result:
+          max_pixels: int | None = None, decision: bool = True) -> Result:
   """The teacher's mattes and labels of one image.
 
   Args:
@@ -113,6 +114,7 @@ def solve(image, scribbles, num_classes: int, settings: Settings,
     settings: `Settings`.
     max_pixels: solve a copy downscaled to at most this many pixels (a
       preview); None or 0 solves the image itself.
+    decision: also label every pixel (Result.decision; else None).
 
   Returns:
     `Result`. Without any scribble every matte is 0 (all background, or
@@ -136,8 +138,11 @@ def solve(image, scribbles, num_classes: int, settings: Settings,
                                 settings.eps, settings.radius)
   seconds = time.perf_counter() - start
   alpha = np.clip(alpha, 0.0, 1.0)
-  decision = _closed_form_labels(alpha, np.full_like(scribbles, IGNORE),
-                                 settings.threshold, 0.0)
+  if decision:
+    decision = _closed_form_labels(alpha, np.full_like(scribbles, IGNORE),
+                                   settings.threshold, 0.0)
+  else:
+    decision = None
   # As the target cache stores them (targets.prepare; QUANT = 255).
   alpha = (np.rint(alpha * targets.QUANT) / targets.QUANT).astype(np.float32)
   labels = _closed_form_labels(alpha, scribbles, settings.threshold,
