@@ -112,9 +112,12 @@ VARIANTS = {
     'default_lap1': {'loss': 'two_stage', 'laplacian_weight': 1.0},
     'default_lap3': {'loss': 'two_stage', 'laplacian_weight': 3.0},
     'default_lap10': {'loss': 'two_stage', 'laplacian_weight': 10.0},
+    'default_refresh': {'loss': 'two_stage'},  # REFRESHED
     'pce_lap1': {'loss': 'pce', 'laplacian_weight': 1.0},
     'pce_lap10': {'loss': 'pce', 'laplacian_weight': 10.0},
 }
+# Variants trained twice: the second time on the refreshed teacher.
+REFRESHED = ('default_refresh',)
 THRESHOLDS = (0.4, 0.5, 0.6, 0.7)
 # --family: the generator module of the data (cfcls.data.<module>).
 FAMILIES = {'scenes': 'synthetic', 'textures': 'synthetic_textures'}
@@ -225,6 +228,81 @@ def crop_example(rng, image, scribbles, mask, crop, scale_range, num_classes,
           present, out_tgt)
 
 
+def train(config, run, mesh, state, data, k):
+  """config.num_train_steps steps on numpy crops of data's training images."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from cfcls import parallel  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(config.seed)
+  n_train = data['train_image'].shape[0]
+  history = []
+  for step in range(config.num_train_steps):
+    idx = rng.integers(0, n_train, config.batch_size)
+    parts = [crop_example(rng, data['train_image'][i], data['train_scribbles'][i],
+                          data['train_mask'][i], config.data.crop_size,
+                          tuple(config.data.scale_range), k,
+                          data['train_targets'][i]) for i in idx]
+    batch = {key: np.stack([p[j] for p in parts]) for j, key in enumerate(
+        ('image', 'scribbles', 'mask', 'valid', 'presence', 'targets'))}
+    state, m = run.train_step(state, parallel.host_batch_to_global(batch, mesh))
+    if (step + 1) % 100 == 0:
+      history.append({kk: float(v) for kk, v in jax.device_get(m).items()})
+  jax.block_until_ready(state)
+  return state, history
+
+
+def refresh_targets(config, run, state, data, k):
+  """Replaces data['train_targets'] by the closed-form mattes of each
+  training image's scribbles joined by the network's confident pixels
+  (cfcls.matting.refine.refreshed_scribbles); returns the teacher's mIoU on
+  the training masks before and after (labels as the two_stage loss takes
+  them, unsure pixels left out of the count)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from cfcls import inference  # pylint: disable=g-import-not-at-top
+  from cfcls import losses  # pylint: disable=g-import-not-at-top
+  from cfcls import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  from cfcls.data import targets  # pylint: disable=g-import-not-at-top
+  from cfcls.matting import refine  # pylint: disable=g-import-not-at-top
+  gf = config.guided_filter_radius
+  config.guided_filter_radius = 0
+  fwd = jax.jit(lambda v, x: inference.forward(config, run.eval_model, v, x))
+  config.guided_filter_radius = gf
+  variables = state.variables()
+  images, scribbles = data['train_image'], data['train_scribbles']
+  tc = config.data.targets
+  new, before, after = [], 0, 0
+  for start in range(0, images.shape[0], 20):
+    scores = np.asarray(jax.device_get(fwd(
+        variables, jnp.asarray(images[start:start + 20])))['scores'])
+    for i in range(scores.shape[0]):
+      j = start + i
+      seeds = refine.refreshed_scribbles(
+          scribbles[j], inference.class_confidences(config, scores[i]),
+          config.refine_threshold, config.refine_erode)
+      alpha = targets.solve_image(images[j], seeds, k, tc.lam, tc.eps,
+                                  tc.radius)
+      new.append(np.rint(np.clip(alpha, 0, 1) * targets.QUANT).astype(
+          np.uint8))
+      mask = data['train_mask'][j].astype(np.int32)
+      for old_new, tgt in ((0, data['train_targets'][j]), (1, new[-1])):
+        labels = np.asarray(losses.closed_form_labels(
+            jnp.asarray(tgt[None] / targets.QUANT), jnp.asarray(
+                scribbles[j][None].astype(np.int32)), jnp.ones((1,) + mask.shape),
+            config.target_threshold, config.target_margin))[0]
+        keep = labels != 255
+        conf = np.asarray(metrics_lib.confusion_matrix(
+            np.where(keep, mask, 255), np.where(keep, labels, 0), k))
+        if old_new:
+          after = after + conf
+        else:
+          before = before + conf
+  data['train_targets'] = np.stack(new)
+  return {'teacher_sure_miou_before': round(
+      metrics_lib.segmentation_metrics(before)['miou'], 4),
+          'teacher_sure_miou_after': round(
+              metrics_lib.segmentation_metrics(after)['miou'], 4)}
+
+
 def run_variant(name, steps, data_path, family='scenes', sets=None):
   """Trains one variant; returns its result dict."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -239,23 +317,16 @@ def run_variant(name, steps, data_path, family='scenes', sets=None):
   state = run_lib.initial_state(run)
   params = {key: sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(tree))
             for key, tree in state.params.items()}
-  step_fn = run.train_step
-  rng = np.random.default_rng(config.seed)
-  n_train = data['train_image'].shape[0]
+  data = dict(data)
   t0 = time.time()
-  history = []
-  for step in range(config.num_train_steps):
-    idx = rng.integers(0, n_train, config.batch_size)
-    parts = [crop_example(rng, data['train_image'][i], data['train_scribbles'][i],
-                          data['train_mask'][i], config.data.crop_size,
-                          tuple(config.data.scale_range), k,
-                          data['train_targets'][i]) for i in idx]
-    batch = {key: np.stack([p[j] for p in parts]) for j, key in enumerate(
-        ('image', 'scribbles', 'mask', 'valid', 'presence', 'targets'))}
-    state, m = step_fn(state, parallel.host_batch_to_global(batch, mesh))
-    if (step + 1) % 100 == 0:
-      history.append({kk: float(v) for kk, v in jax.device_get(m).items()})
-  jax.block_until_ready(state)
+  state, history = train(config, run, mesh, state, data, k)
+  refreshed = {}
+  if name in REFRESHED:
+    # The refreshed teacher: the first network's confident pixels join the
+    # scribbles; the targets are solved again and a new network is trained.
+    refreshed = refresh_targets(config, run, state, data, k)
+    state = run_lib.initial_state(run)
+    state, history = train(config, run, mesh, state, data, k)
   train_s = time.time() - t0
 
   from cfcls import objectives  # pylint: disable=g-import-not-at-top
@@ -282,7 +353,7 @@ def run_variant(name, steps, data_path, family='scenes', sets=None):
           'steps': config.num_train_steps, 'train_s': round(train_s, 1),
           'device': jax.devices()[0].device_kind, 'miou': miou,
           'best': max(miou.items(), key=lambda kv: kv[1]), 'mlc': mlc,
-          'matting_refine_s_per_image': refine_s,
+          'matting_refine_s_per_image': refine_s, 'refreshed': refreshed,
           'last_train': history[-1] if history else {},
           'loss_every_100': [round(h['loss'], 4) for h in history]}
 

@@ -115,3 +115,18 @@ def test_config_checks(field, value):
   config[field] = value
   with pytest.raises(config_utils.ConfigError, match=field):
     config_utils.validate_config(config)
+
+
+def test_refreshed_scribbles_keep_the_strokes_and_add_confident_pixels():
+  _, mask, probs = _scene()
+  strokes = np.full(mask.shape, 255, np.uint8)
+  strokes[5, 2:12] = 2  # a stroke where the network says otherwise
+  strokes[20, 25:29] = 0
+  joined = refine.refreshed_scribbles(strokes, probs)
+  seeds = refine.seeds_from_probabilities(probs)
+  stroked = strokes != 255
+  np.testing.assert_array_equal(joined[stroked], strokes[stroked])
+  np.testing.assert_array_equal(joined[~stroked], seeds[~stroked])
+  assert (joined[~stroked] != 255).any()
+  with pytest.raises(ValueError, match='scribbles'):
+    refine.refreshed_scribbles(strokes[:-1], probs)

@@ -59,6 +59,27 @@ def seeds_from_probabilities(probs, threshold: float = 0.9, erode: int = 2,
   return seeds
 
 
+def refreshed_scribbles(scribbles, probs, threshold: float = 0.9,
+                        erode: int = 2, valid=None) -> np.ndarray:
+  """A training image's scribbles joined by a network's confident pixels.
+
+  The refreshed teacher: the seeds of `seeds_from_probabilities` fill the
+  pixels no stroke covers; the user's strokes win wherever they are.
+
+  Args:
+    scribbles: int [H, W], class ids and UNLABELLED (255).
+    probs, threshold, erode, valid: as in `seeds_from_probabilities`.
+
+  Returns:
+    uint8 [H, W], class ids and UNLABELLED.
+  """
+  scribbles = np.asarray(scribbles)
+  seeds = seeds_from_probabilities(probs, threshold, erode, valid)
+  validation.check_shape('scribbles', scribbles, seeds.shape, '[H, W]')
+  return np.where(scribbles != constraints.UNLABELLED, scribbles,
+                  seeds).astype(np.uint8)
+
+
 def refine_image(image, probs, threshold: float = 0.9, erode: int = 2,
                  lam: float = 100.0, eps: float = 1e-5, radius: int = 1,
                  valid=None) -> Tuple[np.ndarray, np.ndarray, Dict]:
