@@ -8,8 +8,8 @@
       --input=photos/ --output=runs/voc/predictions
 
 Everything but flag parsing lives in cfcls (train_lib, predict_lib). The
-console shows cfcls's own progress lines; --verbose adds the libraries' INFO
-logs (orbax, clu, tfds).
+console shows cfcls's own lines and every warning a user can act on;
+--verbose adds what the libraries log besides (cfcls.training.console).
 """
 
 import os
@@ -54,7 +54,10 @@ flags.DEFINE_bool('distributed_auto', False,
                   'Let JAX detect the cluster (Slurm, Open MPI, Cloud TPU) '
                   'for the unset multi-process settings.')
 flags.DEFINE_bool('verbose', False,
-                  "Also show the libraries' INFO logs (orbax, clu, tfds).")
+                  "Also show the libraries' INFO logs (orbax, clu, tfds), "
+                  "TensorFlow's C++ banners and the libraries' notices a "
+                  'user cannot act on (tfds custom configs, orbax read-only '
+                  'directories).')
 flags.DEFINE_integer('cpu_devices', None,
                      'CPU devices per process (jax_num_cpu_devices), e.g. to '
                      'try data parallelism on one machine.')

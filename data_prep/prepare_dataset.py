@@ -14,6 +14,8 @@ exactly where training (cfcls.data.pipeline) looks for them, and prints the
 classes and split sizes. The expected layout of each --manual_dir is in the
 builder's module docstring (cfcls/data/builders/). Bad input stops with an
 error naming the file; --skip_corrupt logs and leaves such examples out.
+--verbose also shows the libraries' notices a user cannot act on and
+TensorFlow's C++ banners (cfcls.training.console).
 Preparing once here is the way for multi-host training (otherwise the first
 use prepares it).
 """
@@ -48,7 +50,13 @@ def main(argv=None):
   p.add_argument('--num_val', type=int, default=100)
   p.add_argument('--image_size', type=int, default=128)
   p.add_argument('--seed', type=int, default=0)
+  p.add_argument('--verbose', action='store_true',
+                 help="also show the libraries' notices and TensorFlow's "
+                 'C++ banners')
   a = p.parse_args(argv)
+  if not a.verbose:  # before tensorflow is imported
+    from cfcls.training import console  # pylint: disable=g-import-not-at-top
+    console.quiet_library_warnings()
   from cfcls.data import pipeline  # pylint: disable=g-import-not-at-top
   info = pipeline.dataset_info(data_config_from_args(a))
   print(f'{info.name}: {info.num_classes} classes {list(info.class_names)}')

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import data_fixtures as fixtures
+from test_console import library_noise
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,6 +46,7 @@ def test_voc_config_runs_end_to_end(tmp_path):
   assert 'eval step 2: validation mIoU ' in text, text
   assert 'Done: step 2, best checkpoint step 2' in text, text
   assert 'Downloading' not in text and 'Closing _NonBlocking' not in text
+  assert library_noise(text) == [], text  # tfds's, orbax's (test_console)
   with open(workdir / 'metrics.json') as f:
     metrics = json.load(f)
   assert metrics['step'] == 2 and metrics['dataset'] == 'scribble_voc'

@@ -99,6 +99,15 @@ def _builder_and_config(data_config):
       'scribble_folder, scribble_voc or scribble_cityscapes')
 
 
+def _is_prepared(builder) -> bool:
+  """builder.is_prepared(), without tfds's warning 'Variant folder ... has
+  no dataset_info.json' for a dataset not prepared yet (tfds logs it for
+  every such check; a prepared dataset has that file)."""
+  if not (builder.data_path / 'dataset_info.json').exists():
+    return False
+  return builder.is_prepared()
+
+
 def get_builder(data_config, prepare: bool = True):
   """The tfds builder for data_config, prepared (with a log line) if needed."""
   data_config = complete_config(data_config)
@@ -107,7 +116,7 @@ def get_builder(data_config, prepare: bool = True):
   builder = common.make_builder(cls, cfg, data_dir)
   if prepare and cls is scribble_folder.ScribbleFolder:
     builder = _reprepare_if_changed(builder, data_config, cls, cfg, data_dir)
-  if prepare and not builder.is_prepared():
+  if prepare and not _is_prepared(builder):
     if cls is not synthetic_scenes.SyntheticScenes and not manual_dir:
       raise common.BadInputError(
           f'data_config.manual_dir must be set to prepare {builder.name} (not '
@@ -135,7 +144,7 @@ def get_builder(data_config, prepare: bool = True):
 def _reprepare_if_changed(builder, data_config, cls, cfg, data_dir):
   """A prepared folder dataset whose folder changed: prepare it again
   (data.on_folder_change='prepare') or stop saying what changed ('error')."""
-  if not builder.is_prepared():
+  if not _is_prepared(builder):
     return builder
   prepared = os.fspath(builder.data_dir)
   folder = data_config.manual_dir

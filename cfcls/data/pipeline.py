@@ -35,6 +35,8 @@ Builders are prepared on first use (cfcls.data.datasets).
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 
 import numpy as np
@@ -116,6 +118,8 @@ def _options():
 def _decoder(builder):
   """decode(example, key): decodes a feature read with SkipDecoding."""
   feats = builder.info.features
+  for feature in feats.values():
+    _fill_dtype(feature)
 
   def decode(example, key):
     value = feats[key].decode_example(example[key])
@@ -124,6 +128,20 @@ def _decoder(builder):
     return value
 
   return decode
+
+
+def _fill_dtype(feature):
+  """Fills a feature's deprecated `dtype` with its value (tf_dtype).
+
+  tfds 4.9's own Tensor.decode_example reads `self.dtype`, a
+  functools.cached_property that logs "`FeatureConnector.dtype` is
+  deprecated" when first read, for every builder made (up to 10 lines a
+  process). Filling the cache first gives decode_example the same value and
+  drops the warning; a tfds whose `dtype` is no cached property is left as is.
+  """
+  if isinstance(inspect.getattr_static(type(feature), 'dtype', None),
+                functools.cached_property):
+    feature.__dict__.setdefault('dtype', feature.tf_dtype)
 
 
 def _augment(example, decode, seed, crop_size, scale_range, flip, annotation,
@@ -283,6 +301,15 @@ def max_image_size(builder, split) -> tuple[int, int]:
 def create_eval_dataset(data_config, global_batch_size, *, split=None,
                         process_index=None, process_count=None):
   """(finite eval tf.data.Dataset for this host, number of batches)."""
+  ds, num_batches, _ = _eval_dataset(data_config, global_batch_size,
+                                     split=split, process_index=process_index,
+                                     process_count=process_count)
+  return ds, num_batches
+
+
+def _eval_dataset(data_config, global_batch_size, *, split, process_index,
+                  process_count):
+  """(eval dataset, number of batches, its builder)."""
   data_config = datasets.complete_config(data_config)
   process_index, process_count = _process(process_index, process_count)
   batch = _per_host_batch(global_batch_size, process_count)
@@ -338,7 +365,8 @@ def create_eval_dataset(data_config, global_batch_size, *, split=None,
   # still yields num_batches batches of the same shape.
   ds = ds.concatenate(tf.data.Dataset.from_tensors(filler).repeat())
   ds = ds.batch(batch).take(num_batches)
-  return ds.prefetch(tf.data.AUTOTUNE).with_options(_options()), num_batches
+  return (ds.prefetch(tf.data.AUTOTUNE).with_options(_options()), num_batches,
+          builder)
 
 
 def create_eval_iterator(data_config, global_batch_size, *, split=None,
@@ -353,7 +381,7 @@ def create_eval_iterator(data_config, global_batch_size, *, split=None,
   Every host yields the same number of batches; the hosts' examples together
   are the split, each exactly once.
   """
-  ds, _ = create_eval_dataset(data_config, global_batch_size, split=split,
-                              process_index=process_index,
-                              process_count=process_count)
-  return read_errors.eval_batches(ds, dataset_info(data_config).data_path)
+  ds, _, builder = _eval_dataset(data_config, global_batch_size, split=split,
+                                 process_index=process_index,
+                                 process_count=process_count)
+  return read_errors.eval_batches(ds, os.fspath(builder.data_dir))

@@ -116,16 +116,21 @@ class Checkpoints:
 
   def __init__(self, workdir: str, keep: int = 3, read_only: bool = False):
     self.workdir = workdir
+    # Read-only managers get the values orbax would force on them (no saving
+    # interval, no deletion), so that it does not warn that it changed them.
+    writes = dict(save_interval_steps=0) if read_only else {}
     self.latest = ocp.CheckpointManager(
         os.path.join(os.path.abspath(workdir), 'checkpoints'),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=not read_only, read_only=read_only))
+            max_to_keep=None if read_only else keep, create=not read_only,
+            read_only=read_only, **writes))
     self.best = ocp.CheckpointManager(
         os.path.join(os.path.abspath(workdir), 'best'),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, best_fn=lambda m: m[BEST_METRIC], best_mode='max',
+            max_to_keep=None if read_only else 1,
+            best_fn=lambda m: m[BEST_METRIC], best_mode='max',
             keep_checkpoints_without_metrics=False, create=not read_only,
-            read_only=read_only))
+            read_only=read_only, **writes))
 
   def save(self, step: int, state, force: bool = False) -> bool:
     """Saves to checkpoints/ (if not there already)."""

@@ -1,15 +1,26 @@
 """What a person sees on the console: cfcls's own lines, not the libraries'.
 
 `quiet_libraries()` keeps INFO lines of cfcls and train.py and drops the INFO
-chatter of orbax, clu, tfds and absl (warnings and errors of every library
-still show); `--verbose` on train.py leaves everything on. `Progress` formats
-the one line per `log_every_steps`:
+chatter of orbax, clu, tfds and absl, TensorFlow's C++ INFO banners (oneDNN,
+CPU instructions; and with them absl's "before absl::InitializeLog()" line)
+and the library warnings in LIBRARY_NOTICES, which say nothing a user can act
+on. Other warnings and errors, ours and the libraries', still show.
+`--verbose` on train.py and data_prep/prepare_dataset.py leaves everything
+on. The library warnings cfcls itself caused are fixed where they arose:
+tfds's "Variant folder ... has no dataset_info.json" (cfcls.data.datasets
+checks for the file first), "`FeatureConnector.dtype` is deprecated" (read
+by tfds's own decoder; cfcls.data.pipeline fills the value in first) and
+orbax's "read_only=True, setting ..." (cfcls.training.checkpointing passes
+the values orbax wants); an evaluation makes one tfds builder, not two.
+
+`Progress` formats the one line per `log_every_steps`:
 
   step 200/5000  loss 0.0123 (cfm 0.0101, mlc 0.0022)  4.1 steps/s  ETA 19m30s
 """
 
 import logging
 import os
+import re
 import time
 from typing import Dict, Optional
 
@@ -21,20 +32,61 @@ class _OwnInfoOnly(logging.Filter):
   """Passes warnings and errors, and INFO lines logged by cfcls itself."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    if record.levelno >= logging.WARNING:
+    return record.levelno >= logging.WARNING or _own(record)
+
+
+# Library warnings (absl logger, WARNING level) that say nothing a user can
+# act on, as regular expressions of the message.
+LIBRARY_NOTICES = (
+    # tfds, for every builder made with a config object; cfcls makes the
+    # synthetic_scenes and scribble_folder configs from the data config.
+    r'Using custom data configuration: ',
+    # orbax, for every read-only checkpoint manager (eval, predict).
+    r'Given directory is read only=',
+)
+_NOTICE = re.compile('|'.join(f'(?:{p})' for p in LIBRARY_NOTICES))
+
+
+class _NoLibraryNotices(logging.Filter):
+  """Drops the warnings of LIBRARY_NOTICES logged outside cfcls."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.levelno != logging.WARNING or _own(record):
       return True
-    path = os.path.abspath(record.pathname or '')
-    return (path.startswith(_PACKAGE_DIR + os.sep)
-            or os.path.dirname(path) == _ROOT_DIR)
+    try:
+      message = record.getMessage()
+    except Exception:  # pylint: disable=broad-except
+      return True
+    return not _NOTICE.match(message)
+
+
+def _own(record: logging.LogRecord) -> bool:
+  path = os.path.abspath(record.pathname or '')
+  return (path.startswith(_PACKAGE_DIR + os.sep)
+          or os.path.dirname(path) == _ROOT_DIR)
+
+
+def quiet_library_warnings():
+  """Drops LIBRARY_NOTICES and TensorFlow's C++ INFO lines (oneDNN, CPU
+  instructions); call it before tensorflow is imported.
+
+  (data_prep/prepare_dataset.py: its tfds progress bars stay.)
+  """
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+  # tfds and orbax log through absl's Python logger 'absl'.
+  logger = logging.getLogger('absl')
+  if not any(isinstance(f, _NoLibraryNotices) for f in logger.filters):
+    logger.addFilter(_NoLibraryNotices())
 
 
 def quiet_libraries():
-  """Drops other libraries' INFO lines from absl's log handler.
+  """Drops other libraries' INFO lines from absl's log handler, and
+  quiet_library_warnings().
 
-  Also switches off tfds's progress bars and TensorFlow's C++ INFO lines
-  (set before tensorflow is imported).
+  Also switches off tfds's progress bars. Call it before tensorflow is
+  imported.
   """
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+  quiet_library_warnings()
   from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
   handler = absl_logging.get_absl_handler()
   if not any(isinstance(f, _OwnInfoOnly) for f in handler.filters):
