@@ -12,8 +12,8 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 
+import jax
 import pytest
 
 import data_fixtures as fixtures
@@ -46,11 +46,11 @@ TINY = ['--config.model.backbone=resnet18', '--config.model.width=0.125',
 
 def _env():
   env = dict(os.environ, CUDA_VISIBLE_DEVICES='',
-             JAX_NUMPY_RANK_PROMOTION='raise',
-             # the test session's compilation cache (tests/conftest.py)
-             JAX_COMPILATION_CACHE_DIR=os.path.join(
-                 tempfile.gettempdir(), 'cfcls_tests_jax_cache'),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0.5')
+             JAX_NUMPY_RANK_PROMOTION='raise')
+  # The test session's compilation cache (tests/conftest.py).
+  if jax.config.jax_compilation_cache_dir:
+    env['JAX_COMPILATION_CACHE_DIR'] = jax.config.jax_compilation_cache_dir
+    env.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
   for name in ('TF_CPP_MIN_LOG_LEVEL', 'XLA_FLAGS'):  # as a user has them
     env.pop(name, None)
   return env
