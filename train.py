@@ -93,6 +93,9 @@ def _parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  from cfcls.training import console  # pylint: disable=g-import-not-at-top
+  if not FLAGS.verbose:  # before anything imports tensorflow
+    console.quiet_library_warnings()
   # Fields and values first, before anything is imported or prepared (the
   # batch's divisibility by the devices is checked once JAX has them).
   from cfcls.training import config_utils  # pylint: disable=g-import-not-at-top
@@ -100,7 +103,6 @@ def main(argv):
     config_utils.validate_config(FLAGS.config)
   except config_utils.ConfigError as e:
     sys.exit(f'train.py: {e}')
-  from cfcls.training import console  # pylint: disable=g-import-not-at-top
   from cfcls.training import stopping  # pylint: disable=g-import-not-at-top
   if not FLAGS.verbose:
     console.quiet_libraries()
