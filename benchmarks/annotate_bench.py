@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import io
-import itertools
 import os
 import shutil
 import sys
@@ -51,7 +50,13 @@ from cfcls.data import synthetic, teacher  # noqa: E402
 
 CLASSES = ('background', 'cup', 'saucer')
 WIDTH = 5
-_SEQ = itertools.count(1)  # request numbers, increasing for every server
+_LAST_SEQ = [0]
+
+
+def next_seq():
+  """Request numbers as the page makes them: the time in ms, increasing."""
+  _LAST_SEQ[0] = max(_LAST_SEQ[0] + 1, int(time.time() * 1000))
+  return _LAST_SEQ[0]
 
 
 def photo(h, w):
@@ -88,9 +93,12 @@ def strokes(h, w, n, seed=0):
   return out
 
 
+BUDGET = [srv.PREVIEW_SECONDS]  # --preview-seconds
+
+
 def serve(folder, max_pixels):
   server = srv.make_server(folder, port=0, settings=teacher.Settings(),
-                           max_pixels=max_pixels)
+                           max_pixels=max_pixels, budget=BUDGET[0])
   threading.Thread(target=server.serve_forever, args=(0.05,),
                    daemon=True).start()
   return server
@@ -99,9 +107,9 @@ def serve(folder, max_pixels):
 def http_latency(server, h, w, plan, full, pause):
   port = server.server_address[1]
   ids = np.full((h, w), 255, np.uint8)
-  times, solves = [], []
+  times, solves, factors = [], [], []
   for cls, pts in plan:
-    seq = next(_SEQ)
+    seq = next_seq()
     S.draw_polyline(ids, pts, cls, WIDTH)
     start = time.perf_counter()
     body = ids.tobytes()  # as the page sends them
@@ -117,9 +125,10 @@ def http_latency(server, h, w, plan, full, pause):
     assert overlay.shape[:2] == (h, w)
     times.append(time.perf_counter() - start)
     solves.append(float(resp.getheader('X-Solve-Seconds')))
+    factors.append(int(resp.getheader('X-Factor')))
     conn.close()
     time.sleep(pause)
-  return times, solves
+  return times, solves, factors
 
 
 def browser_latency(server, h, w, plan, pause):
@@ -153,7 +162,8 @@ def browser_latency(server, h, w, plan, pause):
   print('  browser parts (median ms): request %.0f, of which solve %.0f'
         % (np.median([t['request'] for t in got]),
            1000 * np.median([t['solve'] for t in got])))
-  return [t['ms'] / 1000 for t in got], [t['solve'] for t in got]
+  return ([t['ms'] / 1000 for t in got], [t['solve'] for t in got],
+          [t['factor'] for t in got])
 
 
 # Strokes for the README's screenshot, on the coffee photo at 500x375.
@@ -229,9 +239,11 @@ def drag_polyline(driver, rect, size, pts):
   actions.perform()
 
 
-def summary(times):
+def summary(times, solves, factors):
   t = np.asarray(times)
-  return f'median {np.median(t):.3f} s, worst {t.max():.3f} s (n={t.size})'
+  used = ', '.join(f'1/{f} x{factors.count(f)}' for f in sorted(set(factors)))
+  return (f'median {np.median(t):.3f} s, worst {t.max():.3f} s (n={t.size}); '
+          f'solve median {np.median(solves):.3f} s; solved at {used}')
 
 
 def main(argv=None):
@@ -241,6 +253,10 @@ def main(argv=None):
   p.add_argument('--pause', type=float, default=0.3,
                  help='seconds between an overlay and the next stroke')
   p.add_argument('--preview-pixels', type=int, default=srv.PREVIEW_PIXELS)
+  p.add_argument('--preview-seconds', type=float,
+                 default=srv.PREVIEW_SECONDS,
+                 help='the server\'s time budget per preview solve (0: '
+                 'always the finest preview)')
   p.add_argument('--no-browser', action='store_true')
   p.add_argument('--no-full', action='store_true',
                  help='skip the full-resolution http pass')
@@ -253,8 +269,10 @@ def main(argv=None):
   if a.screenshot:
     print(f'screenshot: {screenshot(a.screenshot)}')
     return
+  BUDGET[0] = a.preview_seconds
   print(f'load average before: {os.getloadavg()[0]:.2f} '
-        f'({os.cpu_count()} CPUs); preview at most {a.preview_pixels} px')
+        f'({os.cpu_count()} CPUs); preview at most {a.preview_pixels} px, '
+        f'coarser while a solve takes over {a.preview_seconds} s')
   sizes = [tuple(int(v) for v in s.split('x')) for s in a.sizes.split(',')]
   for h, w in sizes:
     with tempfile.TemporaryDirectory() as tmp:
@@ -262,28 +280,22 @@ def main(argv=None):
       source = make_folder(folder, h, w)
       plan = strokes(h, w, a.strokes)
       server = serve(folder, a.preview_pixels)
-      f = teacher.preview_factor((h, w), a.preview_pixels)
       try:
-        # Warm-up (the solver's plan for this size, jax): one stroke.
-        http_latency(server, h, w, plan[:1], False, 0)
+        # Warm-up: jax, the solver's plans for this size, and the preview
+        # size settling (SolveWorker) on three strokes.
+        warm = http_latency(server, h, w, plan[:3], False, 0)
         if not a.no_full:
           http_latency(server, h, w, plan[:1], True, 0)
-        print(f'{h}x{w} ({source}), {a.strokes} strokes:')
+        print(f'{h}x{w} ({source}), {a.strokes} strokes (warm-up solves '
+              f'{", ".join(f"{t:.2f}" for t in warm[1])} s):')
         if browser:
-          times, solves = browser_latency(server, h, w, plan, a.pause)
-          print(f'  browser, preview 1/{f}: stroke to overlay '
-                f'{summary(times)}; solve median {np.median(solves):.3f} s')
-        server.server_close()
-        server = serve(folder, a.preview_pixels)
-        times, solves = http_latency(server, h, w, plan, False, a.pause)
-        print(f'  http, preview 1/{f}: {summary(times)}; solve median '
-              f'{np.median(solves):.3f} s')
+          got = browser_latency(server, h, w, plan, a.pause)
+          print(f'  browser, preview: stroke to overlay {summary(*got)}')
+        got = http_latency(server, h, w, plan, False, a.pause)
+        print(f'  http, preview: {summary(*got)}')
         if not a.no_full:
-          server.server_close()
-          server = serve(folder, a.preview_pixels)
-          times, solves = http_latency(server, h, w, plan, True, a.pause)
-          print(f'  http, full size: {summary(times)}; solve median '
-                f'{np.median(solves):.3f} s')
+          got = http_latency(server, h, w, plan, True, a.pause)
+          print(f'  http, full size: {summary(*got)}')
       finally:
         server.shutdown()
         server.server_close()

@@ -1,7 +1,7 @@
 """Draw scribbles in your browser and see the closed-form labels as you draw.
 
   python data_prep/annotate.py FOLDER [--port 8000] [--config configs/folder.py]
-      [--host 127.0.0.1] [--preview-pixels 50000]
+      [--host 127.0.0.1] [--preview-pixels 50000] [--preview-seconds 0.3]
 
 Serves a page for a scribble folder (images/, classes.txt; scribbles/ and
 masks/ optional, as data_prep/README.md describes) on http://127.0.0.1:PORT/:
@@ -10,7 +10,8 @@ the next or previous image. After each stroke the closed-form labels that
 training would use (the config's teacher: data.targets lam, eps, radius,
 target_threshold, target_margin) are laid over the photo, unsure pixels
 hatched; they are solved on a copy of at most --preview-pixels pixels (0:
-the full photo; the page's "full resolution" box asks for that per stroke).
+the full photo; the page's "full resolution" box asks for that per stroke),
+a coarser one while solves take longer than --preview-seconds.
 Save writes scribbles/NAME.png (palette PNG, index = class id, 255 =
 unlabelled), atomically; images/ and masks/ are never written.
 
@@ -44,12 +45,16 @@ def main(argv=None, serve=True):
                  default=annotation_server.PREVIEW_PIXELS,
                  help='solve the live overlay on a copy of at most this many '
                  'pixels (default %(default)s; 0: full size)')
+  p.add_argument('--preview-seconds', type=float,
+                 default=annotation_server.PREVIEW_SECONDS,
+                 help='solve coarser previews while a solve takes longer '
+                 'than this (default %(default)s; 0: always the finest)')
   p.add_argument('--verbose', action='store_true', help='log each request')
   a = p.parse_args(argv)
   if not 0 <= a.port <= 65535:
     p.error(f'--port {a.port}: not a port number (0-65535)')
-  if a.preview_pixels < 0:
-    p.error('--preview-pixels must be >= 0')
+  if a.preview_pixels < 0 or a.preview_seconds < 0:
+    p.error('--preview-pixels and --preview-seconds must be >= 0')
   if not os.path.isfile(a.config):
     p.error(f'--config {a.config}: no such file')
   from cfcls import config_schema  # pylint: disable=g-import-not-at-top
@@ -59,7 +64,8 @@ def main(argv=None, serve=True):
   try:
     server = annotation_server.make_server(
         a.folder, host=a.host, port=a.port, settings=settings,
-        max_pixels=a.preview_pixels, verbose=a.verbose)
+        max_pixels=a.preview_pixels, verbose=a.verbose,
+        budget=a.preview_seconds)
   except (ValueError, OSError) as e:
     sys.exit(f'annotate.py: error: {e}')
   host, port = server.server_address[:2]

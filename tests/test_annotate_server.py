@@ -492,3 +492,25 @@ def test_command_line_binds_to_loopback_and_warns_when_told_otherwise(
     annotate.main([str(root), '--port', '70000'], serve=False)
   assert '--port 70000: not a port number' in capsys.readouterr().err
   assert snapshot(root) == before  # starting and stopping write nothing
+
+
+def test_preview_gets_coarser_while_solves_are_slow_and_finer_again():
+  """SolveWorker's preview factor at 500x375 (finest 2 at 50k pixels, 0.3 s
+  budget); a size's first solve at a factor (the solver's plan) is left
+  out."""
+  worker = srv.SolveWorker.__new__(srv.SolveWorker)  # no thread needed
+  worker.max_pixels, worker.budget = 50_000, 0.3
+  worker._factor, worker._seen = {}, set()
+  shape = (375, 500)
+  factors = []
+  for factor_seconds in ((2, 0.5), (2, 0.5), (3, 0.1), (3, 0.1), (3, 0.05),
+                         (2, 0.2)):
+    assert worker._preview_factor(shape) == factor_seconds[0]
+    worker._adapt(shape, *factor_seconds)
+    factors.append(worker._preview_factor(shape))
+  # 0.5 s twice at 1/2 (the first is the plan's): coarser. 0.1 s at 1/3
+  # predicts 0.34 s at 1/2: stay. 0.05 s predicts 0.17 s: finer again.
+  assert factors == [2, 3, 3, 3, 2, 2]
+  worker.budget = 0  # 0: always the finest
+  worker._adapt(shape, 2, 5.0)
+  assert worker._preview_factor(shape) == 2

@@ -79,6 +79,10 @@ LOOPBACK = ('127.0.0.1', 'localhost', '::1')
 # The live overlay solves a copy of at most this many pixels (teacher.solve's
 # max_pixels: 500x375 -> 250x188), then upsamples; full=1 solves the photo.
 PREVIEW_PIXELS = 50_000
+# ... and a coarser copy (up to 1/MAX_FACTOR a side) while solves take longer
+# than this (SolveWorker): the overlay within ~0.5 s of a stroke.
+PREVIEW_SECONDS = 0.3
+MAX_FACTOR = 6
 
 
 class Refused(Exception):
@@ -336,10 +340,20 @@ class SolveWorker:
   None as soon as a newer stroke (higher seq) of the same image arrives: its
   solve supersedes this one (a solve already running finishes; its result
   is dropped if a newer one is pending).
+
+  Preview size: the finest integer downscale with at most max_pixels pixels,
+  coarser while a solve at an image size takes longer than budget seconds
+  (a busy machine), finer again when the finer one is expected to fit
+  (solve time ~ pixels^1.5); budget 0 keeps the finest. The first solve of a
+  size and factor (the solver's plan for that grid) does not count.
   """
 
-  def __init__(self, folder: Folder, settings, max_pixels: int):
+  def __init__(self, folder: Folder, settings, max_pixels: int,
+               budget: float = PREVIEW_SECONDS):
     self.folder, self.settings, self.max_pixels = folder, settings, max_pixels
+    self.budget = budget
+    self._factor = {}    # image shape -> preview factor in use
+    self._seen = set()   # (shape, factor) solved once
     self._cv = threading.Condition()
     self._latest = {}    # name -> newest seq submitted
     self._pending = {}   # name -> (order, seq, ids, full)
@@ -388,10 +402,11 @@ class SolveWorker:
         _, seq, ids, full = self._pending.pop(name)
       try:
         image = self.folder.pixels(name)
+        factor = 1 if full else self._preview_factor(ids.shape)
         result = teacher.solve(image, ids, len(self.folder.classes),
-                               self.settings,
-                               max_pixels=None if full else self.max_pixels,
-                               decision=False)
+                               self.settings, factor=factor, decision=False)
+        if not full:
+          self._adapt(ids.shape, factor, result.seconds)
         rgba = teacher.overlay_rgba(result.labels)
         ok, buf = cv2.imencode('.png', cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA),
                                [cv2.IMWRITE_PNG_COMPRESSION, 1])
@@ -405,16 +420,35 @@ class SolveWorker:
         self._cv.notify_all()
 
 
+  def _preview_factor(self, shape):
+    from cfcls.data import teacher  # pylint: disable=g-import-not-at-top
+    finest = teacher.preview_factor(shape, self.max_pixels)
+    return self._factor.get(shape, finest)
+
+  def _adapt(self, shape, factor, seconds):
+    from cfcls.data import teacher  # pylint: disable=g-import-not-at-top
+    if not self.budget or (shape, factor) not in self._seen:
+      self._seen.add((shape, factor))
+      return
+    finest = teacher.preview_factor(shape, self.max_pixels)
+    if seconds > self.budget and factor < MAX_FACTOR:
+      self._factor[shape] = factor + 1
+    elif factor > finest and seconds * (factor / (factor - 1)) ** 3 < (
+        0.8 * self.budget):
+      self._factor[shape] = factor - 1
+
+
 class App:
   """What the handlers share: the folder, the worker, the settings."""
 
   def __init__(self, folder: str, settings, host: str, port: int,
-               max_pixels: int = PREVIEW_PIXELS):
+               max_pixels: int = PREVIEW_PIXELS,
+               budget: float = PREVIEW_SECONDS):
     self.folder = Folder(folder)
     self.settings = settings
     self.host, self.port = host, port
     self.max_pixels = max_pixels
-    self.worker = SolveWorker(self.folder, settings, max_pixels)
+    self.worker = SolveWorker(self.folder, settings, max_pixels, budget)
     self._png_cache = {}
 
   def allowed_hosts(self):
@@ -439,13 +473,17 @@ class App:
     }
 
   def image_png(self, name):
-    if name not in self._png_cache:
+    png = self._png_cache.get(name)
+    if png is None:
       rgb = self.folder.pixels(name)
       ok, buf = cv2.imencode('.png', rgb[..., ::-1],
                              [cv2.IMWRITE_PNG_COMPRESSION, 1])
       assert ok
-      self._png_cache[name] = buf.tobytes()
-    return self._png_cache[name]
+      png = buf.tobytes()
+      if len(self._png_cache) > 16:  # the last few images only
+        self._png_cache.pop(next(iter(self._png_cache)), None)
+      self._png_cache[name] = png
+    return png
 
 
 _NAME_ROUTES = re.compile(r'^/api/(image|scribbles|solve|save)/([^/]+)$')
@@ -622,15 +660,19 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 def make_server(folder: str, host: str = '127.0.0.1', port: int = 8000,
                 settings=None, max_pixels: int = PREVIEW_PIXELS,
-                verbose: bool = False) -> Server:
+                verbose: bool = False,
+                budget: float = PREVIEW_SECONDS) -> Server:
   """A server for `folder`, bound (port 0: a free port); call
   serve_forever(). settings: `teacher.Settings` (default: configs/folder.py's
-  values). Raises ValueError for a folder that is not a scribble folder."""
+  values); max_pixels and budget: the live preview's size and time (see
+  SolveWorker). Raises ValueError for a folder that is not a scribble
+  folder."""
   from cfcls.data import teacher  # pylint: disable=g-import-not-at-top
   settings = settings or teacher.Settings()
   if ':' in host and not host.startswith('['):
     raise ValueError(f'--host {host}: IPv6 is not supported; use 127.0.0.1')
-  app = App(folder, settings, host, port, max_pixels)  # ValueError first
+  app = App(folder, settings, host, port, max_pixels,
+            budget)  # a bad folder raises before the port is taken
   server = Server((host, port), Handler, bind_and_activate=False)
   try:
     server.server_bind()

@@ -104,7 +104,8 @@ def preview_factor(shape, max_pixels) -> int:
 
 
 def solve(image, scribbles, num_classes: int, settings: Settings,
-          max_pixels: int | None = None, decision: bool = True) -> Result:
+          max_pixels: int | None = None, decision: bool = True,
+          factor: int | None = None) -> Result:
   """The teacher's mattes and labels of one image.
 
   Args:
@@ -115,6 +116,7 @@ def solve(image, scribbles, num_classes: int, settings: Settings,
     max_pixels: solve a copy downscaled to at most this many pixels (a
       preview); None or 0 solves the image itself.
     decision: also label every pixel (Result.decision; else None).
+    factor: the downscale factor itself (overrides max_pixels; 1 = none).
 
   Returns:
     `Result`. Without any scribble every matte is 0 (all background, or
@@ -123,7 +125,7 @@ def solve(image, scribbles, num_classes: int, settings: Settings,
   image = np.asarray(image)
   scribbles = np.asarray(scribbles).astype(np.uint8)
   h, w = scribbles.shape
-  f = preview_factor((h, w), max_pixels)
+  f = preview_factor((h, w), max_pixels) if factor is None else int(factor)
   start = time.perf_counter()
   if f > 1:
     small, small_scr = _downscale(image.astype(np.float64) / 255.0,
