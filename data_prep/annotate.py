@@ -79,6 +79,8 @@ def main(argv=None, serve=True):
   if app.folder.refused:
     print(f'left out (they lead outside the folder): '
           f'{", ".join(app.folder.refused)}')
+  if app.folder.unreadable:
+    print(f'left out (unreadable): {", ".join(app.folder.unreadable)}')
   shown = '127.0.0.1' if host in ('0.0.0.0', '127.0.0.1') else host
   print(f'open http://{shown}:{port}/  (Ctrl+C to stop)', flush=True)
   if not serve:

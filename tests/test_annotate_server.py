@@ -514,3 +514,56 @@ def test_preview_gets_coarser_while_solves_are_slow_and_finer_again():
   worker.budget = 0  # 0: always the finest
   worker._adapt(shape, 2, 5.0)
   assert worker._preview_factor(shape) == 2
+
+
+def test_opens_a_folder_imported_from_labelme_with_its_scribbles(tmp_path):
+  """import_scribbles' output opens as it is: its strokes come back as the
+  page's ids, and saving them again changes no pixel."""
+  import test_importers as ti  # pylint: disable=g-import-not-at-top
+  from cfcls.data import importers  # pylint: disable=g-import-not-at-top
+  _, expected = ti._labelme_a(str(tmp_path / 'ann' / 'a.json'))
+  folder = tmp_path / 'site'
+  importers.import_folder('labelme', str(tmp_path / 'ann'), str(folder))
+  server = srv.make_server(str(folder), port=0)
+  threading.Thread(target=server.serve_forever, args=(0.02,),
+                   daemon=True).start()
+  try:
+    status, headers, body = request(server, 'GET', '/api/scribbles/a')
+    assert status == 200 and headers['X-Saved'] == '1'
+    ids = png_array(body)[..., 0]
+    np.testing.assert_array_equal(ids, expected)
+    assert request(server, 'POST', '/api/save/a', ids_png(ids))[0] == 200
+  finally:
+    server.shutdown()
+    server.server_close()
+  with Image.open(folder / 'scribbles' / 'a.png') as im:
+    np.testing.assert_array_equal(np.asarray(im), expected)
+
+
+def test_an_unreadable_photo_is_listed_not_fatal(tmp_path):
+  root = _folder(tmp_path / 'site')
+  (root / 'images' / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\nnot really')
+  server = srv.make_server(str(root), port=0)
+  try:
+    state = server.app.state()
+    assert 'broken' not in [i['name'] for i in state['images']]
+    assert state['unreadable'] == ['broken']
+  finally:
+    server.server_close()
+  # A photo whose header reads but whose pixels do not: a message, not a
+  # dropped connection (its overlay request included).
+  good = cv2.imencode('.png', np.zeros((H, W, 3), np.uint8))[1].tobytes()
+  (root / 'images' / 'cut.png').write_bytes(good[:60])
+  server = srv.make_server(str(root), port=0)
+  threading.Thread(target=server.serve_forever, args=(0.02,),
+                   daemon=True).start()
+  try:
+    for method, path, body in (('GET', '/api/image/cut', None),
+                               ('POST', '/api/solve/cut?seq=1',
+                                ids_png(stroke()))):
+      status, _, reply = request(server, method, path, body)
+      assert status in (409, 500), (status, reply)
+      assert 'cut' in json.loads(reply)['error']
+  finally:
+    server.shutdown()
+    server.server_close()

@@ -216,18 +216,21 @@ class Folder:
       raise ValueError(f'{path}: no such folder')
     self.classes = inspection._class_names(self.root)  # pylint: disable=protected-access
     found = inspection._images(self.root)  # pylint: disable=protected-access
-    self.images, self.refused = {}, []
-    for name, file in found.items():
-      if _inside(file, self.root) and os.path.isfile(file):
-        self.images[name] = file
-      else:
-        self.refused.append(name)
-    if not self.images:
-      raise ValueError(f'{path}/images: no image inside the folder')
+    self.images, self.refused, self.unreadable = {}, [], []
     self.sizes = {}
-    for name, file in self.images.items():
-      with Image.open(file) as im:
-        self.sizes[name] = (im.height, im.width)
+    for name, file in found.items():
+      if not (_inside(file, self.root) and os.path.isfile(file)):
+        self.refused.append(name)
+        continue
+      try:
+        with Image.open(file) as im:
+          self.sizes[name] = (im.height, im.width)
+      except (OSError, ValueError, SyntaxError):
+        self.unreadable.append(name)
+        continue
+      self.images[name] = file
+    if not self.images:
+      raise ValueError(f'{path}/images: no readable image inside the folder')
     self.scribble_dir = os.path.join(self.root, 'scribbles')
     self._lock = threading.Lock()
     self._save_locks = {}
@@ -260,8 +263,12 @@ class Folder:
     with self._lock:
       if name in self._pixels:
         return self._pixels[name]
-    with Image.open(path) as im:
-      rgb = np.asarray(im.convert('RGB'))
+    try:
+      with Image.open(path) as im:
+        rgb = np.asarray(im.convert('RGB'))
+    except (OSError, ValueError, SyntaxError) as e:
+      raise Refused(409, f'images/{os.path.basename(path)} is unreadable '
+                    f'({e})') from e
     with self._lock:
       if len(self._pixels) > 16:
         self._pixels.pop(next(iter(self._pixels)))
@@ -468,6 +475,7 @@ class App:
                         self.folder.scribble_dir, n + '.png'))}
                    for n in sorted(self.folder.images)],
         'refused': self.folder.refused,
+        'unreadable': self.folder.unreadable,
         'teacher': self.settings.describe(),
         'preview_pixels': self.max_pixels,
     }
