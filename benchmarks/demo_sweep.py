@@ -352,38 +352,67 @@ def run_variant(name, steps, data_path, family='scenes', sets=None):
               v for key, v in params.items() if key != 'mlc_head'),
           'steps': config.num_train_steps, 'train_s': round(train_s, 1),
           'device': jax.devices()[0].device_kind, 'miou': miou,
-          'best': max(miou.items(), key=lambda kv: kv[1]), 'mlc': mlc,
+          'best': max(((kk, v) for kk, v in miou.items()
+                       if not kk.startswith('train_')), key=lambda kv: kv[1]),
+          'mlc': mlc,
           'matting_refine_s_per_image': refine_s, 'refreshed': refreshed,
           'last_train': history[-1] if history else {},
           'loss_every_100': [round(h['loss'], 4) for h in history]}
 
 
+# (threshold, erode, guided) of the matting refinement, compared on a part
+# of the training split (full images and masks) and on validation.
+REFINE_GRID = ((0.9, 2, 0), (0.9, 4, 0), (0.8, 4, 0), (0.95, 6, 0),
+               (0.9, 2, 8), (0.9, 4, 8))
+REFINE_TRAIN_IMAGES = 60
+
+
 def evaluate_matting_refine(config, run, state, data, k):
   """mIoU of the network's labels refined by the matting system
-  (cfcls.matting.refine, seeds at probability >= 0.9, eroded by 2 px), and
-  the solve time per image."""
+  (cfcls.matting.refine) for each REFINE_GRID setting: seeds at confidence
+  >= threshold, eroded by `erode` px, from the network outputs or their
+  guided filter (radius `guided`); on the first REFINE_TRAIN_IMAGES training
+  images ('train_' keys) and on validation, with the solve time per image.
+  """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from cfcls import inference  # pylint: disable=g-import-not-at-top
   from cfcls import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   from cfcls.matting import refine  # pylint: disable=g-import-not-at-top
-  fwd = jax.jit(lambda v, x: inference.forward(config, run.eval_model, v, x))
   variables = state.variables()
-  images, masks = data['validation_image'], data['validation_mask']
-  conf, seconds = 0, []
-  for start in range(0, images.shape[0], 20):
-    scores = np.asarray(jax.device_get(fwd(
-        variables, jnp.asarray(images[start:start + 20])))['scores'])
-    for i in range(scores.shape[0]):
-      probs = np.concatenate([1 - scores[i].sum(-1, keepdims=True),
-                              scores[i]], -1)
-      labels, _, info = refine.refine_image(images[start + i], probs)
-      seconds.append(info['seconds'])
-      conf = conf + np.asarray(metrics_lib.confusion_matrix(
-          masks[start + i].astype(np.int32), labels, k))
-  return {'matting_argmax': round(
-      metrics_lib.segmentation_metrics(conf)['miou'], 4),
-          'matting_s_per_image': round(float(np.mean(seconds)), 3)}
+  out, seconds = {}, []
+  for gf in sorted({g for _, _, g in REFINE_GRID}):
+    config.guided_filter_radius = gf
+    fwd = jax.jit(lambda v, x: inference.forward(config, run.eval_model, v, x))
+    for split, count in (('train', REFINE_TRAIN_IMAGES), ('validation', None)):
+      images = data[f'{split}_image'][:count]
+      masks = data[f'{split}_mask'][:count]
+      conf = {}
+      for start in range(0, images.shape[0], 20):
+        scores = np.asarray(jax.device_get(fwd(
+            variables, jnp.asarray(images[start:start + 20])))['scores'])
+        for i in range(scores.shape[0]):
+          probs = inference.class_confidences(config, scores[i])
+          conf[f'argmax_gf{gf}'] = conf.get(f'argmax_gf{gf}', 0) + np.asarray(
+              metrics_lib.confusion_matrix(masks[start + i].astype(np.int32),
+                                           np.argmax(probs, -1), k))
+          for thr, erode, g in REFINE_GRID:
+            if g != gf:
+              continue
+            labels, _, info = refine.refine_image(images[start + i], probs,
+                                                  thr, erode)
+            seconds.append(info['seconds'])
+            key = f'{thr:g}_{erode}_gf{g}'
+            conf[key] = conf.get(key, 0) + np.asarray(
+                metrics_lib.confusion_matrix(
+                    masks[start + i].astype(np.int32), labels, k))
+      prefix = 'train_' if split == 'train' else ''
+      for key, c in conf.items():
+        out[f'{prefix}{"" if key.startswith("argmax") else "matting_"}{key}'] = round(
+            metrics_lib.segmentation_metrics(c)['miou'], 4)
+  config.guided_filter_radius = 0
+  out['matting_s_per_image'] = round(float(np.mean(seconds)), 3)
+  return out
 
 
 def evaluate(config, run, state, data, k):
