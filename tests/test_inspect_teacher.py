@@ -104,8 +104,9 @@ def test_labels_are_what_two_stage_trains_on(tmp_path):
 
 
 def test_without_masks_ranks_by_unsure_share(tmp_path, capsys):
-  folder = _demo_folder(str(tmp_path / 'nomask'), n=3, masks=False,
+  folder = _demo_folder(str(tmp_path / 'nomask'), n=4, masks=False,
                         blank=('v2',))
+  os.remove(os.path.join(folder, 'scribbles', 'v3.png'))
   report = data_fixtures.data_prep_script('inspect_scribbles').main(
       [folder, '--out', str(tmp_path / 'look'), '--tile', '48'])
   printed = capsys.readouterr().out
@@ -114,7 +115,9 @@ def test_without_masks_ranks_by_unsure_share(tmp_path, capsys):
   ranked = taught.ranked()
   # The image without a stroke first, then the most unsure.
   assert ranked[0].name == 'v2' and not ranked[0].scribbled
-  assert ranked[1].unsure >= ranked[2].unsure
+  assert ranked[1].unsure >= ranked[2].unsure and len(ranked) == 3
+  assert taught.skipped == [('v3', 'no scribble file')]
+  assert 'not solved (1): v3 (no scribble file)' in printed
   assert '  v2: unsure 0.0 % (no stroke)' in printed
   assert 'where one more stroke helps most (most unsure first):' in printed
   text = (tmp_path / 'look' / 'report.txt').read_text()

@@ -333,6 +333,9 @@ def teacher_report(folder: str, settings, names=None, max_pixels=None,
   report = TeacherReport(settings, [], {}, k)
   for name in names:
     path = os.path.join(folder, 'scribbles', name + '.png')
+    if not os.path.isfile(path):
+      report.skipped.append((name, 'no scribble file'))
+      continue
     try:
       with Image.open(images[name]) as im:
         image = np.asarray(im.convert('RGB'))
