@@ -360,10 +360,11 @@ def run_variant(name, steps, data_path, family='scenes', sets=None):
           'loss_every_100': [round(h['loss'], 4) for h in history]}
 
 
-# (threshold, erode, guided) of the matting refinement, compared on a part
+# (threshold, erode, guided, eps) of the matting refinement, compared on a part
 # of the training split (full images and masks) and on validation.
-REFINE_GRID = ((0.9, 2, 0), (0.9, 4, 0), (0.8, 4, 0), (0.95, 6, 0),
-               (0.9, 2, 8), (0.9, 4, 8))
+REFINE_GRID = ((0.9, 2, 0, 1e-5), (0.8, 4, 0, 1e-5), (0.8, 4, 0, 1e-4),
+               (0.8, 4, 0, 1e-3), (0.7, 4, 0, 1e-4), (0.8, 2, 0, 1e-4),
+               (0.9, 2, 8, 1e-5))
 REFINE_TRAIN_IMAGES = 60
 
 
@@ -381,7 +382,7 @@ def evaluate_matting_refine(config, run, state, data, k):
   from cfcls.matting import refine  # pylint: disable=g-import-not-at-top
   variables = state.variables()
   out, seconds = {}, []
-  for gf in sorted({g for _, _, g in REFINE_GRID}):
+  for gf in sorted({g for _, _, g, _ in REFINE_GRID}):
     config.guided_filter_radius = gf
     fwd = jax.jit(lambda v, x: inference.forward(config, run.eval_model, v, x))
     for split, count in (('train', REFINE_TRAIN_IMAGES), ('validation', None)):
@@ -396,13 +397,13 @@ def evaluate_matting_refine(config, run, state, data, k):
           conf[f'argmax_gf{gf}'] = conf.get(f'argmax_gf{gf}', 0) + np.asarray(
               metrics_lib.confusion_matrix(masks[start + i].astype(np.int32),
                                            np.argmax(probs, -1), k))
-          for thr, erode, g in REFINE_GRID:
+          for thr, erode, g, eps in REFINE_GRID:
             if g != gf:
               continue
             labels, _, info = refine.refine_image(images[start + i], probs,
-                                                  thr, erode)
+                                                  thr, erode, eps=eps)
             seconds.append(info['seconds'])
-            key = f'{thr:g}_{erode}_gf{g}'
+            key = f'{thr:g}_{erode}_gf{g}_eps{eps:g}'
             conf[key] = conf.get(key, 0) + np.asarray(
                 metrics_lib.confusion_matrix(
                     masks[start + i].astype(np.int32), labels, k))
