@@ -1,8 +1,9 @@
 """Shared by tests/test_faults.py and tests/test_multihost.py.
 
 Runs `python train.py --config=tests/faults_tiny_config.py` in subprocesses
-(their own CPU device count, a shared persistent compilation cache so that
-later runs skip most of the compile time), and computes the reference
+(their own CPU device count, the test session's persistent compilation cache
+of tests/conftest.py, so that later runs, and the reference in the test
+process, skip most of the compile time), and computes the reference
 parameters in the test process with the library's own train step.
 """
 
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Optional
 
 import jax
 import numpy as np
@@ -24,7 +26,7 @@ TRAIN_KEYS = ('image', 'scribbles', 'mask', 'valid', 'presence')
 
 
 def shared_dir(tmp_path_factory) -> str:
-  """One folder per test session: prepared data and the compile cache."""
+  """One folder per test session: prepared data, the multi-process cache."""
   path = tmp_path_factory.getbasetemp() / 'cfcls_faults'
   path.mkdir(exist_ok=True)
   return str(path)
@@ -53,9 +55,24 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def subprocess_env(cache_dir: str) -> dict:
+def subprocess_env(cache_dir: Optional[str] = None) -> dict:
+  """The subprocesses' environment; every compile is written to the cache.
+
+  cache_dir None: the test process's compilation cache (tests/conftest.py),
+  so that a one-process run loads what the test process or an earlier run
+  compiled, and the reference here loads what the runs compiled. Runs of
+  several processes get a folder of their own, cold in each session: there
+  only process 0 writes cache entries, and process 1's programs on its own
+  devices (the initial state) have keys of their own, so with a warm cache
+  process 1 alone compiles them and reaches the first collective ~30 s after
+  process 0 under load, while gloo gives a new group of devices 30 s to join
+  (measured: 3 of 3 runs of 2 processes x 2 devices failed so).
+  """
   env = dict(os.environ)
   env.pop('XLA_FLAGS', None)  # devices come from --cpu_devices
+  if cache_dir is None:
+    cache_dir = jax.config.jax_compilation_cache_dir
+    assert cache_dir, 'tests/conftest.py sets the compilation cache'
   env.update(CUDA_VISIBLE_DEVICES='', TF_CPP_MIN_LOG_LEVEL='2',
              JAX_NUMPY_RANK_PROMOTION='raise',
              JAX_COMPILATION_CACHE_DIR=cache_dir,

@@ -29,7 +29,7 @@ def setup(tmp_path_factory):
   config = helpers.load_config(data_dir)
   assert config.num_train_steps == NUM_STEPS
   return {'data_dir': data_dir, 'config': config,
-          'env': helpers.subprocess_env(os.path.join(shared, 'jax_cache'))}
+          'env': helpers.subprocess_env()}
 
 
 def _reference_states(config):
