@@ -9,8 +9,9 @@ the budget is spent):
   train_step   images/s of the sharded train step (DeepLabV3+ ResNet-101
                OS16, 321x321, global batch 16, bfloat16 compute, float32
                params) for loss ce, pce, cfm (6 classes + background, window
-               statistics included), cfm with float32-only statistics; the
-               CFM overhead over CE (target <= 3 %)
+               statistics included), cfm with float32-only statistics, ce
+               with the matting-Laplacian regulariser (laplacian_weight 1);
+               the CFM and regulariser overheads over CE (target <= 3 %)
   torchvision  the peer: torchvision deeplabv3_resnet101 trained with
                cross-entropy, channels_last, bf16 autocast, same batch and
                size, eager and torch.compile (skipped if torch is missing)
@@ -120,8 +121,11 @@ def _batch(size, batch, seed=0):
           'presence': presence.astype(np.float32)}
 
 
-def _config(p, loss, size, batch, precision='float64', model='deeplabv3plus'):
+def _config(p, loss, size, batch, precision='float64', model='deeplabv3plus',
+            laplacian_weight=0.0):
   config = config_schema.get_config()
+  if laplacian_weight:
+    config.laplacian_weight = laplacian_weight
   if 'name' in config.model:
     config.model.name = model
   config.model.backbone = p['backbone']
@@ -136,9 +140,9 @@ def _config(p, loss, size, batch, precision='float64', model='deeplabv3plus'):
 
 
 def train_step_figure(p, loss, size, batch, precision='float64',
-                      model='deeplabv3plus'):
+                      model='deeplabv3plus', laplacian_weight=0.0):
   """images/s, step ms, compile s and peak memory of one train step."""
-  config = _config(p, loss, size, batch, precision, model)
+  config = _config(p, loss, size, batch, precision, model, laplacian_weight)
   run = run_lib.build(config, NUM_CLASSES, [str(c) for c in range(7)])
   state = run_lib.initial_state(run)
   host = _batch(size, batch)
@@ -151,7 +155,7 @@ def train_step_figure(p, loss, size, batch, precision='float64',
 
   seconds, first = timed(step, p['steps'], p['warmup'])
   return {'model': model, 'loss': loss, 'size': size, 'batch': batch,
-          'precision': precision,
+          'precision': precision, 'laplacian_weight': laplacian_weight,
           'images_per_s': batch / seconds, 'step_ms': 1e3 * seconds,
           'compile_s': first, 'peak_bytes': peak_memory_bytes()}
 
@@ -162,6 +166,9 @@ def section_train_step(p):
   if 'laplacian_precision' in config_schema.get_config():
     rows.append(train_step_figure(p, 'cfm', p['size'], p['batch'],
                                   precision='float32'))
+  # The matting-Laplacian regulariser of the softmax losses (issue 30).
+  rows.append(train_step_figure(p, 'ce', p['size'], p['batch'],
+                                laplacian_weight=1.0))
   ce = rows[0]['step_ms']
   for row in rows:
     row['over_ce'] = row['step_ms'] / ce - 1.0
