@@ -112,6 +112,10 @@ VARIANTS = {
     'default_lap1': {'loss': 'two_stage', 'laplacian_weight': 1.0},
     'default_lap3': {'loss': 'two_stage', 'laplacian_weight': 3.0},
     'default_lap10': {'loss': 'two_stage', 'laplacian_weight': 10.0},
+    'default_lap1_e4': {'loss': 'two_stage', 'laplacian_weight': 1.0,
+                        'laplacian_reg_eps': 1e-4},
+    'default_lap1_e3': {'loss': 'two_stage', 'laplacian_weight': 1.0,
+                        'laplacian_reg_eps': 1e-3},
     'default_refresh': {'loss': 'two_stage'},  # REFRESHED
     'pce_lap1': {'loss': 'pce', 'laplacian_weight': 1.0},
     'pce_lap10': {'loss': 'pce', 'laplacian_weight': 10.0},
