@@ -126,3 +126,24 @@ def test_verbose_shows_the_libraries_notices(runs):
       runs['verbose'])
   assert any('Given directory is read only' in l for l in noise), (
       runs['verbose'])
+
+
+def test_own_log_records_are_those_of_cfcls_and_the_scripts():
+  """INFO lines of every cfcls subpackage and of train.py are ours (the move
+  to cfcls/training/ once made only cfcls/training's count)."""
+  import logging  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  from cfcls.training import console  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+  def record(*parts):
+    return logging.LogRecord('absl', logging.INFO, os.path.join(*parts), 1,
+                             'x', None, None)
+
+  for parts in (('cfcls', 'data', 'pipeline.py'), ('cfcls', 'models',
+                                                   'resnet.py'),
+                ('cfcls', 'training', 'train_lib.py'), ('cfcls', 'losses.py'),
+                ('train.py',)):
+    assert console._own(record(root, *parts)), parts
+  assert not console._own(record('/usr/lib/python3/site-packages/orbax',
+                                 'checkpoint_manager.py'))

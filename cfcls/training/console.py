@@ -24,7 +24,9 @@ import re
 import time
 from typing import Dict, Optional
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# cfcls/ (this file is cfcls/training/console.py) and the repository root
+# (train.py, data_prep/ scripts run from it).
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ROOT_DIR = os.path.dirname(_PACKAGE_DIR)
 
 
