@@ -175,9 +175,12 @@ def get_config():
   # matting system seeded by the network's confident pixels, solved per
   # image on the host: cfcls/matting/refine.py).
   config.refine = 'guided'
-  config.refine_threshold = 0.9  # 'matting': seeds where a class prob >= this
+  config.refine_threshold = 0.8  # 'matting': seeds where a class prob >= this
   config.refine_erode = 2  # 'matting': seeds this many px inside its region
-  config.refine_eps = 1e-5  # 'matting': eps of the seeded system (lam: lam)
+  # 'matting': eps of the seeded system (lam: config.lam). 0.8, 2 and 1e-4 were
+  # the best of a small grid on the training images of both synthetic
+  # families (benchmarks/README.md, issue 30).
+  config.refine_eps = 1e-4
   config.guided_filter_eps = 1e-3  # its ridge weight (colours in [0, 1])
 
   # Prediction (train.py --mode=predict).
