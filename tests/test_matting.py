@@ -243,7 +243,7 @@ def test_direct_method_is_exact_and_auto_switches_by_memory(monkeypatch):
                                 direct_max_pixels=12 * 15 - 1)
   assert info['method'] == 'direct'
   factor = multifrontal.factor_nbytes(12, 15, 2, np.float32)
-  monkeypatch.setattr(matting, '_physical_memory', lambda: 2 * factor)
+  monkeypatch.setattr(solver, '_physical_memory', lambda: 2 * factor)
   with pytest.warns(UserWarning, match='12x15 image would need'):
     _, info = solver.solve_alpha(images, scribbles, NUM_CLASSES, lam=LAM,
                                   direct_max_pixels=12 * 15 - 1)
@@ -283,8 +283,8 @@ def test_direct_precisions_agree_with_the_reference(precision):
 def test_mixed_precision_falls_back_to_float64(monkeypatch):
   # A float32 factor that cannot meet the tolerance: the image is solved
   # again with the float64 factor (one refinement step), exactly.
-  monkeypatch.setattr(matting, 'MIXED_TOL', 0.0)
-  monkeypatch.setattr(matting, 'MIXED_MAX_STEPS', 1)
+  monkeypatch.setattr(solver, 'MIXED_TOL', 0.0)
+  monkeypatch.setattr(solver, 'MIXED_MAX_STEPS', 1)
   image, scribbles = matting_scenes.photo_like_scene(30, 41, num_classes=4)
   want = solver.solve_alpha_direct(image, scribbles, 4)
   alpha, info = solver.solve_alpha(image[None], scribbles[None], 4,
