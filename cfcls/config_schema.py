@@ -178,8 +178,8 @@ def get_config():
   config.refine_threshold = 0.8  # 'matting': seeds where a class prob >= this
   config.refine_erode = 2  # 'matting': seeds this many px inside its region
   # 'matting': eps of the seeded system (lam: config.lam). 0.8, 2 and 1e-4 were
-  # the best of a small grid on the training images of both synthetic
-  # families (benchmarks/README.md, issue 30).
+  # the most frequent best of a small grid on the training images of the two
+  # synthetic families (benchmarks/README.md, issue 30).
   config.refine_eps = 1e-4
   config.guided_filter_eps = 1e-3  # its ridge weight (colours in [0, 1])
 
