@@ -24,7 +24,7 @@ on this data AND a second family unlike it (cfcls.data.synthetic_textures),
 1500-step sweeps, network outputs only (benchmarks/README.md, "Closed-form
 targets"): scenes 0.870 (plain alpha* >= 0.5 labels: 0.859; CE on full
 masks 0.861; end-to-end CFM energy recipe 0.662), textures 0.638 (0.608;
-CE 0.706). Full runs: README.md, "Demo results".
+CE 0.706). Full runs: docs/results.md, "Demo results".
 To train the end-to-end CFM loss:
 --config.loss=cfm (its settings below); the paper's: configs/voc.py.
 

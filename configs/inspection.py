@@ -30,7 +30,7 @@ Assumptions (not given by the paper, or not known to this project):
   config), the poly power 0.9.
 - loss='cfm' (the paper's end-to-end loss, as configs/voc.py). On the
   demo scenes the two-stage recipe of configs/folder.py trains better
-  (README.md, "Demo results"): --config.loss=two_stage
+  (docs/results.md, "Demo results"): --config.loss=two_stage
   --config.data.targets.enabled=True.
 """
 

@@ -15,7 +15,8 @@ Label PNGs may be grey or palette PNGs (palette index = class id).
 Each folder is prepared under its own builder config, named
 `<folder name>_<hash of the absolute path>` (datasets._folder_config_name),
 so different folders never collide in data_dir. A folder whose contents change
-after preparation must be re-prepared (delete its directory under data_dir).
+after preparation is prepared again on its next use (config.data.
+on_folder_change, cfcls/data/fingerprint.py).
 """
 from __future__ import annotations
 
