@@ -15,11 +15,10 @@ import shlex
 import subprocess
 import sys
 
-from absl import flags
-from ml_collections import config_flags
 import pytest
 
 from cfcls.training import config_utils
+import test_train_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, 'README.md')
@@ -89,16 +88,6 @@ def run_help(script):
   return output
 
 
-def load_config(path, overrides):
-  """Loads a config file with --config.* overrides, as train.py does."""
-  values = flags.FlagValues()
-  argv = ['train.py', f'--config={path}', *overrides]
-  config_flags.DEFINE_config_file('config', path, flag_values=values,
-                                  lock_config=True, sys_argv=argv)
-  values(argv)
-  return values.config
-
-
 def test_commands_are_found():
   commands = command_lines(readme())
   found = {' '.join(argv[:2]) for argv in commands}
@@ -155,7 +144,7 @@ def test_train_commands_parse_as_train_py_parses_them():
         overrides.append(arg)
       elif arg.startswith('--mode='):
         assert arg.split('=', 1)[1] in ('train', 'eval', 'predict'), arg
-    config = load_config(path, overrides)
+    config = test_train_config.load(path, *overrides)
     config_utils.validate_config(config, device_count=1)
 
 
