@@ -324,6 +324,7 @@ def teacher_report(folder: str, settings, names=None, max_pixels=None,
   Images the builder would reject (no scribble file, unreadable, a size
   mismatch, unknown class ids) are skipped and listed.
   """
+  from cfcls import metrics  # pylint: disable=g-import-not-at-top
   from cfcls.data import teacher  # pylint: disable=g-import-not-at-top
   folder = os.fspath(folder)
   class_names = _class_names(folder)
@@ -358,9 +359,10 @@ def teacher_report(folder: str, settings, names=None, max_pixels=None,
         if report.confusion is None:
           report.confusion = np.zeros((k, k), np.int64)
           report.sure_confusion = np.zeros((k, k), np.int64)
-        report.confusion += _confusion(mask, result.decision, k)
+        confusion = _confusion(mask, result.decision, k)
+        report.confusion += confusion
         report.sure_confusion += _confusion(mask, result.labels, k)
-        iou = teacher.per_image_iou(mask, result.decision, k)
+        iou = metrics.segmentation_metrics(confusion)['miou']
     item = TeacherImage(name, result.seconds, result.unsure_share, iou,
                         bool(np.any(scrib != IGNORE)))
     report.images.append(item)
@@ -371,12 +373,10 @@ def teacher_report(folder: str, settings, names=None, max_pixels=None,
 
 
 def _confusion(mask, labels, k):
-  """[K, K] counts (rows: mask); 255 or ids >= K in either are not counted,
-  as `cfcls.metrics.confusion_matrix`."""
-  mask = mask.astype(np.int64).ravel()
-  labels = labels.astype(np.int64).ravel()
-  ok = (mask < k) & (labels < k)
-  return np.bincount(mask[ok] * k + labels[ok], minlength=k * k).reshape(k, k)
+  """int64 [K, K] counts (rows: mask); 255 or ids >= K in either are not
+  counted (`cfcls.metrics.confusion_matrix`)."""
+  from cfcls import metrics  # pylint: disable=g-import-not-at-top
+  return np.asarray(metrics.confusion_matrix(mask, labels, k), np.int64)
 
 
 def contact_sheet(folder: str, names=None, tile: int = 160, columns: int = 6,

@@ -183,18 +183,3 @@ def blend(image, labels, opacity: float = 0.45) -> np.ndarray:
   a = rgba[..., 3:] / 255.0
   return np.clip(np.asarray(image, np.float32) * (1 - a) + rgba[..., :3] * a,
                  0, 255).astype(np.uint8)
-
-
-def per_image_iou(mask, labels, num_classes: int) -> float:
-  """mIoU of one image (classes in its mask or its labels; 255 in either is
-  not counted); NaN where nothing counts."""
-  mask = np.asarray(mask).astype(np.int64).ravel()
-  labels = np.asarray(labels).astype(np.int64).ravel()
-  ok = (mask < num_classes) & (labels < num_classes)
-  conf = np.bincount(mask[ok] * num_classes + labels[ok],
-                     minlength=num_classes * num_classes).reshape(
-                         num_classes, num_classes).astype(np.float64)
-  tp = np.diag(conf)
-  union = conf.sum(0) + conf.sum(1) - tp
-  return float(np.mean(tp[union > 0] / union[union > 0])) if np.any(
-      union > 0) else float('nan')
