@@ -148,11 +148,11 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
         f'cfm_energy_weight={config.cfm_energy_weight!r} must be >= 0')
   check(config.laplacian_weight >= 0,
         f'laplacian_weight={config.laplacian_weight!r} must be >= 0')
-  check(config.laplacian_weight == 0 or not objectives.get(
-      config.loss).matte if config.loss in objectives.NAMES else True,
-        f'laplacian_weight={config.laplacian_weight!r} regularises softmax '
-        f"losses; loss={config.loss!r} has the matting Laplacian in its own "
-        'term: set laplacian_weight=0')
+  if config.loss in objectives.NAMES and objectives.get(config.loss).matte:
+    check(not config.laplacian_weight,
+          f'laplacian_weight={config.laplacian_weight!r} regularises softmax '
+          f"losses; loss={config.loss!r} has the matting Laplacian in its own "
+          'term: set laplacian_weight=0')
   check(config.laplacian_reg_eps > 0,
         f'laplacian_reg_eps={config.laplacian_reg_eps!r} must be > 0')
   check(0 < config.target_threshold <= 1,
