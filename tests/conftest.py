@@ -1,4 +1,5 @@
-"""Test-wide settings: 2 host CPU devices, strict rank promotion, one cache.
+"""Test-wide settings: 2 host CPU devices, fast compiles, strict rank
+promotion, one cache.
 
 These must be set before jax initialises its backends, which is why they live
 here and not in the individual test modules.
@@ -6,7 +7,12 @@ here and not in the individual test modules.
 import os
 import tempfile
 
+import compile_flags  # noqa: E402  (tests/ is on sys.path: rootdir conftest)
+
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+# Fast, unoptimised XLA compiles (tests/compile_flags.py).
+os.environ["XLA_FLAGS"] = compile_flags.with_fast_compile(
+    os.environ["XLA_FLAGS"])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 

@@ -20,6 +20,8 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
+import compile_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, 'tests', 'faults_tiny_config.py')
 TRAIN_KEYS = ('image', 'scribbles', 'mask', 'valid', 'presence')
@@ -69,7 +71,8 @@ def subprocess_env(cache_dir: Optional[str] = None) -> dict:
   (measured: 3 of 3 runs of 2 processes x 2 devices failed so).
   """
   env = dict(os.environ)
-  env.pop('XLA_FLAGS', None)  # devices come from --cpu_devices
+  # Devices come from --cpu_devices; compiles as in the test process.
+  env['XLA_FLAGS'] = compile_flags.FAST_COMPILE
   if cache_dir is None:
     cache_dir = jax.config.jax_compilation_cache_dir
     assert cache_dir, 'tests/conftest.py sets the compilation cache'
@@ -183,7 +186,11 @@ def assert_states_close(actual, expected, rtol=1e-4, trace_rtol=1e-3):
   trace_rtol: a BatchNorm scale's or bias's gradient is a sum over pixels
   that cancels to ~1e-3..1e-4 of its terms, and rounding is relative to the
   terms (measured: 1.05e-4 on the patterned scenes, 2 processes vs 1, while
-  every parameter and BN statistic agrees to < 1e-4).
+  every parameter and BN statistic agrees to < 1e-4). Biases start at zero,
+  so after a few SGD steps a bias is -lr times the sum of its traces and
+  inherits their rounding: they get trace_rtol too (measured: 1.1e-4 on a
+  BatchNorm bias with the tests' unoptimised compiles, tests/compile_flags.py;
+  every other parameter < 1e-4).
   """
   assert int(actual.step) == int(expected.step)
   worst = []
@@ -201,7 +208,8 @@ def assert_states_close(actual, expected, rtol=1e-4, trace_rtol=1e-3):
         continue
       scale = max(float(np.max(np.abs(e))), 1e-30)
       error = float(np.max(np.abs(a.astype(np.float64) - e))) / scale
-      worst.append((error / tol, error, name))
+      leaf_tol = trace_rtol if name.endswith("['bias']") else tol
+      worst.append((error / leaf_tol, error, name))
   worst.sort(reverse=True)
   assert worst and worst[0][0] <= 1.0, worst[:5]
 

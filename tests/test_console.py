@@ -16,6 +16,7 @@ import sys
 import jax
 import pytest
 
+import compile_flags
 import data_fixtures as fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,8 +52,9 @@ def _env():
   if jax.config.jax_compilation_cache_dir:
     env['JAX_COMPILATION_CACHE_DIR'] = jax.config.jax_compilation_cache_dir
     env.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
-  for name in ('TF_CPP_MIN_LOG_LEVEL', 'XLA_FLAGS'):  # as a user has them
-    env.pop(name, None)
+  env.pop('TF_CPP_MIN_LOG_LEVEL', None)  # as a user has it
+  # No device count, as a user has it; compiles as in the test process.
+  env['XLA_FLAGS'] = compile_flags.FAST_COMPILE
   return env
 
 

@@ -21,6 +21,7 @@ from cfcls import objectives
 from cfcls import parallel
 from cfcls.training import stopping
 from cfcls.data.builders import common
+import compile_flags
 import data_fixtures as fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -132,7 +133,7 @@ def test_signals_in_training_ask_for_a_checkpoint_and_are_cleared():
 
 def _train_py(tmp_path, *args):
   env = dict(os.environ, CUDA_VISIBLE_DEVICES='', TF_CPP_MIN_LOG_LEVEL='2',
-             XLA_FLAGS='')
+             XLA_FLAGS=compile_flags.FAST_COMPILE)
   return subprocess.run(
       [sys.executable, 'train.py', f'--config={TINY_CONFIG}',
        f'--config.data.data_dir={tmp_path / "tfds"}',

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import compile_flags
 import data_fixtures as fixtures
 from test_console import library_noise
 
@@ -19,7 +20,8 @@ def test_voc_config_runs_end_to_end(tmp_path):
   manual = tmp_path / 'voc'
   fixtures.make_voc(str(manual))
   workdir = tmp_path / 'run'
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+  env = dict(os.environ, XLA_FLAGS=compile_flags.with_fast_compile(
+                 '--xla_force_host_platform_device_count=2'),
              CUDA_VISIBLE_DEVICES='', TF_CPP_MIN_LOG_LEVEL='2',
              JAX_NUMPY_RANK_PROMOTION='raise')
   command = [
