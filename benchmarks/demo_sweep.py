@@ -267,10 +267,7 @@ def refresh_targets(config, run, state, data, k):
   from cfcls import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   from cfcls.data import targets  # pylint: disable=g-import-not-at-top
   from cfcls.matting import refine  # pylint: disable=g-import-not-at-top
-  gf = config.guided_filter_radius
-  config.guided_filter_radius = 0
-  fwd = jax.jit(lambda v, x: inference.forward(config, run.eval_model, v, x))
-  config.guided_filter_radius = gf
+  fwd = jitted_forward(with_guided_filter(config, 0), run)
   variables = state.variables()
   images, scribbles = data['train_image'], data['train_scribbles']
   tc = config.data.targets
@@ -307,7 +304,50 @@ def refresh_targets(config, run, state, data, k):
               metrics_lib.segmentation_metrics(after)['miou'], 4)}
 
 
-def run_variant(name, steps, data_path, family='scenes', sets=None):
+def dump_probabilities(config, run, state, data, k, path):
+  """Saves the network's class probabilities, without ('net') and with
+  ('gf') the config's guided filter, float16, on the validation images and the first REFINE_TRAIN_IMAGES training
+  images, for benchmarks/refine_sweep.py to compare inference refinements
+  on without training again."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from cfcls import inference  # pylint: disable=g-import-not-at-top
+  variables = state.variables()
+  out = {}
+  for name, radius in (('net', 0), ('gf', config.guided_filter_radius)):
+    fwd = jitted_forward(with_guided_filter(config, radius), run)
+    for split, count in (('train', REFINE_TRAIN_IMAGES), ('validation', None)):
+      images = data[f'{split}_image'][:count]
+      probs = []
+      for start in range(0, images.shape[0], 20):
+        scores = np.asarray(jax.device_get(fwd(
+            variables, jnp.asarray(images[start:start + 20])))['scores'])
+        probs.extend(inference.class_confidences(config, s) for s in scores)
+      out[f'{split}_{name}'] = np.stack(probs).astype(np.float16)
+  np.savez_compressed(path, **out)
+
+
+def jitted_forward(config, run):
+  import jax  # pylint: disable=g-import-not-at-top
+  from cfcls import inference  # pylint: disable=g-import-not-at-top
+
+  def fwd(variables, images):
+    return inference.forward(config, run.eval_model, variables, images)
+  return jax.jit(fwd)
+
+
+def with_guided_filter(config, radius):
+  """A copy of config with guided_filter_radius = radius (inference.forward
+  reads the radius when jax traces it, so a closure over a config changed
+  afterwards would see the later value)."""
+  import copy  # pylint: disable=g-import-not-at-top
+  config = copy.deepcopy(config)
+  config.guided_filter_radius = radius
+  return config
+
+
+def run_variant(name, steps, data_path, family='scenes', sets=None, dump='',
+                refine_grid=True):
   """Trains one variant; returns its result dict."""
   import jax  # pylint: disable=g-import-not-at-top
   from cfcls import parallel
@@ -332,6 +372,10 @@ def run_variant(name, steps, data_path, family='scenes', sets=None):
     state = run_lib.initial_state(run)
     state, history = train(config, run, mesh, state, data, k)
   train_s = time.time() - t0
+  if dump:
+    os.makedirs(dump, exist_ok=True)
+    dump_probabilities(config, run, state, data, k, os.path.join(
+        dump, f'{family}_{name}_s{config.seed}.npz'))
 
   from cfcls import objectives  # pylint: disable=g-import-not-at-top
   # Evaluation on the full validation images: scores without the gate, then
@@ -343,7 +387,7 @@ def run_variant(name, steps, data_path, family='scenes', sets=None):
     config.guided_filter_radius = gf
     for key, value in evaluate(config, run, state, data, k).items():
       miou[f'gf{gf}_{key}'] = value
-  if not objectives.get(config.loss).matte:
+  if refine_grid and not objectives.get(config.loss).matte:
     config.guided_filter_radius = 0
     miou.update(evaluate_matting_refine(config, run, state, data, k))
   refine_s = miou.pop('matting_s_per_image', None)
@@ -472,12 +516,18 @@ def main():
   parser.add_argument('--set', action='append', default=[],
                       help='KEY=VALUE config override for every variant, '
                       'e.g. --set model.name=erfnet (repeatable)')
+  parser.add_argument('--dump', default='',
+                      help='folder: save each run\'s class probabilities '
+                      '(for benchmarks/refine_sweep.py)')
+  parser.add_argument('--no_refine_grid', action='store_true',
+                      help='skip the REFINE_GRID evaluation')
   parser.add_argument('--worker', default='', help=argparse.SUPPRESS)
   args = parser.parse_args()
   args.data = args.data or f'/tmp/cfcls_sweep_{args.family}.npz'
   if args.worker:
-    print('RESULT ' + json.dumps(run_variant(args.worker, args.steps, args.data,
-                                             args.family, args.set)),
+    print('RESULT ' + json.dumps(run_variant(
+        args.worker, args.steps, args.data, args.family, args.set, args.dump,
+        not args.no_refine_grid)),
           flush=True)
     return
   names = list(VARIANTS) if args.variants == 'all' else args.variants.split(',')
@@ -495,7 +545,9 @@ def main():
   def launch(name):
     cmd = [sys.executable, os.path.abspath(__file__), f'--worker={name}',
            f'--steps={args.steps}', f'--data={args.data}',
-           f'--family={args.family}'] + [f'--set={x}' for x in args.set]
+           f'--family={args.family}', f'--dump={args.dump}'] + [
+               f'--set={x}' for x in args.set] + (
+                   ['--no_refine_grid'] if args.no_refine_grid else [])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
                           check=False)
     for line in proc.stdout.splitlines():

@@ -171,9 +171,11 @@ def get_config():
   # (cfcls/matting/guided_filter.py), before labels are taken.
   config.guided_filter_radius = 0
   # How evaluation and prediction refine the network's outputs: 'guided'
-  # (the guided filter above; radius 0 = off), 'none', or 'matting' (the
+  # (the guided filter above; radius 0 = off), 'none', 'matting' (the
   # matting system seeded by the network's confident pixels, solved per
-  # image on the host: cfcls/matting/refine.py).
+  # image on the host: cfcls/matting/refine.py), or 'soft_matting' (the
+  # guided filter, then the soft matting system (L + lam W) x = lam W p on
+  # its probabilities p, W = their confidence, per image on the host).
   config.refine = 'guided'
   config.refine_threshold = 0.8  # 'matting': seeds where a class prob >= this
   config.refine_erode = 2  # 'matting': seeds this many px inside its region
@@ -181,6 +183,8 @@ def get_config():
   # the most frequent best of a small grid on the training images of the two
   # synthetic families (benchmarks/README.md, issue 30).
   config.refine_eps = 1e-4
+  config.refine_lam = 0.1  # 'soft_matting': lam, the prior's weight
+  config.refine_weight = 'max'  # 'soft_matting': W, 'max' or 'margin' prob
   config.guided_filter_eps = 1e-3  # its ridge weight (colours in [0, 1])
 
   # Prediction (train.py --mode=predict).

@@ -14,7 +14,11 @@ from cfcls import objectives
 from cfcls.matting import refine as refine_lib
 
 # config.refine: how evaluation and prediction refine the network outputs.
-REFINES = ('none', 'guided', 'matting')
+REFINES = ('none', 'guided', 'matting', 'soft_matting')
+# Those solved per image on the host after `forward` (`refine_on_host`).
+HOST_REFINES = ('matting', 'soft_matting')
+# Those whose `forward` applies the guided filter.
+GUIDED_REFINES = ('guided', 'soft_matting')
 
 
 def images_to_float(images):
@@ -29,8 +33,9 @@ def forward(config, model, variables, images):
 
   Args:
     config: uses loss, mlc_gate, thresholds, refine, guided_filter_radius
-      and guided_filter_eps. refine='matting' is not applied here (it runs
-      on the host: `refine_matting`); the outputs are the network's own.
+      and guided_filter_eps. The guided filter is applied for 'guided' and
+      'soft_matting'; the matting systems of HOST_REFINES are not applied
+      here (they run on the host: `refine_on_host`).
     model: the flax module (BN in inference mode).
     variables: `{'params', 'batch_stats'}`.
     images: uint8 or float `[B, H, W, 3]`.
@@ -43,7 +48,7 @@ def forward(config, model, variables, images):
   objective = objectives.get(config.loss)
   images = images_to_float(images)
   outputs, mlc_logits = model.apply(variables, images, train=False)
-  if config.refine == 'guided':
+  if config.refine in GUIDED_REFINES:
     outputs = objective.refine(outputs, images, config.guided_filter_radius,
                                config.guided_filter_eps)
   scores, probs = objective.class_scores(outputs, mlc_logits,
@@ -64,20 +69,32 @@ def class_confidences(config, scores) -> np.ndarray:
   return np.concatenate([np.clip(1.0 - rest, 0.0, 1.0), scores], axis=-1)
 
 
-def refine_matting(config, image, scores, valid=None):
-  """config.refine == 'matting' on one image, on the host.
+def refine_on_host(config, image, scores, valid=None):
+  """config.refine ('matting' or 'soft_matting') on one image, on the host.
+
+  'matting': the matting system seeded by the confident pixels
+  (`refine.refine_image`); 'soft_matting': the soft matting system on all
+  of `forward`'s (guided-filtered) probabilities (`refine.soft_refine_image`).
 
   Args:
-    config: uses loss, lam, refine_threshold, refine_erode, refine_eps and
-      laplacian_radius.
+    config: uses loss, refine, lam, refine_threshold, refine_erode,
+      refine_eps, refine_lam, refine_weight and laplacian_radius.
     image: uint8 or float `[H, W, 3]`.
     scores: `forward(...)['scores']` of the image, `[H, W, K-1]`.
     valid: optional `[H, W]` mask of real pixels.
 
   Returns:
     (labels int32 `[H, W]`, mattes float32 `[H, W, K]`, info with 'seconds',
-    the solve time): `cfcls.matting.refine.refine_image`.
+    the solve time).
   """
+  if config.refine == 'soft_matting':
+    return refine_lib.soft_refine_image(
+        image, class_confidences(config, scores), lam=config.refine_lam,
+        eps=config.refine_eps, weight=config.refine_weight,
+        radius=config.laplacian_radius, valid=valid)
+  if config.refine != 'matting':
+    raise ValueError(f'refine_on_host: refine={config.refine!r} is not one '
+                     f'of {HOST_REFINES}')
   return refine_lib.refine_image(
       image, class_confidences(config, scores),
       threshold=config.refine_threshold, erode=config.refine_erode,

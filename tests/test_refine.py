@@ -105,7 +105,9 @@ def test_bad_input_names_the_argument():
 @pytest.mark.parametrize('field,value', [('refine', 'crf'),
                                          ('refine_threshold', 0.0),
                                          ('refine_erode', -1),
-                                         ('refine_eps', 0.0)])
+                                         ('refine_eps', 0.0),
+                                         ('refine_lam', 0.0),
+                                         ('refine_weight', 'entropy')])
 def test_config_checks(field, value):
   from cfcls import config_schema  # pylint: disable=g-import-not-at-top
   from cfcls.training import config_utils  # pylint: disable=g-import-not-at-top
@@ -130,3 +132,73 @@ def test_refreshed_scribbles_keep_the_strokes_and_add_confident_pixels():
   assert (joined[~stroked] != 255).any()
   with pytest.raises(ValueError, match='scribbles'):
     refine.refreshed_scribbles(strokes[:-1], probs)
+
+
+@pytest.mark.parametrize('lam,eps', [(1.0, 1e-4), (0.1, 1e-5)])
+def test_weighted_solve_matches_scipy(lam, eps):
+  """solver.solve_weighted: (L + lam W) x = lam W p, against spsolve."""
+  from cfcls.matting import solver  # pylint: disable=g-import-not-at-top
+  image, _, probs = _scene(seed=3)
+  weights = np.random.default_rng(1).uniform(0.0, 1.0, probs.shape[:2])
+  weights[:4] = 0.0  # rows of pixels with no data term
+  x, info = solver.solve_weighted(image, probs, weights, lam=lam, eps=eps)
+  lmat = laplacian.sparse_laplacian(image.astype(np.float64), eps=eps)
+  a = (lmat + lam * scipy.sparse.diags(weights.ravel())).tocsc()
+  b = lam * weights.reshape(-1, 1) * probs.reshape(-1, K)
+  want = scipy.sparse.linalg.spsolve(a, b).reshape(probs.shape)
+  np.testing.assert_allclose(x, want, atol=1e-8)
+  assert np.all(info['relative_residual'] < 1e-10)
+  # The solution keeps the classes' sum (L 1 = 0): 1 where p sums to 1.
+  np.testing.assert_allclose(x.sum(-1), 1.0, atol=1e-6)
+
+
+def test_weighted_solve_rejects_bad_weights():
+  from cfcls.matting import solver  # pylint: disable=g-import-not-at-top
+  image, _, probs = _scene()
+  with pytest.raises(ValueError, match='weights'):
+    solver.solve_weighted(image, probs, -np.ones(probs.shape[:2]))
+  with pytest.raises(ValueError, match='weights'):
+    solver.solve_weighted(image, probs, np.ones((3, 3)))
+
+
+@pytest.mark.parametrize('weight', ['max', 'margin'])
+def test_soft_refinement_matches_a_scipy_solve_and_follows_colour_edges(
+    weight):
+  """soft_refine_image: (L + lam W) x = lam W p, W = the confidence, solved
+  by spsolve here; labels are its argmax. The probabilities are the true
+  regions shifted by 2 px, and the solve puts the boundaries back on the
+  colour edges."""
+  image, mask, probs = _scene()
+  lam, eps = 0.1, 1e-4
+  labels, mattes, info = refine.soft_refine_image(image, probs, lam=lam,
+                                                  eps=eps, weight=weight)
+  assert info['solved']
+  top = np.sort(probs, -1)
+  w = top[..., -1] if weight == 'max' else top[..., -1] - top[..., -2]
+  lmat = laplacian.sparse_laplacian(image.astype(np.float64), eps=eps)
+  a = (lmat + lam * scipy.sparse.diags(w.ravel().astype(np.float64))).tocsc()
+  want = scipy.sparse.linalg.spsolve(
+      a, lam * w.reshape(-1, 1) * probs.reshape(-1, K)).reshape(probs.shape)
+  np.testing.assert_allclose(mattes, np.clip(want, 0, 1), atol=1e-5)
+  np.testing.assert_array_equal(labels, np.argmax(want, -1))
+  network_errors = np.mean(np.argmax(probs, -1) != mask)
+  assert network_errors > 0.05
+  assert np.mean(labels != mask) < 0.2 * network_errors
+
+
+def test_soft_refinement_leaves_padding_alone():
+  image, mask, probs = _scene()
+  h, w = mask.shape
+  big = np.zeros((h + 6, w + 9, 3), np.float32)
+  big[:h, :w] = image
+  bprobs = np.full((h + 6, w + 9, K), 1.0 / K, np.float32)
+  bprobs[h:, :, 0] = 1.0
+  bprobs[:h, :w] = probs
+  valid = np.zeros((h + 6, w + 9), np.float32)
+  valid[:h, :w] = 1
+  labels, mattes, _ = refine.soft_refine_image(big, bprobs, valid=valid)
+  alone, alone_mattes, _ = refine.soft_refine_image(image, probs)
+  np.testing.assert_array_equal(labels[:h, :w], alone)
+  np.testing.assert_allclose(mattes[:h, :w], alone_mattes, atol=1e-5)
+  # Outside the valid box: the probabilities as they were.
+  np.testing.assert_array_equal(mattes[h:], bprobs[h:])

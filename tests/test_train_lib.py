@@ -284,18 +284,20 @@ def test_colours_and_overlay():
       visualize.matte_to_uint8(np.array([-0.2, 0.5, 1.3])), [0, 128, 255])
 
 
-def test_eval_and_predict_with_the_matting_refinement(trained, tmp_path):
-  """refine='matting': evaluation counts the refined labels of every image,
-  prediction writes them and the seeded system's mattes."""
+@pytest.mark.parametrize('refine', ['matting', 'soft_matting'])
+def test_eval_and_predict_with_the_matting_refinement(trained, tmp_path,
+                                                      refine):
+  """refine='matting' / 'soft_matting': evaluation counts the refined labels
+  of every image, prediction writes them and the system's mattes."""
   from cfcls import inference  # pylint: disable=g-import-not-at-top
   from cfcls import parallel  # pylint: disable=g-import-not-at-top
   config = copy.deepcopy(trained['config'])
-  config.refine = 'matting'
+  config.refine = refine
   config.refine_threshold = 0.2  # many seeds, so that the tiny net solves
   result = train_lib.evaluate(config, trained['workdir'])
   val = result['splits']['validation']
-  assert val['refine'] == 'matting' and val['refine_seconds_per_image'] >= 0
-  # The same labels by hand: the restored network, then refine_matting.
+  assert val['refine'] == refine and val['refine_seconds_per_image'] >= 0
+  # The same labels by hand: the restored network, then refine_on_host.
   run, state, _, _ = run_lib.restore_for_eval(config, trained['workdir'],
                                              None)
   variables = parallel.local_copy(state.variables())
@@ -305,7 +307,7 @@ def test_eval_and_predict_with_the_matting_refinement(trained, tmp_path):
                                              split='validation'):
     scores = np.asarray(run.predict_fn(variables, batch['image'])['scores'])
     for i in np.flatnonzero(batch['example_mask']):
-      labels, _, info = inference.refine_matting(
+      labels, _, info = inference.refine_on_host(
           config, batch['image'][i], scores[i], batch['valid'][i])
       solved += info['solved']
       keep = (batch['valid'][i] > 0) & (batch['mask'][i] < 6)
@@ -322,10 +324,10 @@ def test_eval_and_predict_with_the_matting_refinement(trained, tmp_path):
   cv2.imwrite(str(inputs / 'one.png'), image[..., ::-1])
   predict_lib.predict(config, trained['workdir'], str(inputs), str(outputs))
   info = json.load(open(outputs / 'one.json'))
-  assert info['refine'] == 'matting' and info['refine_seconds'] >= 0
+  assert info['refine'] == refine and info['refine_seconds'] >= 0
   padded = predict_lib._pad_to_multiple(image, config.predict_pad_multiple)
   scores = np.asarray(run.predict_fn(variables, padded[None])['scores'])[0]
-  labels, mattes, _ = inference.refine_matting(config, image,
+  labels, mattes, _ = inference.refine_on_host(config, image,
                                                scores[:IMAGE, :36])
   got = cv2.imread(str(outputs / 'one_labels.png'), cv2.IMREAD_UNCHANGED)
   np.testing.assert_array_equal(got, labels)

@@ -138,3 +138,83 @@ def refine_image(image, probs, threshold: float = 0.8, erode: int = 2,
   labels[rows, cols] = np.argmax(box, axis=-1)
   mattes[rows, cols] = np.clip(box, 0.0, 1.0)
   return labels, mattes, info
+
+
+SOFT_WEIGHTS = ('max', 'margin')
+
+
+def confidence(probs, weight: str = 'max') -> np.ndarray:
+  """Per-pixel confidence [H, W] of probabilities [H, W, K]: the largest
+  ('max') or the largest minus the second largest ('margin')."""
+  top = np.sort(np.asarray(probs, np.float32), axis=-1)
+  if weight == 'max':
+    return top[..., -1]
+  if weight == 'margin':
+    return top[..., -1] - top[..., -2]
+  raise ValueError(f'weight={weight!r} is not one of {SOFT_WEIGHTS}')
+
+
+def soft_refine_image(image, probs, lam: float = 0.1, eps: float = 1e-4,
+                      weight: str = 'max', radius: int = 1, valid=None
+                      ) -> Tuple[np.ndarray, np.ndarray, Dict]:
+  """Labels and mattes of one image from the soft matting system.
+
+  Every pixel's probabilities are a prior, weighted by the network's
+  confidence there: x = (L + lam W)^-1 lam W p for all K classes at once
+  (`solver.solve_weighted`, one factorisation), W = diag(confidence(p)).
+  Where the network is sure the prior holds; where it hesitates (near its
+  own boundaries, which it smooths at its decoder's scale) L carries the
+  classes along the image's colour edges. Unlike `refine_image` there are
+  no seeds to pick: no threshold, no erosion, and no class is lost for
+  lack of a confident pixel. The K mattes sum to 1 (L 1 = 0).
+
+  Args:
+    image: float [H, W, 3] in [0, 1] (uint8 is scaled).
+    probs: float [H, W, K], class probabilities (summing to 1).
+    lam: the weight of the prior against L. The smaller, the farther the
+      colour edges can move a boundary (about 1/sqrt(lam) pixels).
+    eps, radius: the matting Laplacian's.
+    weight: the confidence, 'max' or 'margin' (`confidence`).
+    valid: optional [H, W] mask of real pixels: the solve covers their
+      bounding box; outside it the labels are the argmax of probs and the
+      mattes probs.
+
+  Returns:
+    (labels int32 [H, W], mattes float32 [H, W, K] clipped to [0, 1], info
+    with 'seconds' (the solve) and 'solved').
+  """
+  image = np.asarray(image)
+  if image.dtype == np.uint8:
+    image = image.astype(np.float32) / 255.0
+  probs = np.asarray(probs, np.float32)
+  validation.check_shape('image', image, (None, None, 3), '[H, W, 3]')
+  validation.check_shape('probs', probs, image.shape[:2] + (None,),
+                         f'[H, W, K] = [{image.shape[0]}, {image.shape[1]}, K]')
+  if not lam > 0:
+    raise ValueError(f'lam={lam!r} must be > 0')
+  labels = np.argmax(probs, axis=-1).astype(np.int32)
+  mattes = probs.copy()
+  info = {'seconds': 0.0, 'solved': False}
+  rows = cols = slice(None)
+  box_valid = None
+  if valid is not None:
+    valid = np.asarray(valid) > 0.5
+    ys, xs = np.flatnonzero(valid.any(axis=1)), np.flatnonzero(valid.any(0))
+    if not len(ys):
+      return labels, mattes, info
+    rows, cols = slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1)
+    box_valid = valid[rows, cols]
+  box_image, box_probs = image[rows, cols], probs[rows, cols]
+  if min(box_image.shape[:2]) < 2 * radius + 1:
+    return labels, mattes, info
+  weights = confidence(box_probs, weight)
+  if box_valid is not None:
+    weights = weights * box_valid
+  start = time.perf_counter()
+  x, _ = solver.solve_weighted(box_image, box_probs, weights, lam=lam,
+                               eps=eps, radius=radius, valid=box_valid)
+  info['seconds'] = time.perf_counter() - start
+  info['solved'] = True
+  labels[rows, cols] = np.argmax(x, axis=-1)
+  mattes[rows, cols] = np.clip(x, 0.0, 1.0)
+  return labels, mattes, info

@@ -425,6 +425,13 @@ def _direct_system(image, scribbles, num_classes, lam, eps, radius, valid):
 def _direct_taps(image, scribbles, lam, eps, radius, valid):
   """The taps of one image's system matrix: float64 [T, H, W] for
   `multifrontal.factorise_taps` (reach 2 * radius)."""
+  h, w = scribbles.shape
+  return _system_taps(image, _scribble_diagonal(scribbles, lam).reshape(h, w),
+                      eps, radius, valid)
+
+
+def _system_taps(image, diagonal, eps, radius, valid):
+  """The taps of L + diag(diagonal), float64 [T, H, W] (diagonal [H, W])."""
   half = laplacian.host_stencil(image, eps, radius, valid)
   _, h, w = half.shape
   reach = 2 * radius
@@ -436,11 +443,61 @@ def _direct_taps(image, scribbles, lam, eps, radius, valid):
     if (dy, dx) != (0, 0):  # A[p + d, p] = A[p, p + d]
       ya, xa, xb = max(0, -dx), max(0, dx), w - max(0, -dx)
       taps[index[-dy, -dx], dy:, xa:xb] = half[t][:h - dy, ya:ya + xb - xa]
-  lam_d = _scribble_diagonal(scribbles, lam).reshape(h, w)
+  lam_d = diagonal
   centre = taps[index[0, 0]]
   # Rows of pixels in no kept window and unscribbled are all zero: pin them.
   centre += lam_d + (centre + lam_d <= 0)
   return taps
+
+
+def solve_weighted(image, prior, weights, lam: float = 1.0,
+                   eps: float = 1e-4, radius: int = 1, valid=None
+                   ) -> Tuple[np.ndarray, Dict]:
+  """The soft matting system: x = (L + lam W)^-1 lam W prior, per channel.
+
+  The closed-form system with a data term on every pixel instead of hard
+  scribbles (He, Sun and Tang's soft matting): W = diag(weights) says how
+  much each pixel's prior counts, L pulls the solution onto the image's
+  colour edges. `solve_alpha`'s system is the case weights = 1 on the
+  scribbles and 0 elsewhere, prior = the scribbles' one-hot. Solved by the
+  direct method (one float64 multifrontal factorisation shared by the
+  channels, one refinement step).
+
+  Args:
+    image: [H, W, 3] in [0, 1] (uint8 is scaled).
+    prior: [H, W, C], e.g. a network's class probabilities.
+    weights: [H, W] >= 0, at least one > 0 in every part of the image that
+      no window joins to another (a zero-weight pixel in no kept window is
+      pinned to 0).
+    lam, eps, radius: the data weight, the Laplacian's regulariser and
+      window radius.
+    valid: optional [H, W] mask of real pixels, as in `window_stats`.
+
+  Returns:
+    (float64 [H, W, C], info with 'relative_residual' per channel).
+  """
+  image = np.asarray(image)
+  if image.dtype == np.uint8:
+    image = image.astype(np.float64) / 255.0
+  prior = np.asarray(prior, np.float64)
+  weights = np.asarray(weights, np.float64)
+  validation.check_shape('image', image, (None, None, 3), '[H, W, 3]')
+  h, w = image.shape[:2]
+  validation.check_shape('prior', prior, (h, w, None), f'[{h}, {w}, C]')
+  validation.check_shape('weights', weights, (h, w), f'[{h}, {w}]')
+  validation.check_finite('prior', prior)
+  validation.check_finite('weights', weights)
+  if np.any(weights < 0):
+    raise ValueError('solve_weighted: weights must be >= 0')
+  lam_w = lam * weights
+  taps = _system_taps(image.astype(np.float64), lam_w, eps, radius, valid)
+  c = prior.shape[-1]
+
+  def make_rhs():
+    return (lam_w[..., None] * prior).reshape(h * w, c)
+
+  sol, info = _solve_direct_one(taps, make_rhs, 2 * radius, False, 0)
+  return sol.reshape(h, w, c), info
 
 
 # 'auto' solves an image above direct_max_pixels directly if its factor

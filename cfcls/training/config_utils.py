@@ -17,6 +17,7 @@ from cfcls import config_schema
 from cfcls import inference
 from cfcls import labels
 from cfcls.matting import laplacian
+from cfcls.matting import refine
 from cfcls import losses
 from cfcls import models
 from cfcls import objectives
@@ -196,6 +197,9 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
         f'refine_erode={config.refine_erode!r} must be an int >= 0')
   check(config.refine_eps > 0,
         f'refine_eps={config.refine_eps!r} must be > 0')
+  check(config.refine_lam > 0,
+        f'refine_lam={config.refine_lam!r} must be > 0')
+  one_of('refine_weight', config.refine_weight, refine.SOFT_WEIGHTS)
   check(config.guided_filter_eps > 0,
         f'guided_filter_eps={config.guided_filter_eps!r} must be > 0')
   thresholds = tuple(config.thresholds)

@@ -58,11 +58,12 @@ class Confusion:
 
 
 class RefinedConfusion(Confusion):
-  """Confusion of the labels refined by the matting system (refine='matting').
+  """Confusion of the labels refined by a matting system on the host
+  (config.refine in inference.HOST_REFINES).
 
   The network runs on each host's own examples (`predict_fn`, local
   variables); each image's seeded matting system is solved on the host
-  (`inference.refine_matting`); the hosts' matrices are summed at the end.
+  (`inference.refine_on_host`); the hosts' matrices are summed at the end.
   The same labels stand for every threshold (they come from an argmax).
   """
 
@@ -78,7 +79,7 @@ class RefinedConfusion(Confusion):
     counts = np.zeros((len(keys), run.num_classes, run.num_classes), np.int64)
     for i in np.flatnonzero(np.asarray(batch['example_mask']) > 0):
       valid = np.asarray(batch['valid'][i])
-      labels, _, info = inference.refine_matting(
+      labels, _, info = inference.refine_on_host(
           config, batch['image'][i], scores[i], valid)
       self.seconds.append(info['seconds'])
       counts += np.asarray(metrics_lib.confusion_matrix(
@@ -93,7 +94,7 @@ class RefinedConfusion(Confusion):
       self.confusion = np.asarray(multihost_utils.process_allgather(
           self.confusion)).sum(0)
     out = super().result()
-    out['refine'] = 'matting'
+    out['refine'] = self.run.config.refine
     out['refine_seconds_per_image'] = float(np.mean(self.seconds)) if (
         self.seconds) else 0.0
     return out
@@ -186,7 +187,7 @@ def evaluate_state(run, state, split: str, *, full: bool = False,
   """
   from cfcls.data import pipeline  # pylint: disable=g-import-not-at-top
   config = run.config
-  matting = config.refine == 'matting'
+  matting = config.refine in inference.HOST_REFINES
   confusion = RefinedConfusion(run) if matting else Confusion(run)
   evaluators = [confusion]
   summary = None

@@ -130,9 +130,9 @@ def _predict_one(run, predict_fn, variables, step, source, path, output_dir,
   scores = np.asarray(out['scores'][0, :h, :w])
   probs = np.asarray(out['probs'][0])
   refine_seconds = None
-  if config.refine == 'matting':
-    # The seeded matting system's labels, and its mattes as the pictures.
-    refined, mattes, info = inference.refine_matting(config, image, scores)
+  if config.refine in inference.HOST_REFINES:
+    # The matting system's labels, and its mattes as the pictures.
+    refined, mattes, info = inference.refine_on_host(config, image, scores)
     labels, scores = refined.astype(np.uint8), mattes[..., 1:]
     refine_seconds = info['seconds']
   present = sorted(set(int(c) for c in np.unique(labels) if c > 0)
