@@ -29,6 +29,20 @@ def _scene(h=24, w=30, seed=0):
   return image, mask, probs
 
 
+def _padded(image, probs):
+  """The scene padded by 6 rows and 9 columns: image, probabilities
+  (confident "background" in the padding), valid mask."""
+  h, w = image.shape[:2]
+  big = np.zeros((h + 6, w + 9, 3), np.float32)
+  big[:h, :w] = image
+  bprobs = np.full((h + 6, w + 9, K), 1.0 / K, np.float32)
+  bprobs[h:, :, 0] = 1.0
+  bprobs[:h, :w] = probs
+  valid = np.zeros((h + 6, w + 9), np.float32)
+  valid[:h, :w] = 1
+  return big, bprobs, valid
+
+
 def _scipy_mattes(image, seeds, lam=100.0, eps=1e-4):
   lmat = laplacian.sparse_laplacian(image.astype(np.float64), eps=eps)
   d = (seeds != 255).ravel().astype(np.float64)
@@ -70,20 +84,18 @@ def test_seeds_are_confident_and_away_from_the_networks_boundaries():
   assert np.all(refine.seeds_from_probabilities(unsure) == 255)
 
 
-def test_padding_is_not_solved_and_never_seeds():
+@pytest.mark.parametrize('refine_fn', [refine.refine_image,
+                                       refine.soft_refine_image])
+def test_padding_is_not_solved_and_never_seeds(refine_fn):
   image, mask, probs = _scene()
   h, w = mask.shape
-  big = np.zeros((h + 6, w + 9, 3), np.float32)
-  big[:h, :w] = image
-  bprobs = np.full((h + 6, w + 9, K), 1.0 / K, np.float32)
-  bprobs[h:, :, 0] = 1.0  # confident "background" in the padding
-  bprobs[:h, :w] = probs
-  valid = np.zeros((h + 6, w + 9), np.float32)
-  valid[:h, :w] = 1
-  labels, mattes, _ = refine.refine_image(big, bprobs, valid=valid)
-  alone, alone_mattes, _ = refine.refine_image(image, probs)
+  big, bprobs, valid = _padded(image, probs)
+  labels, mattes, _ = refine_fn(big, bprobs, valid=valid)
+  alone, alone_mattes, _ = refine_fn(image, probs)
   np.testing.assert_array_equal(labels[:h, :w], alone)
   np.testing.assert_allclose(mattes[:h, :w], alone_mattes, atol=1e-5)
+  # Outside the valid box: the probabilities as they were.
+  np.testing.assert_array_equal(mattes[h:], bprobs[h:])
   assert np.all(refine.seeds_from_probabilities(bprobs, valid=valid)[h:] == 255)
 
 
@@ -184,21 +196,3 @@ def test_soft_refinement_matches_a_scipy_solve_and_follows_colour_edges(
   network_errors = np.mean(np.argmax(probs, -1) != mask)
   assert network_errors > 0.05
   assert np.mean(labels != mask) < 0.2 * network_errors
-
-
-def test_soft_refinement_leaves_padding_alone():
-  image, mask, probs = _scene()
-  h, w = mask.shape
-  big = np.zeros((h + 6, w + 9, 3), np.float32)
-  big[:h, :w] = image
-  bprobs = np.full((h + 6, w + 9, K), 1.0 / K, np.float32)
-  bprobs[h:, :, 0] = 1.0
-  bprobs[:h, :w] = probs
-  valid = np.zeros((h + 6, w + 9), np.float32)
-  valid[:h, :w] = 1
-  labels, mattes, _ = refine.soft_refine_image(big, bprobs, valid=valid)
-  alone, alone_mattes, _ = refine.soft_refine_image(image, probs)
-  np.testing.assert_array_equal(labels[:h, :w], alone)
-  np.testing.assert_allclose(mattes[:h, :w], alone_mattes, atol=1e-5)
-  # Outside the valid box: the probabilities as they were.
-  np.testing.assert_array_equal(mattes[h:], bprobs[h:])

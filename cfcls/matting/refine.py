@@ -80,6 +80,26 @@ def refreshed_scribbles(scribbles, probs, threshold: float = 0.8,
                   seeds).astype(np.uint8)
 
 
+def _checked_inputs(image, probs, valid):
+  """(float image, float32 probs, (rows, cols) of the valid pixels' bounding
+  box or None when no pixel is valid, the valid mask in that box or None)."""
+  image = np.asarray(image)
+  if image.dtype == np.uint8:
+    image = image.astype(np.float32) / 255.0
+  probs = np.asarray(probs, np.float32)
+  validation.check_shape('image', image, (None, None, 3), '[H, W, 3]')
+  validation.check_shape('probs', probs, image.shape[:2] + (None,),
+                         f'[H, W, K] = [{image.shape[0]}, {image.shape[1]}, K]')
+  if valid is None:
+    return image, probs, (slice(None), slice(None)), None
+  valid = np.asarray(valid) > 0.5
+  ys, xs = np.flatnonzero(valid.any(axis=1)), np.flatnonzero(valid.any(0))
+  if not len(ys):
+    return image, probs, None, None
+  rows, cols = slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1)
+  return image, probs, (rows, cols), valid[rows, cols]
+
+
 def refine_image(image, probs, threshold: float = 0.8, erode: int = 2,
                  lam: float = 100.0, eps: float = 1e-4, radius: int = 1,
                  valid=None) -> Tuple[np.ndarray, np.ndarray, Dict]:
@@ -102,26 +122,15 @@ def refine_image(image, probs, threshold: float = 0.8, erode: int = 2,
     and 'solved' (False where no class or one class had seeds: then the
     network's own labels and probabilities are returned).
   """
-  image = np.asarray(image)
-  if image.dtype == np.uint8:
-    image = image.astype(np.float32) / 255.0
-  probs = np.asarray(probs, np.float32)
-  validation.check_shape('image', image, (None, None, 3), '[H, W, 3]')
-  validation.check_shape('probs', probs, image.shape[:2] + (None,),
-                         f'[H, W, K] = [{image.shape[0]}, {image.shape[1]}, K]')
+  image, probs, box, box_valid = _checked_inputs(image, probs, valid)
   num_classes = probs.shape[-1]
   labels = np.argmax(probs, axis=-1).astype(np.int32)
   mattes = probs.copy()
-  rows = cols = slice(None)
-  if valid is not None:
-    valid = np.asarray(valid) > 0.5
-    ys, xs = np.flatnonzero(valid.any(axis=1)), np.flatnonzero(valid.any(0))
-    if not len(ys):
-      return labels, mattes, {'seconds': 0.0, 'seeded': 0.0, 'solved': False}
-    rows, cols = slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1)
+  if box is None:
+    return labels, mattes, {'seconds': 0.0, 'seeded': 0.0, 'solved': False}
+  rows, cols = box
   box_image, box_probs = image[rows, cols], probs[rows, cols]
-  seeds = seeds_from_probabilities(
-      box_probs, threshold, erode, None if valid is None else valid[rows, cols])
+  seeds = seeds_from_probabilities(box_probs, threshold, erode, box_valid)
   seeded = seeds != constraints.UNLABELLED
   info = {'seconds': 0.0, 'seeded': float(seeded.mean()), 'solved': False}
   small = min(box_image.shape[:2]) < 2 * radius + 1
@@ -183,27 +192,15 @@ def soft_refine_image(image, probs, lam: float = 0.1, eps: float = 1e-4,
     (labels int32 [H, W], mattes float32 [H, W, K] clipped to [0, 1], info
     with 'seconds' (the solve) and 'solved').
   """
-  image = np.asarray(image)
-  if image.dtype == np.uint8:
-    image = image.astype(np.float32) / 255.0
-  probs = np.asarray(probs, np.float32)
-  validation.check_shape('image', image, (None, None, 3), '[H, W, 3]')
-  validation.check_shape('probs', probs, image.shape[:2] + (None,),
-                         f'[H, W, K] = [{image.shape[0]}, {image.shape[1]}, K]')
   if not lam > 0:
     raise ValueError(f'lam={lam!r} must be > 0')
+  image, probs, box, box_valid = _checked_inputs(image, probs, valid)
   labels = np.argmax(probs, axis=-1).astype(np.int32)
   mattes = probs.copy()
   info = {'seconds': 0.0, 'solved': False}
-  rows = cols = slice(None)
-  box_valid = None
-  if valid is not None:
-    valid = np.asarray(valid) > 0.5
-    ys, xs = np.flatnonzero(valid.any(axis=1)), np.flatnonzero(valid.any(0))
-    if not len(ys):
-      return labels, mattes, info
-    rows, cols = slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1)
-    box_valid = valid[rows, cols]
+  if box is None:
+    return labels, mattes, info
+  rows, cols = box
   box_image, box_probs = image[rows, cols], probs[rows, cols]
   if min(box_image.shape[:2]) < 2 * radius + 1:
     return labels, mattes, info
