@@ -8,7 +8,7 @@ LLVM's optimisation off (2-core CPU, load ~3), with the same losses to the
 printed digit; the whole suite on a clean clone with a cold cache, 18 min
 33 s without and 13 min 24 s with (2026-12-06, idle, this 2-core VM, 462
 tests). Optimisation changes how fast a program runs, not what it
-computes (XLA CPU never enables fast-math reassociation), and every test
+computes (XLA CPU keeps fast-math off by default), and every test
 that compares two runs compiles both with the same flags.
 """
 import os
