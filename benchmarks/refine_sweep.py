@@ -10,7 +10,7 @@ of each, per run and averaged over the runs (seeds) of each variant:
   gf        the guided filter (radius 8, eps 1e-3: configs/demo.py's)
   seeds     cfcls.matting.refine.refine_image (confident, eroded seeds;
             config.refine='matting')
-  soft_*    the soft matting system (cfcls.matting.solver.solve_weighted):
+  soft_W_LAM_EPS  (e.g. soft_max_0.1_0.0001) the soft matting system (cfcls.matting.solver.solve_weighted):
             (L + lam W) x = lam W p on all K probabilities p, W = the
             network's confidence per pixel (max p: 'max'; max p minus the
             second largest: 'margin'), labels by argmax of x
@@ -18,9 +18,9 @@ of each, per run and averaged over the runs (seeds) of each variant:
   python benchmarks/demo_sweep.py --family=scenes --variants=default,ce \\
       --steps=1500 --set seed=0 --dump=/tmp/dump --no_refine_grid
   python benchmarks/refine_sweep.py --dump=/tmp/dump --family=scenes \\
-      --split=train          # choose on the training images
+      --split=train --source=gf      # choose on the training images
   python benchmarks/refine_sweep.py --dump=/tmp/dump --family=scenes \\
-      --split=validation --methods=net,gf,soft_max_1_1e-4   # report
+      --split=validation --source=gf --methods=net,seeds,soft_max_0.1_0.0001
 """
 from __future__ import annotations
 
