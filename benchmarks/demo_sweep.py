@@ -260,7 +260,6 @@ def refresh_targets(config, run, state, data, k):
   (cfcls.matting.refine.refreshed_scribbles); returns the teacher's mIoU on
   the training masks before and after (labels as the two_stage loss takes
   them, unsure pixels left out of the count)."""
-  import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from cfcls import inference  # pylint: disable=g-import-not-at-top
   from cfcls import losses  # pylint: disable=g-import-not-at-top
@@ -272,9 +271,7 @@ def refresh_targets(config, run, state, data, k):
   images, scribbles = data['train_image'], data['train_scribbles']
   tc = config.data.targets
   new, before, after = [], 0, 0
-  for start in range(0, images.shape[0], 20):
-    scores = np.asarray(jax.device_get(fwd(
-        variables, jnp.asarray(images[start:start + 20])))['scores'])
+  for start, scores in scores_in_batches(fwd, variables, images):
     for i in range(scores.shape[0]):
       j = start + i
       seeds = refine.refreshed_scribbles(
@@ -306,11 +303,9 @@ def refresh_targets(config, run, state, data, k):
 
 def dump_probabilities(config, run, state, data, k, path):
   """Saves the network's class probabilities, without ('net') and with
-  ('gf') the config's guided filter, float16, on the validation images and the first REFINE_TRAIN_IMAGES training
-  images, for benchmarks/refine_sweep.py to compare inference refinements
-  on without training again."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  ('gf') the config's guided filter, float16, on the validation images and
+  the first REFINE_TRAIN_IMAGES training images, for
+  benchmarks/refine_sweep.py to compare refinements without training."""
   from cfcls import inference  # pylint: disable=g-import-not-at-top
   variables = state.variables()
   out = {}
@@ -319,15 +314,24 @@ def dump_probabilities(config, run, state, data, k, path):
     for split, count in (('train', REFINE_TRAIN_IMAGES), ('validation', None)):
       images = data[f'{split}_image'][:count]
       probs = []
-      for start in range(0, images.shape[0], 20):
-        scores = np.asarray(jax.device_get(fwd(
-            variables, jnp.asarray(images[start:start + 20])))['scores'])
+      for _, scores in scores_in_batches(fwd, variables, images):
         probs.extend(inference.class_confidences(config, s) for s in scores)
       out[f'{split}_{name}'] = np.stack(probs).astype(np.float16)
   np.savez_compressed(path, **out)
 
 
+def scores_in_batches(fwd, variables, images, size=20):
+  """(start, numpy scores [B, H, W, K-1]) of images[start:start + size]."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  for start in range(0, images.shape[0], size):
+    yield start, np.asarray(jax.device_get(fwd(
+        variables, jnp.asarray(images[start:start + size])))['scores'])
+
+
 def jitted_forward(config, run):
+  """jit of inference.forward for this config (a copy with_guided_filter
+  gives another radius)."""
   import jax  # pylint: disable=g-import-not-at-top
   from cfcls import inference  # pylint: disable=g-import-not-at-top
 
@@ -423,23 +427,18 @@ def evaluate_matting_refine(config, run, state, data, k):
   guided filter (radius `guided`); on the first REFINE_TRAIN_IMAGES training
   images ('train_' keys) and on validation, with the solve time per image.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from cfcls import inference  # pylint: disable=g-import-not-at-top
   from cfcls import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   from cfcls.matting import refine  # pylint: disable=g-import-not-at-top
   variables = state.variables()
   out, seconds = {}, []
   for gf in sorted({g for _, _, g, _ in REFINE_GRID}):
-    config.guided_filter_radius = gf
-    fwd = jax.jit(lambda v, x: inference.forward(config, run.eval_model, v, x))
+    fwd = jitted_forward(with_guided_filter(config, gf), run)
     for split, count in (('train', REFINE_TRAIN_IMAGES), ('validation', None)):
       images = data[f'{split}_image'][:count]
       masks = data[f'{split}_mask'][:count]
       conf = {}
-      for start in range(0, images.shape[0], 20):
-        scores = np.asarray(jax.device_get(fwd(
-            variables, jnp.asarray(images[start:start + 20])))['scores'])
+      for start, scores in scores_in_batches(fwd, variables, images):
         for i in range(scores.shape[0]):
           probs = inference.class_confidences(config, scores[i])
           conf[f'argmax_gf{gf}'] = conf.get(f'argmax_gf{gf}', 0) + np.asarray(
@@ -459,7 +458,6 @@ def evaluate_matting_refine(config, run, state, data, k):
       for key, c in conf.items():
         out[f'{prefix}{"" if key.startswith("argmax") else "matting_"}{key}'] = round(
             metrics_lib.segmentation_metrics(c)['miou'], 4)
-  config.guided_filter_radius = 0
   out['matting_s_per_image'] = round(float(np.mean(seconds)), 3)
   return out
 
@@ -468,10 +466,9 @@ def evaluate(config, run, state, data, k):
   """mIoU per labelling on the validation images (config's guided filter)."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from cfcls import inference  # pylint: disable=g-import-not-at-top
   from cfcls import objectives  # pylint: disable=g-import-not-at-top
   from cfcls import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
-  fwd = jax.jit(lambda v, x: inference.forward(config, run.eval_model, v, x))
+  fwd = jitted_forward(config, run)
   variables = state.variables()
   images, masks = data['validation_image'], data['validation_mask']
   scrib = data['validation_scribbles']

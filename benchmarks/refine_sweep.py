@@ -10,8 +10,8 @@ of each, per run and averaged over the runs (seeds) of each variant:
   gf        the guided filter (radius 8, eps 1e-3: configs/demo.py's)
   seeds     cfcls.matting.refine.refine_image (confident, eroded seeds;
             config.refine='matting')
-  soft_W_LAM_EPS  (e.g. soft_max_0.1_0.0001) the soft matting system (cfcls.matting.solver.solve_weighted):
-            (L + lam W) x = lam W p on all K probabilities p, W = the
+  soft_W_LAM_EPS  (e.g. soft_max_0.1_0.0001) the soft matting system
+            (cfcls.matting.refine.soft_refine_image): (L + lam W) x = lam W p on all K probabilities p, W = the
             network's confidence per pixel (max p: 'max'; max p minus the
             second largest: 'margin'), labels by argmax of x
 
@@ -40,12 +40,12 @@ sys.path.insert(0, ROOT)
 GF_RADIUS, GF_EPS = 8, 1e-3
 SOFT_LAMS = (0.01, 0.03, 0.1, 0.3, 1.0)
 SOFT_EPS = (1e-5, 1e-4)
-SOFT_WEIGHTS = ('max', 'margin')
 
 
 def all_methods():
   out = ['net', 'gf', 'seeds']
-  for w in SOFT_WEIGHTS:
+  from cfcls.matting import refine  # pylint: disable=g-import-not-at-top
+  for w in refine.SOFT_WEIGHTS:
     for lam in SOFT_LAMS:
       for eps in SOFT_EPS:
         out.append(f'soft_{w}_{lam:g}_{eps:g}')
