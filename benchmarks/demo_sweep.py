@@ -533,7 +533,9 @@ def main():
     parser.error(f'unknown variants {unknown}; known: {list(VARIANTS)}')
   if not os.path.exists(args.data):
     t = time.time()
-    make_data(make_config(names[0], args.steps), args.data, args.family)
+    # The --set values too: a data.targets.* setting changes the targets.
+    make_data(make_config(names[0], args.steps, args.set), args.data,
+              args.family)
     print(f'data: {args.data} ({time.time() - t:.1f} s)', flush=True)
   env = dict(os.environ)
   if args.parallel > 1:

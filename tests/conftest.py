@@ -4,6 +4,7 @@ promotion, one cache.
 These must be set before jax initialises its backends, which is why they live
 here and not in the individual test modules.
 """
+import importlib.util
 import os
 import tempfile
 
@@ -39,3 +40,59 @@ jax.config.update("jax_compilation_cache_dir",
 jax.config.update(
     "jax_persistent_cache_min_compile_time_secs",
     float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+
+
+
+# pytest-xdist (`python -m pytest -q -n 2 tests`, README.md) runs the modules
+# on 2 workers. pytest_xdist_make_scheduler below hands out whole modules
+# (module fixtures are built once), with the modules that start several
+# train.py processes at a time (gloo collectives, heartbeat timeouts) as one
+# unit: they share one prepared dataset (faults_helpers.shared_dir) and run
+# in turn on one worker rather than beside each other on 2 cores. Units go
+# out in the order of pytest_collection_modifyitems: the longest first
+# (seconds of a serial run on a 2-core machine, in brackets), so that no worker
+# is left with a long one at the end. The order does not matter to the
+# results: every module builds what it needs.
+TRAIN_PROCESS_MODULES = ("test_multihost_faults",  # (90)
+                         "test_faults",  # (70)
+                         "test_multihost")  # (40)
+LONGEST_FIRST = TRAIN_PROCESS_MODULES + (
+    "test_console",  # (70)
+    "test_train_step",  # (55)
+    "test_train_lib",  # (50)
+    "test_light_models",  # (45)
+    "test_laplacian",  # (45)
+    "test_models",  # (30)
+    "test_matting",  # (30)
+    "test_train_cli",  # (25)
+    "test_reliability",  # (25)
+    "test_annotate_browser",  # (20)
+)
+
+
+def _module(nodeid: str) -> str:
+  return os.path.splitext(os.path.basename(nodeid.split("::", 1)[0]))[0]
+
+
+def pytest_collection_modifyitems(config, items):
+  del config  # unused
+  rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(_module(item.nodeid), len(rank)))
+
+
+if importlib.util.find_spec("xdist") is not None:
+
+  def pytest_xdist_make_scheduler(config, log):
+    """Whole modules per worker, the train-process modules as one unit."""
+    if config.getvalue("dist") != "load":  # another --dist asked for
+      return None
+    from xdist.scheduler import LoadScopeScheduling  # noqa: E402  pylint: disable=g-import-not-at-top
+
+    class ModuleScheduling(LoadScopeScheduling):
+
+      def _split_scope(self, nodeid):
+        module = _module(nodeid)
+        return "train_processes" if module in TRAIN_PROCESS_MODULES else module
+
+    config.option.loadscopereorder = False  # the collection's order
+    return ModuleScheduling(config, log)

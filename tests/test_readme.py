@@ -97,7 +97,7 @@ def test_commands_are_found():
           'python data_prep/import_scribbles.py'} <= found, found
   # A line joined from continuation lines and one after `&&`.
   assert ['python', 'train.py'] in commands
-  assert ['python', '-m', 'pytest', '-q', 'tests'] in commands
+  assert ['python', '-m', 'pytest', '-q', '-n', '2', 'tests'] in commands
 
 
 def test_every_command_names_what_exists():
@@ -105,7 +105,9 @@ def test_every_command_names_what_exists():
     if argv[1] == '-m':
       assert importlib.util.find_spec(argv[2]) is not None, argv
       # `-m venv DIR` names what it creates; other modules' paths must exist.
-      paths = [a for a in argv[3:] if not a.startswith('-')]
+      # (pytest's `-n N` takes a value, the worker count)
+      paths = [a for i, a in enumerate(argv[3:], 3)
+               if not a.startswith('-') and argv[i - 1] != '-n']
       for path in paths if argv[2] != 'venv' else ():
         assert os.path.exists(os.path.join(ROOT, path)), argv
     else:
