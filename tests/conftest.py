@@ -74,6 +74,12 @@ def _module(nodeid: str) -> str:
   return os.path.splitext(os.path.basename(nodeid.split("::", 1)[0]))[0]
 
 
+def xdist_unit(nodeid: str) -> str:
+  """The unit of work (one worker, in turn) a test belongs to."""
+  module = _module(nodeid)
+  return "train_processes" if module in TRAIN_PROCESS_MODULES else module
+
+
 def pytest_collection_modifyitems(config, items):
   del config  # unused
   rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
@@ -91,8 +97,7 @@ if importlib.util.find_spec("xdist") is not None:
     class ModuleScheduling(LoadScopeScheduling):
 
       def _split_scope(self, nodeid):
-        module = _module(nodeid)
-        return "train_processes" if module in TRAIN_PROCESS_MODULES else module
+        return xdist_unit(nodeid)
 
     config.option.loadscopereorder = False  # the collection's order
     return ModuleScheduling(config, log)
