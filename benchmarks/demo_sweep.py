@@ -168,9 +168,14 @@ def make_config(name, steps, sets=None):
   return config
 
 
-def make_data(config, path, family='scenes'):
+def make_data(config, path, family='scenes', consensus_radius=0):
   """Renders the train/validation scenes into an npz (once), with the
   closed-form targets of the training images (uint8, as cached for train.py).
+
+  consensus_radius R > 0: each target is the pixelwise minimum of the
+  mattes with the config's windows and with radius-R windows (clipped
+  first), i.e. a class keeps a pixel only as far as both window sizes
+  agree (benchmarks/README.md, "A better teacher is not a better network").
   """
   from cfcls.data import targets  # pylint: disable=g-import-not-at-top
   gen = family_module(family)
@@ -182,10 +187,17 @@ def make_data(config, path, family='scenes'):
     for key in ('image', 'mask', 'scribbles'):
       out[f'{split}_{key}'] = np.stack([e[key] for e in exs])
   tc = config.data.targets
-  out['train_targets'] = np.stack([np.rint(np.clip(targets.solve_image(
-      e, s, gen.NUM_CLASSES, tc.lam, tc.eps, tc.radius), 0, 1)
-      * targets.QUANT).astype(np.uint8) for e, s in zip(
-          out['train_image'], out['train_scribbles'])])
+  radii = (tc.radius,) + ((consensus_radius,) if consensus_radius else ())
+
+  def teacher(image, scribbles):
+    return np.min([np.clip(targets.solve_image(
+        image, scribbles, gen.NUM_CLASSES, tc.lam, tc.eps, r), 0, 1)
+                   for r in radii], axis=0)
+
+  out['train_targets'] = np.stack([np.rint(teacher(e, s) * targets.QUANT)
+                                   .astype(np.uint8) for e, s in zip(
+                                       out['train_image'],
+                                       out['train_scribbles'])])
   np.savez(path, **out)
 
 
@@ -510,6 +522,10 @@ def main():
   parser.add_argument('--data', default='',
                       help='npz cache (default /tmp/cfcls_sweep_<family>.npz)')
   parser.add_argument('--out', default='')
+  parser.add_argument('--consensus_radius', type=int, default=0,
+                      help='targets: the minimum of the mattes with the '
+                      'config\'s windows and with windows of this radius '
+                      '(only when --data is made; give it its own --data)')
   parser.add_argument('--set', action='append', default=[],
                       help='KEY=VALUE config override for every variant, '
                       'e.g. --set model.name=erfnet (repeatable)')
@@ -535,7 +551,7 @@ def main():
     t = time.time()
     # The --set values too: a data.targets.* setting changes the targets.
     make_data(make_config(names[0], args.steps, args.set), args.data,
-              args.family)
+              args.family, args.consensus_radius)
     print(f'data: {args.data} ({time.time() - t:.1f} s)', flush=True)
   env = dict(os.environ)
   if args.parallel > 1:
