@@ -9,7 +9,7 @@ network trained with it can reach from these scribbles.
 
   python benchmarks/demo_closed_form.py [--config=configs/demo.py]
   python benchmarks/demo_closed_form.py --family=textures --eps=1e-5 --radius=2
-  python benchmarks/demo_closed_form.py --family=textures --consensus_radius=2
+  python benchmarks/demo_closed_form.py --family=textures --extra_radius=2 --combine=min
 
 The system's parameters default to the config's closed-form targets
 (data.targets: lam, eps, radius), i.e. the teacher of `loss='two_stage'`.
@@ -38,9 +38,10 @@ def main():
   parser.add_argument('--lam', type=float, default=None)
   parser.add_argument('--eps', type=float, default=None)
   parser.add_argument('--radius', type=int, default=None)
-  parser.add_argument('--consensus_radius', type=int, default=0,
-                      help='the minimum of the mattes with --radius and with '
-                      'this radius (as demo_sweep.py --consensus_radius)')
+  parser.add_argument('--extra_radius', type=int, default=0,
+                      help='also solve with windows of this radius and '
+                      'combine the two mattes by --combine (as demo_sweep.py)')
+  parser.add_argument('--combine', default='min', choices=('min', 'max'))
   args = parser.parse_args()
   config = config_schema.load_config_file(args.config)
   syn = config.data.synthetic
@@ -54,9 +55,8 @@ def main():
   start = time.time()
   for i in range(syn.num_val):
     ex = family.generate_example(syn.seed, 'validation', i, syn.image_size)
-    radii = (radius,) + ((args.consensus_radius,)
-                         if args.consensus_radius else ())
-    scores = np.min([np.clip(solver.solve_alpha_direct(
+    radii = (radius,) + ((args.extra_radius,) if args.extra_radius else ())
+    scores = {'min': np.min, 'max': np.max}[args.combine]([np.clip(solver.solve_alpha_direct(
         ex['image'] / 255.0, ex['scribbles'], k, lam=lam, eps=eps, radius=r),
                              0, 1) for r in radii], axis=0)[None]
     for t, thr in enumerate(thresholds):
@@ -64,8 +64,8 @@ def main():
       confusion[t] += np.asarray(metrics_lib.confusion_matrix(
           ex['mask'].astype(np.int32), labels, k))
   print(f'{args.family}: {syn.num_val} validation scenes, lam={lam}, '
-        f'eps={eps:g}, radius={radius}, consensus_radius='
-        f'{args.consensus_radius}, {time.time() - start:.1f} s')
+        f'eps={eps:g}, radius={radius}, extra_radius={args.extra_radius} '
+        f'({args.combine}), {time.time() - start:.1f} s')
   for t, thr in enumerate(thresholds):
     miou = metrics_lib.segmentation_metrics(confusion[t])['miou']
     print(f'closed-form mattes, threshold {thr}: mIoU {miou:.4f}')

@@ -168,14 +168,15 @@ def make_config(name, steps, sets=None):
   return config
 
 
-def make_data(config, path, family='scenes', consensus_radius=0):
+def make_data(config, path, family='scenes', extra_radius=0, combine='min'):
   """Renders the train/validation scenes into an npz (once), with the
   closed-form targets of the training images (uint8, as cached for train.py).
 
-  consensus_radius R > 0: each target is the pixelwise minimum of the
-  mattes with the config's windows and with radius-R windows (clipped
-  first), i.e. a class keeps a pixel only as far as both window sizes
-  agree (benchmarks/README.md, "A better teacher is not a better network").
+  extra_radius R > 0: each target combines the mattes with the config's
+  windows and with radius-R windows (clipped first), pixelwise: combine
+  'min' keeps a class only as far as both window sizes agree, 'max' as far
+  as either reaches (benchmarks/README.md, "A better teacher is not a
+  better network").
   """
   from cfcls.data import targets  # pylint: disable=g-import-not-at-top
   gen = family_module(family)
@@ -187,10 +188,11 @@ def make_data(config, path, family='scenes', consensus_radius=0):
     for key in ('image', 'mask', 'scribbles'):
       out[f'{split}_{key}'] = np.stack([e[key] for e in exs])
   tc = config.data.targets
-  radii = (tc.radius,) + ((consensus_radius,) if consensus_radius else ())
+  radii = (tc.radius,) + ((extra_radius,) if extra_radius else ())
+  reduce = {'min': np.min, 'max': np.max}[combine]
 
   def teacher(image, scribbles):
-    return np.min([np.clip(targets.solve_image(
+    return reduce([np.clip(targets.solve_image(
         image, scribbles, gen.NUM_CLASSES, tc.lam, tc.eps, r), 0, 1)
                    for r in radii], axis=0)
 
@@ -522,10 +524,12 @@ def main():
   parser.add_argument('--data', default='',
                       help='npz cache (default /tmp/cfcls_sweep_<family>.npz)')
   parser.add_argument('--out', default='')
-  parser.add_argument('--consensus_radius', type=int, default=0,
-                      help='targets: the minimum of the mattes with the '
-                      'config\'s windows and with windows of this radius '
-                      '(only when --data is made; give it its own --data)')
+  parser.add_argument('--extra_radius', type=int, default=0,
+                      help='targets: the mattes with the config\'s windows '
+                      'and with windows of this radius, combined by '
+                      '--combine (only when --data is made: give it its '
+                      'own --data)')
+  parser.add_argument('--combine', default='min', choices=('min', 'max'))
   parser.add_argument('--set', action='append', default=[],
                       help='KEY=VALUE config override for every variant, '
                       'e.g. --set model.name=erfnet (repeatable)')
@@ -551,7 +555,7 @@ def main():
     t = time.time()
     # The --set values too: a data.targets.* setting changes the targets.
     make_data(make_config(names[0], args.steps, args.set), args.data,
-              args.family, args.consensus_radius)
+              args.family, args.extra_radius, args.combine)
     print(f'data: {args.data} ({time.time() - t:.1f} s)', flush=True)
   env = dict(os.environ)
   if args.parallel > 1:
