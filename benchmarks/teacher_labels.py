@@ -1,0 +1,85 @@
+"""What the sure closed-form labels say about the training images' pixels.
+
+For a demo_sweep npz (its training images, masks, scribbles and uint8
+targets), the labels `loss='two_stage'` trains on (losses.closed_form_labels
+at a threshold and margin) compared with the full masks: how many pixels
+get a label, how many of those are right, and per kind of pixel where the
+labels go (an object pixel labelled with its class, as background, as
+another class, or left out; a background pixel labelled background or as
+an object). benchmarks/README.md, "A better teacher is not a better
+network", reads the networks trained on such labels against these shares.
+
+  python benchmarks/teacher_labels.py --data=/tmp/cfcls_sweep_textures.npz
+  python benchmarks/teacher_labels.py --data=NPZ --threshold=0.7
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from cfcls import labels as labels_lib  # pylint: disable=g-import-not-at-top
+from cfcls import losses  # pylint: disable=g-import-not-at-top
+from cfcls.data import targets  # pylint: disable=g-import-not-at-top
+
+
+def label_shares(data, threshold: float, margin: float, batch: int = 50):
+  """Shares of pixels by what their sure label says (see the docstring)."""
+  counts = dict(pixels=0, labelled=0, right=0, object=0, object_right=0,
+                object_as_background=0, object_as_other=0, background=0,
+                background_right=0, background_as_object=0)
+  for i in range(0, len(data['train_mask']), batch):
+    mask = data['train_mask'][i:i + batch].astype(np.int64)
+    scribbles = data['train_scribbles'][i:i + batch]
+    alpha = data['train_targets'][i:i + batch] / targets.QUANT
+    got = np.asarray(losses.closed_form_labels(
+        alpha.astype(np.float32), scribbles.astype(np.int32),
+        np.ones(mask.shape, np.float32), threshold, margin))
+    labelled = got != labels_lib.IGNORE
+    obj, bg = mask > 0, mask == 0
+    counts['pixels'] += mask.size
+    counts['labelled'] += int(labelled.sum())
+    counts['right'] += int((got == mask).sum())
+    counts['object'] += int(obj.sum())
+    counts['object_right'] += int(((got == mask) & obj).sum())
+    counts['object_as_background'] += int(((got == 0) & obj).sum())
+    counts['object_as_other'] += int(
+        (labelled & (got > 0) & (got != mask) & obj).sum())
+    counts['background'] += int(bg.sum())
+    counts['background_right'] += int(((got == 0) & bg).sum())
+    counts['background_as_object'] += int((labelled & (got > 0) & bg).sum())
+  c = counts
+  return {'labelled': c['labelled'] / c['pixels'],
+          'accuracy_of_labelled': c['right'] / max(c['labelled'], 1),
+          **{k: c[k] / max(c['object'], 1) for k in
+             ('object_right', 'object_as_background', 'object_as_other')},
+          **{k: c[k] / max(c['background'], 1) for k in
+             ('background_right', 'background_as_object')}}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--data', required=True,
+                      help='a benchmarks/demo_sweep.py npz')
+  parser.add_argument('--threshold', type=float, default=0.6)
+  parser.add_argument('--margin', type=float, default=0.2)
+  args = parser.parse_args()
+  if not os.path.isfile(args.data):
+    parser.error(f'--data {args.data}: no such file (make one with '
+                 'benchmarks/demo_sweep.py --data=...)')
+  with np.load(args.data) as f:
+    data = {k: f[k] for k in ('train_mask', 'train_scribbles',
+                              'train_targets')}
+  shares = label_shares(data, args.threshold, args.margin)
+  print(f'{args.data}: threshold {args.threshold}, margin {args.margin}, '
+        f'{len(data["train_mask"])} training images')
+  for key, value in shares.items():
+    print(f'  {key:24s} {value:.3f}')
+
+
+if __name__ == '__main__':
+  main()
