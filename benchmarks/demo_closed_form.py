@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from cfcls import config_schema, objectives  # pylint: disable=g-import-not-at-top
 from cfcls.matting import solver  # pylint: disable=g-import-not-at-top
 from cfcls import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
-from demo_sweep import FAMILIES, family_module  # pylint: disable=g-import-not-at-top
+from demo_sweep import FAMILIES, add_teacher_flags, combined_mattes, family_module  # pylint: disable=g-import-not-at-top
 
 
 def main():
@@ -38,10 +38,7 @@ def main():
   parser.add_argument('--lam', type=float, default=None)
   parser.add_argument('--eps', type=float, default=None)
   parser.add_argument('--radius', type=int, default=None)
-  parser.add_argument('--extra_radius', type=int, default=0,
-                      help='also solve with windows of this radius and '
-                      'combine the two mattes by --combine (as demo_sweep.py)')
-  parser.add_argument('--combine', default='min', choices=('min', 'max'))
+  add_teacher_flags(parser)
   args = parser.parse_args()
   config = config_schema.load_config_file(args.config)
   syn = config.data.synthetic
@@ -55,10 +52,10 @@ def main():
   start = time.time()
   for i in range(syn.num_val):
     ex = family.generate_example(syn.seed, 'validation', i, syn.image_size)
-    radii = (radius,) + ((args.extra_radius,) if args.extra_radius else ())
-    scores = {'min': np.min, 'max': np.max}[args.combine]([np.clip(solver.solve_alpha_direct(
-        ex['image'] / 255.0, ex['scribbles'], k, lam=lam, eps=eps, radius=r),
-                             0, 1) for r in radii], axis=0)[None]
+    scores = combined_mattes(
+        lambda r: solver.solve_alpha_direct(  # pylint: disable=cell-var-from-loop
+            ex['image'] / 255.0, ex['scribbles'], k, lam=lam, eps=eps,
+            radius=r), radius, args.extra_radius, args.combine)[None]
     for t, thr in enumerate(thresholds):
       labels = np.asarray(objectives.labels_from_scores(scores, thr))[0]
       confusion[t] += np.asarray(metrics_lib.confusion_matrix(

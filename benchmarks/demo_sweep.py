@@ -168,6 +168,26 @@ def make_config(name, steps, sets=None):
   return config
 
 
+COMBINE = {'min': np.min, 'max': np.max}
+
+
+def add_teacher_flags(parser):
+  """--extra_radius and --combine (make_data, demo_closed_form.py)."""
+  parser.add_argument('--extra_radius', type=int, default=0,
+                      help='targets: the mattes with the config\'s windows '
+                      'and with windows of this radius, combined by '
+                      '--combine (demo_sweep.py: only when --data is made, '
+                      'so give it its own --data)')
+  parser.add_argument('--combine', default='min', choices=tuple(COMBINE))
+
+
+def combined_mattes(solve, radius, extra_radius=0, combine='min'):
+  """solve(r) (mattes with radius-r windows) clipped to [0, 1]; with
+  extra_radius R > 0, the pixelwise `combine` of the radius and R mattes."""
+  radii = (radius,) + ((extra_radius,) if extra_radius else ())
+  return COMBINE[combine]([np.clip(solve(r), 0, 1) for r in radii], axis=0)
+
+
 def make_data(config, path, family='scenes', extra_radius=0, combine='min'):
   """Renders the train/validation scenes into an npz (once), with the
   closed-form targets of the training images (uint8, as cached for train.py).
@@ -188,13 +208,12 @@ def make_data(config, path, family='scenes', extra_radius=0, combine='min'):
     for key in ('image', 'mask', 'scribbles'):
       out[f'{split}_{key}'] = np.stack([e[key] for e in exs])
   tc = config.data.targets
-  radii = (tc.radius,) + ((extra_radius,) if extra_radius else ())
-  reduce = {'min': np.min, 'max': np.max}[combine]
 
   def teacher(image, scribbles):
-    return reduce([np.clip(targets.solve_image(
-        image, scribbles, gen.NUM_CLASSES, tc.lam, tc.eps, r), 0, 1)
-                   for r in radii], axis=0)
+    return combined_mattes(
+        lambda r: targets.solve_image(image, scribbles, gen.NUM_CLASSES,
+                                      tc.lam, tc.eps, r),
+        tc.radius, extra_radius, combine)
 
   out['train_targets'] = np.stack([np.rint(teacher(e, s) * targets.QUANT)
                                    .astype(np.uint8) for e, s in zip(
@@ -524,12 +543,7 @@ def main():
   parser.add_argument('--data', default='',
                       help='npz cache (default /tmp/cfcls_sweep_<family>.npz)')
   parser.add_argument('--out', default='')
-  parser.add_argument('--extra_radius', type=int, default=0,
-                      help='targets: the mattes with the config\'s windows '
-                      'and with windows of this radius, combined by '
-                      '--combine (only when --data is made: give it its '
-                      'own --data)')
-  parser.add_argument('--combine', default='min', choices=('min', 'max'))
+  add_teacher_flags(parser)
   parser.add_argument('--set', action='append', default=[],
                       help='KEY=VALUE config override for every variant, '
                       'e.g. --set model.name=erfnet (repeatable)')

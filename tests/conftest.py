@@ -42,7 +42,6 @@ jax.config.update(
     float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 
-
 # pytest-xdist (`python -m pytest -q -n 2 tests`, README.md) runs the modules
 # on 2 workers. pytest_xdist_make_scheduler below hands out whole modules
 # (module fixtures are built once), with the modules that start several
@@ -70,20 +69,21 @@ LONGEST_FIRST = TRAIN_PROCESS_MODULES + (
 )
 
 
-def _module(nodeid: str) -> str:
+def module_name(nodeid: str) -> str:
+  """The test module of a node id: tests/test_x.py::test_y -> test_x."""
   return os.path.splitext(os.path.basename(nodeid.split("::", 1)[0]))[0]
 
 
 def xdist_unit(nodeid: str) -> str:
   """The unit of work (one worker, in turn) a test belongs to."""
-  module = _module(nodeid)
+  module = module_name(nodeid)
   return "train_processes" if module in TRAIN_PROCESS_MODULES else module
 
 
 def pytest_collection_modifyitems(config, items):
   del config  # unused
   rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-  items.sort(key=lambda item: rank.get(_module(item.nodeid), len(rank)))
+  items.sort(key=lambda item: rank.get(module_name(item.nodeid), len(rank)))
 
 
 if importlib.util.find_spec("xdist") is not None:

@@ -31,7 +31,7 @@ def test_a_module_is_one_unit_and_the_train_process_modules_share_one():
 def test_collection_puts_the_longest_modules_first(request):
   modules = []
   for item in request.session.items:
-    name = os.path.splitext(os.path.basename(item.nodeid.split('::')[0]))[0]
+    name = conftest.module_name(item.nodeid)
     if not modules or modules[-1] != name:
       modules.append(name)
   # Each module's tests are contiguous, in LONGEST_FIRST's order first.
