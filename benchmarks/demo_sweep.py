@@ -117,6 +117,9 @@ VARIANTS = {
     'default_lap1_e3': {'loss': 'two_stage', 'laplacian_weight': 1.0,
                         'laplacian_reg_eps': 1e-3},
     'default_refresh': {'loss': 'two_stage'},  # REFRESHED
+    'default_cb05': {'loss': 'two_stage', 'class_balance': 0.5},
+    'default_cb1': {'loss': 'two_stage', 'class_balance': 1.0},
+    'ce_cb05': {'loss': 'ce', 'class_balance': 0.5},
     'pce_lap1': {'loss': 'pce', 'laplacian_weight': 1.0},
     'pce_lap10': {'loss': 'pce', 'laplacian_weight': 10.0},
 }
@@ -265,8 +268,9 @@ def crop_example(rng, image, scribbles, mask, crop, scale_range, num_classes,
           present, out_tgt)
 
 
-def train(config, run, mesh, state, data, k):
-  """config.num_train_steps steps on numpy crops of data's training images."""
+def train(config, run, mesh, state, data, k, on_eval=None, eval_every=0):
+  """config.num_train_steps steps on numpy crops of data's training images;
+  on_eval(step, state) after every eval_every steps (0: never)."""
   import jax  # pylint: disable=g-import-not-at-top
   from cfcls import parallel  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(config.seed)
@@ -283,6 +287,8 @@ def train(config, run, mesh, state, data, k):
     state, m = run.train_step(state, parallel.host_batch_to_global(batch, mesh))
     if (step + 1) % 100 == 0:
       history.append({kk: float(v) for kk, v in jax.device_get(m).items()})
+    if on_eval is not None and eval_every and (step + 1) % eval_every == 0:
+      on_eval(step + 1, state)
   jax.block_until_ready(state)
   return state, history
 
@@ -384,7 +390,7 @@ def with_guided_filter(config, radius):
 
 
 def run_variant(name, steps, data_path, family='scenes', sets=None, dump='',
-                refine_grid=True):
+                refine_grid=True, eval_every=0):
   """Trains one variant; returns its result dict."""
   import jax  # pylint: disable=g-import-not-at-top
   from cfcls import parallel
@@ -399,8 +405,17 @@ def run_variant(name, steps, data_path, family='scenes', sets=None, dump='',
   params = {key: sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(tree))
             for key, tree in state.params.items()}
   data = dict(data)
+  curve = []
+
+  def on_eval(step, state):
+    # Network only: validation mIoU and per-class IoU at this step.
+    per_class = class_iou(with_guided_filter(config, 0), run, state, data, k)
+    curve.append({'step': step, 'miou': round(float(np.nanmean(per_class)), 4),
+                  'iou': [round(float(x), 3) for x in per_class]})
+
   t0 = time.time()
-  state, history = train(config, run, mesh, state, data, k)
+  state, history = train(config, run, mesh, state, data, k, on_eval,
+                         eval_every)
   refreshed = {}
   if name in REFRESHED:
     # The refreshed teacher: the first network's confident pixels join the
@@ -442,6 +457,7 @@ def run_variant(name, steps, data_path, family='scenes', sets=None, dump='',
           'mlc': mlc,
           'matting_refine_s_per_image': refine_s, 'refreshed': refreshed,
           'last_train': history[-1] if history else {},
+          'curve': curve,
           'loss_every_100': [round(h['loss'], 4) for h in history]}
 
 
@@ -493,6 +509,23 @@ def evaluate_matting_refine(config, run, state, data, k):
             metrics_lib.segmentation_metrics(c)['miou'], 4)
   out['matting_s_per_image'] = round(float(np.mean(seconds)), 3)
   return out
+
+
+def class_iou(config, run, state, data, k):
+  """Per-class IoU of the argmax labels on the validation images (config's
+  guided filter; seconds per call on the demo's sizes)."""
+  from cfcls import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  fwd = jitted_forward(config, run)
+  variables = state.variables()
+  images, masks = data['validation_image'], data['validation_mask']
+  conf = 0
+  for start in range(0, images.shape[0], 20):
+    out = jax.device_get(fwd(variables, jnp.asarray(images[start:start + 20])))
+    conf = conf + np.asarray(metrics_lib.confusion_matrix(
+        masks[start:start + 20].astype(np.int32), out['labels'][0], k))
+  return np.asarray(metrics_lib.segmentation_metrics(conf)['iou'])
 
 
 def evaluate(config, run, state, data, k):
@@ -552,13 +585,16 @@ def main():
                       '(for benchmarks/refine_sweep.py)')
   parser.add_argument('--no_refine_grid', action='store_true',
                       help='skip the REFINE_GRID evaluation')
+  parser.add_argument('--eval_every', type=int, default=0,
+                      help='also record the network-only validation mIoU '
+                      'and per-class IoU every N steps ("curve")')
   parser.add_argument('--worker', default='', help=argparse.SUPPRESS)
   args = parser.parse_args()
   args.data = args.data or f'/tmp/cfcls_sweep_{args.family}.npz'
   if args.worker:
     print('RESULT ' + json.dumps(run_variant(
         args.worker, args.steps, args.data, args.family, args.set, args.dump,
-        not args.no_refine_grid)),
+        not args.no_refine_grid, args.eval_every)),
           flush=True)
     return
   names = list(VARIANTS) if args.variants == 'all' else args.variants.split(',')
@@ -578,7 +614,8 @@ def main():
   def launch(name):
     cmd = [sys.executable, os.path.abspath(__file__), f'--worker={name}',
            f'--steps={args.steps}', f'--data={args.data}',
-           f'--family={args.family}', f'--dump={args.dump}'] + [
+           f'--family={args.family}', f'--dump={args.dump}',
+           f'--eval_every={args.eval_every}'] + [
                f'--set={x}' for x in args.set] + (
                    ['--no_refine_grid'] if args.no_refine_grid else [])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True,

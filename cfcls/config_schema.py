@@ -131,6 +131,10 @@ def get_config():
   # class probabilities (cfcls.losses.laplacian_energy), with L built at
   # eps=laplacian_reg_eps. 0 = off.
   config.laplacian_weight = 0.0
+  # 'pce', 'ce', 'two_stage': class c's labelled pixels weigh (n_c / n)^-p in
+  # the cross-entropy, n_c its count in the global batch; p = 0 is the plain
+  # mean (cfcls.objectives).
+  config.class_balance = 0.0
   config.laplacian_reg_eps = 1e-5
   config.laplacian_radius = 1
   # Arithmetic of the per-window statistics in the training step: 'float64'

@@ -154,6 +154,13 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
           f'laplacian_weight={config.laplacian_weight!r} regularises softmax '
           f"losses; loss={config.loss!r} has the matting Laplacian in its own "
           'term: set laplacian_weight=0')
+  check(0 <= config.class_balance <= 1,
+        f'class_balance={config.class_balance!r} must be in [0, 1]')
+  if config.class_balance and config.loss in objectives.NAMES:
+    check(config.loss in objectives.HARD_LABELS,
+          f'class_balance={config.class_balance!r} weighs hard labels; '
+          f'loss={config.loss!r} has none: use one of '
+          f'{objectives.HARD_LABELS} or set class_balance=0')
   check(config.laplacian_reg_eps > 0,
         f'laplacian_reg_eps={config.laplacian_reg_eps!r} must be > 0')
   check(0 < config.target_threshold <= 1,
