@@ -117,9 +117,6 @@ VARIANTS = {
     'default_lap1_e3': {'loss': 'two_stage', 'laplacian_weight': 1.0,
                         'laplacian_reg_eps': 1e-3},
     'default_refresh': {'loss': 'two_stage'},  # REFRESHED
-    'default_cb05': {'loss': 'two_stage', 'class_balance': 0.5},
-    'default_cb1': {'loss': 'two_stage', 'class_balance': 1.0},
-    'ce_cb05': {'loss': 'ce', 'class_balance': 0.5},
     'pce_lap1': {'loss': 'pce', 'laplacian_weight': 1.0},
     'pce_lap10': {'loss': 'pce', 'laplacian_weight': 10.0},
 }
@@ -389,8 +386,13 @@ def with_guided_filter(config, radius):
   return config
 
 
+# name -> (tta_scales, tta_flip) evaluated with --tta_grid.
+TTA_GRID = {'flip': ((1.0,), True), 'ms': ((0.75, 1.0, 1.25), False),
+            'ms_flip': ((0.75, 1.0, 1.25), True)}
+
+
 def run_variant(name, steps, data_path, family='scenes', sets=None, dump='',
-                refine_grid=True, eval_every=0):
+                refine_grid=True, eval_every=0, tta_grid=False):
   """Trains one variant; returns its result dict."""
   import jax  # pylint: disable=g-import-not-at-top
   from cfcls import parallel
@@ -439,6 +441,15 @@ def run_variant(name, steps, data_path, family='scenes', sets=None, dump='',
     config.guided_filter_radius = gf
     for key, value in evaluate(config, run, state, data, k).items():
       miou[f'gf{gf}_{key}'] = value
+  if tta_grid:
+    import copy  # pylint: disable=g-import-not-at-top
+    for tta, (scales, flip) in TTA_GRID.items():
+      tta_config = copy.deepcopy(config)
+      tta_config.tta_scales, tta_config.tta_flip = scales, flip
+      for gf in sorted({0, radius}):
+        tta_config.guided_filter_radius = gf
+        for key, value in evaluate(tta_config, run, state, data, k).items():
+          miou[f'{tta}_gf{gf}_{key}'] = value
   if refine_grid and not objectives.get(config.loss).matte:
     config.guided_filter_radius = 0
     miou.update(evaluate_matting_refine(config, run, state, data, k))
@@ -588,13 +599,16 @@ def main():
   parser.add_argument('--eval_every', type=int, default=0,
                       help='also record the network-only validation mIoU '
                       'and per-class IoU every N steps ("curve")')
+  parser.add_argument('--tta_grid', action='store_true',
+                      help='also evaluate each TTA_GRID test-time '
+                      'augmentation (keys <tta>_gf<r>_...)')
   parser.add_argument('--worker', default='', help=argparse.SUPPRESS)
   args = parser.parse_args()
   args.data = args.data or f'/tmp/cfcls_sweep_{args.family}.npz'
   if args.worker:
     print('RESULT ' + json.dumps(run_variant(
         args.worker, args.steps, args.data, args.family, args.set, args.dump,
-        not args.no_refine_grid, args.eval_every)),
+        not args.no_refine_grid, args.eval_every, args.tta_grid)),
           flush=True)
     return
   names = list(VARIANTS) if args.variants == 'all' else args.variants.split(',')
@@ -617,7 +631,8 @@ def main():
            f'--family={args.family}', f'--dump={args.dump}',
            f'--eval_every={args.eval_every}'] + [
                f'--set={x}' for x in args.set] + (
-                   ['--no_refine_grid'] if args.no_refine_grid else [])
+                   ['--no_refine_grid'] if args.no_refine_grid else []) + (
+                       ['--tta_grid'] if args.tta_grid else [])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
                           check=False)
     for line in proc.stdout.splitlines():

@@ -11,6 +11,13 @@ network", reads the networks trained on such labels against these shares.
 
   python benchmarks/teacher_labels.py --data=/tmp/cfcls_sweep_textures.npz
   python benchmarks/teacher_labels.py --data=NPZ --threshold=0.7
+
+--oracle=fill|clean --out=NPZ writes a copy of the npz whose targets are an
+oracle teacher, to train with demo_sweep.py --data=NPZ: 'fill' gives every
+pixel the sure labels leave out its true class (a one-hot target), 'clean'
+leaves out every wrong sure label (its targets all set to the threshold,
+which the margin leaves out). They split the gap between the teacher and
+full masks into missing labels and wrong ones.
 """
 from __future__ import annotations
 
@@ -27,11 +34,8 @@ from cfcls import losses  # pylint: disable=g-import-not-at-top
 from cfcls.data import targets  # pylint: disable=g-import-not-at-top
 
 
-def label_shares(data, threshold: float, margin: float, batch: int = 50):
-  """Shares of pixels by what their sure label says (see the docstring)."""
-  counts = dict(pixels=0, labelled=0, right=0, object=0, object_right=0,
-                object_as_background=0, object_as_other=0, background=0,
-                background_right=0, background_as_object=0)
+def sure_labels(data, threshold: float, margin: float, batch: int = 50):
+  """Yields (index range, masks, scribbles, the sure labels) per batch."""
   for i in range(0, len(data['train_mask']), batch):
     mask = data['train_mask'][i:i + batch].astype(np.int64)
     scribbles = data['train_scribbles'][i:i + batch]
@@ -39,6 +43,15 @@ def label_shares(data, threshold: float, margin: float, batch: int = 50):
     got = np.asarray(losses.closed_form_labels(
         alpha.astype(np.float32), scribbles.astype(np.int32),
         np.ones(mask.shape, np.float32), threshold, margin))
+    yield slice(i, i + batch), mask, scribbles, got
+
+
+def label_shares(data, threshold: float, margin: float):
+  """Shares of pixels by what their sure label says (see the docstring)."""
+  counts = dict(pixels=0, labelled=0, right=0, object=0, object_right=0,
+                object_as_background=0, object_as_other=0, background=0,
+                background_right=0, background_as_object=0)
+  for _, mask, _, got in sure_labels(data, threshold, margin):
     labelled = got != labels_lib.IGNORE
     obj, bg = mask > 0, mask == 0
     counts['pixels'] += mask.size
@@ -61,21 +74,53 @@ def label_shares(data, threshold: float, margin: float, batch: int = 50):
              ('background_right', 'background_as_object')}}
 
 
+def oracle_targets(data, kind: str, threshold: float, margin: float):
+  """uint8 targets of the 'fill' or 'clean' oracle teacher (docstring)."""
+  out = data['train_targets'].copy()
+  num_classes = out.shape[-1] + 1
+  unsure_value = np.uint8(round(threshold * targets.QUANT))
+  for rows, mask, scribbles, got in sure_labels(data, threshold, margin):
+    part = out[rows]
+    if kind == 'fill':
+      left_out = got == labels_lib.IGNORE
+      onehot = np.eye(num_classes, dtype=np.uint8)[mask][..., 1:]
+      part[left_out] = onehot[left_out] * np.uint8(targets.QUANT)
+    else:
+      wrong = ((got != labels_lib.IGNORE) & (got != mask)
+               & (scribbles == labels_lib.IGNORE))
+      part[wrong] = unsure_value
+  return out
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--data', required=True,
                       help='a benchmarks/demo_sweep.py npz')
   parser.add_argument('--threshold', type=float, default=0.6)
   parser.add_argument('--margin', type=float, default=0.2)
+  parser.add_argument('--oracle', choices=('fill', 'clean'), default='',
+                      help='write an oracle teacher\'s npz to --out')
+  parser.add_argument('--out', default='', help='npz path for --oracle')
   args = parser.parse_args()
+  if args.oracle and not args.out:
+    parser.error('--oracle needs --out=NPZ')
   if not os.path.isfile(args.data):
     parser.error(f'--data {args.data}: no such file (make one with '
                  'benchmarks/demo_sweep.py --data=...)')
   with np.load(args.data) as f:
+    if args.oracle:
+      everything = {k: f[k] for k in f.files}
     data = {k: f[k] for k in ('train_mask', 'train_scribbles',
                               'train_targets')}
+  if args.oracle:
+    everything['train_targets'] = oracle_targets(data, args.oracle,
+                                                 args.threshold, args.margin)
+    np.savez(args.out, **everything)
+    data['train_targets'] = everything['train_targets']
+    print(f'{args.out}: the {args.oracle!r} oracle teacher of {args.data}')
   shares = label_shares(data, args.threshold, args.margin)
-  print(f'{args.data}: threshold {args.threshold}, margin {args.margin}, '
+  print(f'{args.out or args.data}: threshold {args.threshold}, margin '
+        f'{args.margin}, '
         f'{len(data["train_mask"])} training images')
   for key, value in shares.items():
     print(f'  {key:24s} {value:.3f}')

@@ -131,10 +131,6 @@ def get_config():
   # class probabilities (cfcls.losses.laplacian_energy), with L built at
   # eps=laplacian_reg_eps. 0 = off.
   config.laplacian_weight = 0.0
-  # 'pce', 'ce', 'two_stage': class c's labelled pixels weigh (n_c / n)^-p in
-  # the cross-entropy, n_c its count in the global batch; p = 0 is the plain
-  # mean (cfcls.objectives).
-  config.class_balance = 0.0
   config.laplacian_reg_eps = 1e-5
   config.laplacian_radius = 1
   # Arithmetic of the per-window statistics in the training step: 'float64'
@@ -190,6 +186,11 @@ def get_config():
   config.refine_lam = 0.1  # 'soft_matting': lam, the prior's weight
   config.refine_weight = 'max'  # 'soft_matting': W, 'max' or 'margin' prob
   config.guided_filter_eps = 1e-3  # its ridge weight (colours in [0, 1])
+  # Test-time augmentation (evaluation and prediction, before any refine):
+  # the network's outputs averaged over these image scales and, with
+  # tta_flip, their left-right mirrors (cfcls.inference.network_outputs).
+  config.tta_scales = (1.0,)
+  config.tta_flip = False
 
   # Prediction (train.py --mode=predict).
   config.predict_pad_multiple = 32  # pad images to a multiple (fewer compiles)

@@ -7,6 +7,7 @@ The network's raw outputs go through the config's objective
 scores in [0, 1] and label maps (docs/method.md, section 3).
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -28,12 +29,40 @@ def images_to_float(images):
   return images.astype(jnp.float32)
 
 
+def network_outputs(config, model, variables, images):
+  """The network's (outputs, mlc_logits), averaged over config's test-time
+  augmentation: each of `tta_scales` (bilinear resize of the images, the
+  outputs resized back) and, with `tta_flip`, its left-right mirror
+  (flipped back). Raw outputs are averaged: for softmax networks the mean
+  of the logits is the normalised geometric mean of the probabilities."""
+  scales = tuple(float(s) for s in config.tta_scales)
+  flips = (False, True) if config.tta_flip else (False,)
+  if scales == (1.0,) and flips == (False,):
+    return model.apply(variables, images, train=False)
+  b, h, w, c = images.shape
+  outputs, mlc_logits = [], []
+  for scale in scales:
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    scaled = images if size == (h, w) else jax.image.resize(
+        images, (b,) + size + (c,), 'bilinear')
+    for flip in flips:
+      out, mlc = model.apply(variables, scaled[:, :, ::-1] if flip else scaled,
+                             train=False)
+      if flip:
+        out = out[:, :, ::-1]
+      if size != (h, w):
+        out = jax.image.resize(out, (b, h, w, out.shape[-1]), 'bilinear')
+      outputs.append(out.astype(jnp.float32))
+      mlc_logits.append(mlc.astype(jnp.float32))
+  return (sum(outputs) / len(outputs), sum(mlc_logits) / len(mlc_logits))
+
+
 def forward(config, model, variables, images):
   """Images -> scores, class probabilities and label maps.
 
   Args:
-    config: uses loss, mlc_gate, thresholds, refine, guided_filter_radius
-      and guided_filter_eps. The guided filter is applied for 'guided' and
+    config: uses loss, mlc_gate, thresholds, refine, guided_filter_radius,
+      guided_filter_eps, tta_scales and tta_flip (`network_outputs`). The guided filter is applied for 'guided' and
       'soft_matting'; the matting systems of HOST_REFINES are not applied
       here (they run on the host: `refine_on_host`).
     model: the flax module (BN in inference mode).
@@ -47,7 +76,7 @@ def forward(config, model, variables, images):
   """
   objective = objectives.get(config.loss)
   images = images_to_float(images)
-  outputs, mlc_logits = model.apply(variables, images, train=False)
+  outputs, mlc_logits = network_outputs(config, model, variables, images)
   if config.refine in GUIDED_REFINES:
     outputs = objective.refine(outputs, images, config.guided_filter_radius,
                                config.guided_filter_eps)

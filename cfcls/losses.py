@@ -226,30 +226,6 @@ def _masked_cross_entropy(name: str, logits, labels):
   return jnp.where(count > 0, total / jnp.maximum(count, 1), 0.0)
 
 
-def class_nll_sums(logits, labels) -> Tuple[jax.Array, jax.Array]:
-  """Per-class sums of the softmax cross-entropy, and per-class counts.
-
-  Args:
-    logits: float [B, H, W, K].
-    labels: int [B, H, W], class ids and 255 = unlabelled (left out).
-
-  Returns:
-    (sum of -log p_label over the pixels labelled c, number of them), each
-    float32 [K]: the pieces of a class-weighted mean that a caller can sum
-    over devices before it weighs them.
-  """
-  validation.check_shape('logits', logits, (None, None, None, None),
-                        '[B, H, W, K]')
-  validation.check_shape('labels', labels, logits.shape[:3], '[B, H, W]')
-  validation.check_labels('labels', labels, logits.shape[-1])
-  k = logits.shape[-1]
-  labels = jnp.asarray(labels)
-  onehot = jax.nn.one_hot(labels, k, dtype=jnp.float32)  # 255 -> all zero
-  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  return (-jnp.sum(onehot * log_probs, axis=(0, 1, 2)),
-          jnp.sum(onehot, axis=(0, 1, 2)))
-
-
 def partial_ce(logits, scribbles) -> jax.Array:
   """Partial cross-entropy (pCE): softmax CE on scribbled pixels only.
 

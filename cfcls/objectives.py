@@ -225,40 +225,14 @@ class _Softmax(Objective):
   def num_outputs(self, num_classes):
     return num_classes
 
-  def _labels(self, config, batch, num_classes):
-    """int32 `[B, H, W]` hard labels of the cross-entropy (255 = left out)."""
-    raise NotImplementedError
-
   def _cross_entropy(self, config, outputs, batch, num_classes):
     """(local mean, number of counted pixels) on this device."""
-    labels = self._labels(config, batch, num_classes)
-    return (losses.full_ce(outputs, labels),
-            jnp.sum(labels != labels_lib.IGNORE))
-
-  def _share(self, config, outputs, batch, num_classes, axis_name):
-    """This device's share of the global cross-entropy mean.
-
-    With config.class_balance = p > 0, class c's pixels weigh
-    (n_c / n)^-p, n_c the number of pixels labelled c in the global batch:
-    the classes that get few labels (thin objects, whose boundary the
-    margin leaves out) count more.
-    """
-    if not config.class_balance:
-      value, count = self._cross_entropy(config, outputs, batch, num_classes)
-      return _global_mean(value, count, axis_name)
-    nll, count = losses.class_nll_sums(
-        outputs, self._labels(config, batch, num_classes))
-    total = jax.lax.psum(count, axis_name)
-    freq = total / jnp.maximum(jnp.sum(total), 1.0)
-    weight = jnp.where(total > 0, jnp.maximum(freq, 1e-12)
-                       ** -config.class_balance, 0.0)
-    return jnp.sum(weight * nll) / jnp.maximum(jnp.sum(weight * total),
-                                               1e-12)
+    raise NotImplementedError
 
   def loss_shares(self, config, num_classes, outputs, mlc_logits, batch,
                   axis_name=DATA_AXIS):
-    shares = {self.name: self._share(config, outputs, batch, num_classes,
-                                     axis_name)}
+    value, count = self._cross_entropy(config, outputs, batch, num_classes)
+    shares = {self.name: _global_mean(value, count, axis_name)}
     if config.laplacian_weight:
       shares['laplacian'] = config.laplacian_weight * _laplacian_share(
           config, outputs, batch, axis_name)
@@ -295,19 +269,20 @@ class PartialCrossEntropy(_Softmax):
   """'pce': softmax cross-entropy on the scribbled pixels (the lower bound)."""
   name = 'pce'
 
-  def _labels(self, config, batch, num_classes):
-    return batch['scribbles']
+  def _cross_entropy(self, config, outputs, batch, num_classes):
+    scribbles = batch['scribbles']
+    return (losses.partial_ce(outputs, scribbles),
+            jnp.sum(scribbles != labels_lib.IGNORE))
 
 
 class FullCrossEntropy(_Softmax):
   """'ce': softmax cross-entropy on full ground-truth masks (upper bound)."""
   name = 'ce'
 
-  def _labels(self, config, batch, num_classes):
+  def _cross_entropy(self, config, outputs, batch, num_classes):
     mask = batch['mask']
-    # Ids >= num_classes (e.g. VOC's void 255 under another convention) are
-    # left out, as the count always did.
-    return jnp.where(mask < num_classes, mask, labels_lib.IGNORE)
+    labelled = (mask != labels_lib.IGNORE) & (mask < num_classes)
+    return losses.full_ce(outputs, mask), jnp.sum(labelled)
 
 
 class TwoStage(_Softmax):
@@ -317,15 +292,18 @@ class TwoStage(_Softmax):
   name = 'two_stage'
   needs_targets = True
 
-  def _labels(self, config, batch, num_classes):
-    return losses.closed_form_labels(batch['targets'], batch['scribbles'],
-                                     batch['valid'], config.target_threshold,
-                                     config.target_margin)
+  def _cross_entropy(self, config, outputs, batch, num_classes):
+    labels = losses.closed_form_labels(batch['targets'], batch['scribbles'],
+                                       batch['valid'],
+                                       config.target_threshold,
+                                       config.target_margin)
+    return losses.full_ce(outputs, labels), jnp.sum(
+        labels != labels_lib.IGNORE)
 
 
 class SoftClosedForm(_Softmax):
   """'cfm_soft': soft CE towards the closed-form mattes (background 1 - max;
-  needs data.targets.enabled). No hard labels: class_balance must be 0."""
+  needs data.targets.enabled)."""
   name = 'cfm_soft'
   needs_targets = True
 
@@ -344,8 +322,6 @@ OBJECTIVES = {o.name: o for o in (ClosedFormMatting(), PartialCrossEntropy(),
                                   FullCrossEntropy(), TwoStage(),
                                   SoftClosedForm())}
 NAMES = tuple(OBJECTIVES)
-# The losses whose cross-entropy has hard labels (config.class_balance).
-HARD_LABELS = ('pce', 'ce', 'two_stage')
 
 
 def get(name: str) -> Objective:

@@ -178,38 +178,6 @@ def test_loss_is_the_global_mean_on_two_devices(loss, cfm_classes):
   assert 'mlc' not in terms  # baseline_mlc is off by default
 
 
-@pytest.mark.parametrize('loss, power', [('pce', 0.5), ('ce', 1.0)])
-def test_class_balance_is_the_weighted_global_mean_on_two_devices(loss,
-                                                                   power):
-  """class_balance=p: class c's pixels weigh (n_c / n)^-p, n_c counted over
-  the whole batch (not per device), and the psum of the shares is that
-  weighted mean."""
-  config = tiny_config(loss)
-  config.class_balance = power
-  batch = random_batch(3)
-  rng = np.random.default_rng(7)
-  outputs = rng.normal(size=(4, SIZE, SIZE, NUM_CLASSES)).astype(np.float32)
-  mlc_logits = np.zeros((4, NUM_CLASSES - 1), np.float32)
-  labels = batch['scribbles'] if loss == 'pce' else batch['mask']
-  # Class 1 only on the second device: its weight needs the global count.
-  labels[:2][labels[:2] == 1] = 255
-  shares, terms = _sharded_loss_terms(config, outputs, mlc_logits, batch,
-                                      jax.devices()[:2])
-  logits = outputs.astype(np.float64)
-  logp = logits - np.log(np.sum(np.exp(logits), -1, keepdims=True))
-  labelled = labels != 255
-  nll = -np.take_along_axis(logp, np.where(labelled, labels, 0)[..., None],
-                            -1)[..., 0]
-  counts = np.array([np.sum(labels == c) for c in range(NUM_CLASSES)], float)
-  assert np.all(counts > 0) and len(set(counts)) > 1
-  weight = (counts / counts.sum()) ** -power
-  pixel_weight = np.where(labelled, weight[np.where(labelled, labels, 0)], 0)
-  want = np.sum(pixel_weight * nll) / np.sum(pixel_weight)
-  assert abs(want - nll[labelled].mean()) > 1e-3  # the weights matter here
-  np.testing.assert_allclose(terms[loss], want, rtol=1e-5)
-  np.testing.assert_allclose(np.sum(shares), want, rtol=1e-5)
-
-
 def test_nonfinite_loss_is_named_by_step():
   history = [{'loss': 1.0, 'grad_norm': 2.0}, {'loss': 0.5, 'grad_norm': 1.0},
              {'loss': np.nan, 'grad_norm': 1.0}]

@@ -154,13 +154,6 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
           f'laplacian_weight={config.laplacian_weight!r} regularises softmax '
           f"losses; loss={config.loss!r} has the matting Laplacian in its own "
           'term: set laplacian_weight=0')
-  check(0 <= config.class_balance <= 1,
-        f'class_balance={config.class_balance!r} must be in [0, 1]')
-  if config.class_balance and config.loss in objectives.NAMES:
-    check(config.loss in objectives.HARD_LABELS,
-          f'class_balance={config.class_balance!r} weighs hard labels; '
-          f'loss={config.loss!r} has none: use one of '
-          f'{objectives.HARD_LABELS} or set class_balance=0')
   check(config.laplacian_reg_eps > 0,
         f'laplacian_reg_eps={config.laplacian_reg_eps!r} must be > 0')
   check(0 < config.target_threshold <= 1,
@@ -209,6 +202,10 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
   one_of('refine_weight', config.refine_weight, refine.SOFT_WEIGHTS)
   check(config.guided_filter_eps > 0,
         f'guided_filter_eps={config.guided_filter_eps!r} must be > 0')
+  scales = tuple(config.tta_scales)
+  check(len(scales) >= 1 and all(
+      isinstance(v, (int, float)) and 0.25 <= v <= 4 for v in scales),
+        f'tta_scales={scales!r} must be one or more scales in [0.25, 4]')
   thresholds = tuple(config.thresholds)
   check(len(thresholds) >= 1 and all(0 < t <= 1 for t in thresholds),
         f'thresholds={thresholds!r} must be values in (0, 1]')
