@@ -18,6 +18,11 @@ pixel the sure labels leave out its true class (a one-hot target), 'clean'
 leaves out every wrong sure label (its targets all set to the threshold,
 which the margin leaves out). They split the gap between the teacher and
 full masks into missing labels and wrong ones.
+
+--vet_with=NPZ2 --out=NPZ writes a copy whose object labels are kept only
+where NPZ2's sure labels agree (e.g. NPZ2 = the min-of-3x3-and-5x5 teacher,
+demo_sweep.py --extra_radius=2 --combine=min): the rest are left out the
+same way. No masks are read: it is a teacher, not an oracle.
 """
 from __future__ import annotations
 
@@ -92,6 +97,19 @@ def oracle_targets(data, kind: str, threshold: float, margin: float):
   return out
 
 
+def vetted_targets(data, other, threshold: float, margin: float):
+  """uint8 targets of data whose object labels other's labels confirm."""
+  out = data['train_targets'].copy()
+  unsure_value = np.uint8(round(threshold * targets.QUANT))
+  for (rows, _, scribbles, got), (_, _, _, check) in zip(
+      sure_labels(data, threshold, margin),
+      sure_labels(other, threshold, margin)):
+    vetoed = ((got > 0) & (got != labels_lib.IGNORE) & (check != got)
+              & (scribbles == labels_lib.IGNORE))
+    out[rows][vetoed] = unsure_value
+  return out
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--data', required=True,
@@ -100,24 +118,43 @@ def main():
   parser.add_argument('--margin', type=float, default=0.2)
   parser.add_argument('--oracle', choices=('fill', 'clean'), default='',
                       help='write an oracle teacher\'s npz to --out')
-  parser.add_argument('--out', default='', help='npz path for --oracle')
+  parser.add_argument('--vet_with', default='',
+                      help='npz of a second teacher that must confirm the '
+                      'object labels; writes --out')
+  parser.add_argument('--out', default='',
+                      help='npz path for --oracle / --vet_with')
   args = parser.parse_args()
-  if args.oracle and not args.out:
-    parser.error('--oracle needs --out=NPZ')
+  if args.oracle and args.vet_with:
+    parser.error('give --oracle or --vet_with, not both')
+  if (args.oracle or args.vet_with) and not args.out:
+    parser.error('--oracle and --vet_with need --out=NPZ')
   if not os.path.isfile(args.data):
     parser.error(f'--data {args.data}: no such file (make one with '
                  'benchmarks/demo_sweep.py --data=...)')
   with np.load(args.data) as f:
-    if args.oracle:
+    if args.oracle or args.vet_with:
       everything = {k: f[k] for k in f.files}
     data = {k: f[k] for k in ('train_mask', 'train_scribbles',
                               'train_targets')}
   if args.oracle:
     everything['train_targets'] = oracle_targets(data, args.oracle,
                                                  args.threshold, args.margin)
+    what = f'the {args.oracle!r} oracle teacher'
+  elif args.vet_with:
+    with np.load(args.vet_with) as f:
+      other = {k: f[k] for k in ('train_mask', 'train_scribbles',
+                                 'train_targets')}
+    if other['train_targets'].shape != data['train_targets'].shape:
+      parser.error(f'--vet_with {args.vet_with}: targets '
+                   f'{other["train_targets"].shape}, --data has '
+                   f'{data["train_targets"].shape}')
+    everything['train_targets'] = vetted_targets(data, other, args.threshold,
+                                                 args.margin)
+    what = f'object labels vetted by {args.vet_with}'
+  if args.oracle or args.vet_with:
     np.savez(args.out, **everything)
     data['train_targets'] = everything['train_targets']
-    print(f'{args.out}: the {args.oracle!r} oracle teacher of {args.data}')
+    print(f'{args.out}: {what}, of {args.data}')
   shares = label_shares(data, args.threshold, args.margin)
   print(f'{args.out or args.data}: threshold {args.threshold}, margin '
         f'{args.margin}, '

@@ -19,6 +19,10 @@ labels. Measured, network outputs only, 1500-step sweeps: demo scenes
 two-stage labels reached 0.685 (0.97x CE, pCE + 0.23; measured in issue 15,
 not here) where end-to-end CFM reached 0.402. --config.loss=cfm trains the
 end-to-end loss (paper: configs/voc.py).
+
+Evaluation and prediction average the network's outputs on each image and
+its mirror (tta_flip, as configs/demo.py; measured on the two synthetic
+families, not on photos: --config.tta_flip=False turns it off).
 """
 
 from cfcls import config_schema
@@ -37,4 +41,5 @@ def get_config():
   config.eval_every_steps = 500
   config.checkpoint_every_steps = 500
   config_schema.use_closed_form_labels(config)
+  config.tta_flip = True
   return config
