@@ -62,9 +62,10 @@ def forward(config, model, variables, images):
 
   Args:
     config: uses loss, mlc_gate, thresholds, refine, guided_filter_radius,
-      guided_filter_eps, tta_scales and tta_flip (`network_outputs`). The guided filter is applied for 'guided' and
-      'soft_matting'; the matting systems of HOST_REFINES are not applied
-      here (they run on the host: `refine_on_host`).
+      guided_filter_eps, tta_scales and tta_flip (`network_outputs`). The
+      guided filter is applied for 'guided' and 'soft_matting'; the
+      matting systems of HOST_REFINES are not applied here (they run on
+      the host: `refine_on_host`).
     model: the flax module (BN in inference mode).
     variables: `{'params', 'batch_stats'}`.
     images: uint8 or float `[B, H, W, 3]`.

@@ -61,9 +61,10 @@ training crops are flipped at random, so the mirror is an image the
 network was trained for). On the 5000-step demo it added +0.012 to the
 default's network outputs and +0.008 after the soft system, +0.003 to
 CE's network outputs (its filtered ones -0.003); on the 1500-step sweeps
-of both families +0.016..+0.026 (benchmarks/README.md, "Test-time
-flip"). It doubles the forward passes of evaluation and prediction;
---config.tta_flip=False turns it off.
+of both families +0.013..+0.024 on the network outputs (means of 3 seeds,
+the default and CE; benchmarks/README.md, "Test-time flip"). It doubles
+the forward passes of evaluation and prediction; --config.tta_flip=False
+turns it off.
 """
 
 import ml_collections

@@ -52,7 +52,8 @@ def test_flip_averages_the_mirrored_outputs_flipped_back(tiny):
   out, mlc = inference.network_outputs(_config(flip=True), model, variables,
                                        images)
   plain, plain_mlc = model.apply(variables, images)
-  mirrored, mirrored_mlc = model.apply(variables, np.asarray(images)[:, :, ::-1])
+  mirrored, mirrored_mlc = model.apply(variables,
+                                       np.asarray(images)[:, :, ::-1])
   want = (np.asarray(plain) + np.asarray(mirrored)[:, :, ::-1]) / 2
   np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(mlc, (plain_mlc + mirrored_mlc) / 2, rtol=1e-6,
