@@ -395,6 +395,8 @@ def run_variant(name, steps, data_path, family='scenes', sets=None, dump='',
                 refine_grid=True, eval_every=0, tta_grid=False):
   """Trains one variant; returns its result dict."""
   import jax  # pylint: disable=g-import-not-at-top
+  from cfcls import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  from cfcls import objectives  # pylint: disable=g-import-not-at-top
   from cfcls import parallel
   from cfcls.training import run_lib  # pylint: disable=g-import-not-at-top
   config = make_config(name, steps, sets)
@@ -408,10 +410,18 @@ def run_variant(name, steps, data_path, family='scenes', sets=None, dump='',
             for key, tree in state.params.items()}
   data = dict(data)
   curve = []
+  # Network only (compiled once for every point of the curve): validation
+  # mIoU and per-class IoU of the argmax (matte networks: config.threshold,
+  # no gate) at this step.
+  curve_config = with_guided_filter(config, 0)
+  curve_fwd = jitted_forward(curve_config, run)
+  curve_key = ('argmax' if not objectives.get(config.loss).matte
+               else f'nogate_{config.threshold}')
 
   def on_eval(step, state):
-    # Network only: validation mIoU and per-class IoU at this step.
-    per_class = class_iou(with_guided_filter(config, 0), run, state, data, k)
+    conf, _ = validation_confusions(curve_config, curve_fwd,
+                                    state.variables(), data, k)
+    per_class = metrics_lib.segmentation_metrics(conf[curve_key])['iou']
     curve.append({'step': step, 'miou': round(float(np.nanmean(per_class)), 4),
                   'iou': [round(float(x), 3) for x in per_class]})
 
@@ -431,25 +441,21 @@ def run_variant(name, steps, data_path, family='scenes', sets=None, dump='',
     dump_probabilities(config, run, state, data, k, os.path.join(
         dump, f'{family}_{name}_s{config.seed}.npz'))
 
-  from cfcls import objectives  # pylint: disable=g-import-not-at-top
   # Evaluation on the full validation images: scores without the gate, then
-  # labels with and without it on the host.
+  # labels with and without it on the host; the config's test-time
+  # augmentation ('' keys), then each of TTA_GRID's ('<name>_' keys).
   config.mlc_gate = False
   radius = config.guided_filter_radius
-  miou = {}
-  for gf in sorted({0, radius}):
-    config.guided_filter_radius = gf
-    for key, value in evaluate(config, run, state, data, k).items():
-      miou[f'gf{gf}_{key}'] = value
+  settings = {'': (config.tta_scales, config.tta_flip)}
   if tta_grid:
-    import copy  # pylint: disable=g-import-not-at-top
-    for tta, (scales, flip) in TTA_GRID.items():
-      tta_config = copy.deepcopy(config)
-      tta_config.tta_scales, tta_config.tta_flip = scales, flip
-      for gf in sorted({0, radius}):
-        tta_config.guided_filter_radius = gf
-        for key, value in evaluate(tta_config, run, state, data, k).items():
-          miou[f'{tta}_gf{gf}_{key}'] = value
+    settings.update({f'{name}_': tta for name, tta in TTA_GRID.items()})
+  miou = {}
+  for prefix, (scales, flip) in settings.items():
+    for gf in sorted({0, radius}):
+      evaluated = with_guided_filter(config, gf)
+      evaluated.tta_scales, evaluated.tta_flip = scales, flip
+      for key, value in evaluate(evaluated, run, state, data, k).items():
+        miou[f'{prefix}gf{gf}_{key}'] = value
   if refine_grid and not objectives.get(config.loss).matte:
     config.guided_filter_radius = 0
     miou.update(evaluate_matting_refine(config, run, state, data, k))
@@ -522,31 +528,14 @@ def evaluate_matting_refine(config, run, state, data, k):
   return out
 
 
-def class_iou(config, run, state, data, k):
-  """Per-class IoU of the argmax labels on the validation images (config's
-  guided filter; seconds per call on the demo's sizes)."""
-  from cfcls import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  fwd = jitted_forward(config, run)
-  variables = state.variables()
-  images, masks = data['validation_image'], data['validation_mask']
-  conf = 0
-  for start in range(0, images.shape[0], 20):
-    out = jax.device_get(fwd(variables, jnp.asarray(images[start:start + 20])))
-    conf = conf + np.asarray(metrics_lib.confusion_matrix(
-        masks[start:start + 20].astype(np.int32), out['labels'][0], k))
-  return np.asarray(metrics_lib.segmentation_metrics(conf)['iou'])
-
-
-def evaluate(config, run, state, data, k):
-  """mIoU per labelling on the validation images (config's guided filter)."""
+def validation_confusions(config, fwd, variables, data, k):
+  """Confusion matrices of each labelling of fwd's outputs on the
+  validation images ('argmax' for softmax networks, '<gate|nogate>_<t>'
+  for matte networks), and the MLC head's accuracy."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from cfcls import objectives  # pylint: disable=g-import-not-at-top
   from cfcls import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
-  fwd = jitted_forward(config, run)
-  variables = state.variables()
   images, masks = data['validation_image'], data['validation_mask']
   scrib = data['validation_scribbles']
   conf = {}
@@ -570,9 +559,17 @@ def evaluate(config, run, state, data, k):
     for key, labels in cases.items():
       conf[key] = conf.get(key, 0) + np.asarray(
           metrics_lib.confusion_matrix(gt, labels, k))
+  return conf, mlc_correct / max(mlc_total, 1)
+
+
+def evaluate(config, run, state, data, k):
+  """mIoU per labelling on the validation images (config's guided filter)."""
+  from cfcls import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  conf, mlc_accuracy = validation_confusions(
+      config, jitted_forward(config, run), state.variables(), data, k)
   miou = {key: round(metrics_lib.segmentation_metrics(c)['miou'], 4)
           for key, c in conf.items()}
-  miou['mlc_accuracy'] = round(mlc_correct / max(mlc_total, 1), 3)
+  miou['mlc_accuracy'] = round(mlc_accuracy, 3)
   return miou
 
 

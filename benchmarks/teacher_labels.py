@@ -79,11 +79,17 @@ def label_shares(data, threshold: float, margin: float):
              ('background_right', 'background_as_object')}}
 
 
+def leave_out(part, where, threshold: float):
+  """Sets the uint8 targets of the pixels `where` to the threshold on every
+  class: their largest alpha* is then within any margin > 0 of it, so the
+  sure labels leave them out."""
+  part[where] = np.uint8(round(threshold * targets.QUANT))
+
+
 def oracle_targets(data, kind: str, threshold: float, margin: float):
   """uint8 targets of the 'fill' or 'clean' oracle teacher (docstring)."""
   out = data['train_targets'].copy()
   num_classes = out.shape[-1] + 1
-  unsure_value = np.uint8(round(threshold * targets.QUANT))
   for rows, mask, scribbles, got in sure_labels(data, threshold, margin):
     part = out[rows]
     if kind == 'fill':
@@ -91,23 +97,24 @@ def oracle_targets(data, kind: str, threshold: float, margin: float):
       onehot = np.eye(num_classes, dtype=np.uint8)[mask][..., 1:]
       part[left_out] = onehot[left_out] * np.uint8(targets.QUANT)
     else:
-      wrong = ((got != labels_lib.IGNORE) & (got != mask)
-               & (scribbles == labels_lib.IGNORE))
-      part[wrong] = unsure_value
+      leave_out(part, (got != labels_lib.IGNORE) & (got != mask)
+                & (scribbles == labels_lib.IGNORE), threshold)
   return out
 
 
 def vetted_targets(data, other, threshold: float, margin: float):
   """uint8 targets of data whose object labels other's labels confirm."""
   out = data['train_targets'].copy()
-  unsure_value = np.uint8(round(threshold * targets.QUANT))
   for (rows, _, scribbles, got), (_, _, _, check) in zip(
       sure_labels(data, threshold, margin),
       sure_labels(other, threshold, margin)):
-    vetoed = ((got > 0) & (got != labels_lib.IGNORE) & (check != got)
-              & (scribbles == labels_lib.IGNORE))
-    out[rows][vetoed] = unsure_value
+    leave_out(out[rows], (got > 0) & (got != labels_lib.IGNORE)
+              & (check != got) & (scribbles == labels_lib.IGNORE), threshold)
   return out
+
+
+# What the label shares and the teachers read from a demo_sweep npz.
+LABEL_KEYS = ('train_mask', 'train_scribbles', 'train_targets')
 
 
 def main():
@@ -134,16 +141,14 @@ def main():
   with np.load(args.data) as f:
     if args.oracle or args.vet_with:
       everything = {k: f[k] for k in f.files}
-    data = {k: f[k] for k in ('train_mask', 'train_scribbles',
-                              'train_targets')}
+    data = {k: f[k] for k in LABEL_KEYS}
   if args.oracle:
     everything['train_targets'] = oracle_targets(data, args.oracle,
                                                  args.threshold, args.margin)
     what = f'the {args.oracle!r} oracle teacher'
   elif args.vet_with:
     with np.load(args.vet_with) as f:
-      other = {k: f[k] for k in ('train_mask', 'train_scribbles',
-                                 'train_targets')}
+      other = {k: f[k] for k in LABEL_KEYS}
     if other['train_targets'].shape != data['train_targets'].shape:
       parser.error(f'--vet_with {args.vet_with}: targets '
                    f'{other["train_targets"].shape}, --data has '
