@@ -210,6 +210,12 @@ def make_data(config, path, family='scenes', extra_radius=0, combine='min'):
   tc = config.data.targets
 
   def teacher(image, scribbles):
+    if targets.check_radius(tc) > 0:  # the product's mattes and check mattes
+      if extra_radius:
+        raise ValueError('--extra_radius and data.targets.check_radius are '
+                         'two teachers: give one')
+      return targets.solve_targets(image, scribbles, gen.NUM_CLASSES, tc.lam,
+                                   tc.eps, tc.radius, targets.check_radius(tc))
     return combined_mattes(
         lambda r: targets.solve_image(image, scribbles, gen.NUM_CLASSES,
                                       tc.lam, tc.eps, r),
@@ -270,6 +276,7 @@ def train(config, run, mesh, state, data, k, on_eval=None, eval_every=0):
   on_eval(step, state) after every eval_every steps (0: never)."""
   import jax  # pylint: disable=g-import-not-at-top
   from cfcls import parallel  # pylint: disable=g-import-not-at-top
+  from cfcls.data import targets  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(config.seed)
   n_train = data['train_image'].shape[0]
   history = []
@@ -281,6 +288,9 @@ def train(config, run, mesh, state, data, k, on_eval=None, eval_every=0):
                           data['train_targets'][i]) for i in idx]
     batch = {key: np.stack([p[j] for p in parts]) for j, key in enumerate(
         ('image', 'scribbles', 'mask', 'valid', 'presence', 'targets'))}
+    batch['targets'], check = targets.split_checks(batch['targets'], k)
+    if check is not None:
+      batch['check_targets'] = check
     state, m = run.train_step(state, parallel.host_batch_to_global(batch, mesh))
     if (step + 1) % 100 == 0:
       history.append({kk: float(v) for kk, v in jax.device_get(m).items()})
@@ -409,6 +419,15 @@ def run_variant(name, steps, data_path, family='scenes', sets=None, dump='',
   params = {key: sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(tree))
             for key, tree in state.params.items()}
   data = dict(data)
+  from cfcls.data import targets  # pylint: disable=g-import-not-at-top
+  want = targets.channels(k, config.data.targets)
+  if ('train_targets' in data and objectives.needs_targets(config)
+      and data['train_targets'].shape[-1] != want):
+    raise ValueError(
+        f'{data_path}: its targets have {data["train_targets"].shape[-1]} '
+        f'channels, data.targets.check_radius='
+        f'{targets.check_radius(config.data.targets)} needs {want}: give '
+        'this setting its own --data')
   curve = []
   # Network only (compiled once for every point of the curve): validation
   # mIoU and per-class IoU of the argmax (matte networks: config.threshold,

@@ -85,6 +85,10 @@ def get_data_config():
   data.targets.lam = 100.0
   data.targets.eps = 1e-7
   data.targets.radius = 1
+  # > 0: also the check mattes min(alpha*, alpha* with windows of this
+  # radius); 'two_stage' then keeps an object label only where they agree
+  # (the vetted teacher, docs/method.md). 0: the mattes alone.
+  data.targets.check_radius = 0
   return data
 
 

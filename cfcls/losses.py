@@ -156,7 +156,7 @@ def target_loss(alpha, targets, valid=None) -> Tuple[jax.Array, jax.Array]:
 
 
 def closed_form_labels(targets, scribbles, valid, threshold: float,
-                       margin: float = 0.0):
+                       margin: float = 0.0, check=None):
   """Hard labels of the closed-form mattes (the two-stage baseline).
 
   Args:
@@ -168,10 +168,20 @@ def closed_form_labels(targets, scribbles, valid, threshold: float,
     margin: unsure pixels are left out (255): those whose largest alpha* is
       within margin of the threshold, or whose two largest alpha* are within
       margin of each other. 0 keeps every pixel.
+    check: optional float [B, H, W, K-1], the check mattes
+      (cfcls.data.targets, data.targets.check_radius): an object label of
+      targets is left out where check's own labels (same threshold and
+      margin) differ from it. Background labels and scribbles stay.
 
   Returns:
     int32 [B, H, W], class ids and 255.
   """
+  if check is not None:
+    labels = closed_form_labels(targets, scribbles, valid, threshold, margin)
+    confirmed = closed_form_labels(check, scribbles, valid, threshold, margin)
+    vetoed = (labels > 0) & (labels != labels_lib.IGNORE) & (
+        confirmed != labels)
+    return jnp.where(vetoed, labels_lib.IGNORE, labels).astype(jnp.int32)
   best = jnp.argmax(targets, axis=-1).astype(jnp.int32) + 1
   top = jnp.max(targets, axis=-1)
   labels = jnp.where(top >= threshold, best, 0)

@@ -288,7 +288,9 @@ class FullCrossEntropy(_Softmax):
 class TwoStage(_Softmax):
   """'two_stage': CE on the closed-form labels (alpha* >= target_threshold,
   scribbled pixels kept, pixels within target_margin of a decision left out;
-  needs data.targets.enabled)."""
+  needs data.targets.enabled). With batch['check_targets'] (the check mattes,
+  data.targets.check_radius > 0) an object label they do not confirm is left
+  out too."""
   name = 'two_stage'
   needs_targets = True
 
@@ -296,7 +298,8 @@ class TwoStage(_Softmax):
     labels = losses.closed_form_labels(batch['targets'], batch['scribbles'],
                                        batch['valid'],
                                        config.target_threshold,
-                                       config.target_margin)
+                                       config.target_margin,
+                                       check=batch.get('check_targets'))
     return losses.full_ce(outputs, labels), jnp.sum(
         labels != labels_lib.IGNORE)
 

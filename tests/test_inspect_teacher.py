@@ -15,7 +15,7 @@ from PIL import Image
 
 import data_fixtures
 from cfcls import config_schema, losses
-from cfcls.data import synthetic, targets, teacher
+from cfcls.data import synthetic, synthetic_textures, targets, teacher
 
 ROOT = data_fixtures.ROOT
 NUM_VAL = 4
@@ -140,3 +140,42 @@ def test_preview_solve_is_close_to_the_exact_one():
   one_px[40, 41] = 1  # odd row and column: one pixel of a 2x2 block
   small = teacher.solve(ex['image'], one_px, k, settings, max_pixels=64 * 64)
   assert small.alpha[..., 0].max() > 0.5
+
+
+def test_check_radius_labels_are_the_vetted_training_labels():
+  """Settings.check_radius (data.targets.check_radius): the labels of the
+  quantised mattes vetted by the quantised check mattes min(r1, r2), as
+  'two_stage' takes them from the cache; the preview path solves both."""
+  cfg = config_schema.load_config_file(
+      os.path.join(ROOT, 'configs', 'folder.py'))
+  cfg.data.targets.check_radius = 2
+  settings = teacher.Settings.from_config(cfg)
+  assert settings.check_radius == 2 and 'radius 2' in settings.describe()
+  # A textures scene where the radius-1 teacher labels background as objects
+  ex = synthetic_textures.generate_example(0, 'validation', 0, 128)
+  k = synthetic_textures.NUM_CLASSES
+  result = teacher.solve(ex['image'], ex['scribbles'], k, settings)
+
+  def stored(a):
+    return (np.rint(a * 255) / 255.0)[None].astype(np.float32)
+
+  r1, r2 = (np.clip(targets.solve_image(ex['image'], ex['scribbles'], k,
+                                        settings.lam, settings.eps, r), 0, 1)
+            for r in (1, 2))
+  args = (ex['scribbles'][None], np.ones((1, 128, 128), np.float32),
+          cfg.target_threshold, cfg.target_margin)
+  expected = losses.closed_form_labels(stored(r1), *args,
+                                       check=stored(np.minimum(r1, r2)))[0]
+  np.testing.assert_array_equal(result.labels, expected)
+  unchecked = np.asarray(losses.closed_form_labels(stored(r1), *args)[0])
+
+  def wrong(labels):
+    return np.sum((labels != 255) & (labels != ex['mask']))
+
+  # here the check removes most of the wrong labels (121 -> 34 when written)
+  assert wrong(result.labels) < 0.5 * wrong(unchecked)
+  np.testing.assert_allclose(result.alpha, stored(r1)[0], atol=1e-6)
+  preview = teacher.solve(ex['image'], ex['scribbles'], k, settings,
+                          max_pixels=64 * 64)
+  assert preview.labels.shape == (128, 128)
+  assert np.mean(preview.labels == result.labels) > 0.8

@@ -181,3 +181,120 @@ def test_cached_targets_equal_a_fresh_solve_after_augmentation(
   assert batch['targets'].shape == (2, 16, 16, K - 1)
   assert batch['targets'].min() >= 0 and batch['targets'].max() <= 1
   assert np.all(batch['targets'][batch['valid'] == 0] == 0)
+
+
+def _vetted_reference(targets_, check, scribbles, threshold, margin):
+  """numpy, one pixel at a time: the labels of targets_ and of check (argmax
+  above the threshold, unsure within the margin, scribbles kept); an object
+  label of targets_ that check does not give is left out (255)."""
+
+  def label(a, s):
+    if s != 255:
+      return s
+    order = np.sort(a)
+    top, second = order[-1], (order[-2] if a.size > 1 else -np.inf)
+    if abs(top - threshold) < margin or (top >= threshold
+                                         and top - second < margin):
+      return 255
+    return int(np.argmax(a)) + 1 if top >= threshold else 0
+
+  out = np.zeros(scribbles.shape, np.int32)
+  for idx in np.ndindex(*scribbles.shape):
+    got = label(targets_[idx], scribbles[idx])
+    if 0 < got < 255 and label(check[idx], scribbles[idx]) != got:
+      got = 255
+    out[idx] = got
+  return out
+
+
+def test_check_mattes_veto_the_object_labels_they_do_not_confirm():
+  rng = np.random.default_rng(3)
+  shape = (2, 9, 11, K - 1)
+  t = rng.random(shape).astype(np.float32)
+  # check mattes: below the mattes (a min), often far below
+  check = (t * rng.choice([1.0, 0.9, 0.3], size=shape)).astype(np.float32)
+  scr = np.where(rng.random(shape[:3]) < 0.1, rng.integers(0, K, shape[:3]),
+                 255).astype(np.int32)
+  valid = np.ones(shape[:3], np.float32)
+  for threshold, margin in ((0.6, 0.2), (0.5, 0.0), (0.5, 0.1)):
+    got = np.asarray(losses.closed_form_labels(t, scr, valid, threshold,
+                                               margin, check=check))
+    want = _vetted_reference(t, check, scr, threshold, margin)
+    np.testing.assert_array_equal(got, want)
+    plain = np.asarray(losses.closed_form_labels(t, scr, valid, threshold,
+                                                 margin))
+    vetoed = (got == 255) & (plain != 255)
+    # Only object labels go, never background or a scribble; and some do.
+    assert vetoed.any() and np.all(plain[vetoed] > 0)
+    assert not np.any(vetoed & (scr != 255))
+  # The check equal to the mattes vetoes nothing.
+  np.testing.assert_array_equal(
+      losses.closed_form_labels(t, scr, valid, 0.6, 0.2, check=t),
+      losses.closed_form_labels(t, scr, valid, 0.6, 0.2))
+
+
+def test_two_stage_reads_the_check_targets():
+  config = config_schema.get_config()
+  config.loss = 'two_stage'
+  config.target_threshold, config.target_margin = 0.5, 0.0
+  t = jnp.array([[[[0.9, 0.0], [0.0, 0.8], [0.1, 0.1]]]])
+  check = jnp.array([[[[0.9, 0.0], [0.0, 0.2], [0.1, 0.1]]]])
+  batch = {'targets': t, 'scribbles': jnp.full((1, 1, 3), 255),
+           'valid': jnp.ones((1, 1, 3))}
+  logits = jnp.log(jnp.array([[[[0.2, 0.7, 0.1], [0.2, 0.1, 0.7],
+                                [0.6, 0.2, 0.2]]]]))
+  objective = objectives.get('two_stage')
+  plain, n_plain = objective._cross_entropy(config, logits, batch, K)
+  vetted, n_vetted = objective._cross_entropy(
+      config, logits, dict(batch, check_targets=check), K)
+  assert (int(n_plain), int(n_vetted)) == (3, 2)
+  # the middle pixel (label 2, not confirmed) is left out of the mean
+  want = -(np.log(0.7) + np.log(0.6)) / 2
+  np.testing.assert_allclose(vetted, want, rtol=1e-5)
+  assert not np.isclose(plain, want)
+
+
+def test_split_checks_names_a_wrong_channel_count():
+  x = np.zeros((4, 4, 2 * (K - 1)))
+  mattes, check = targets.split_checks(x, K)
+  assert mattes.shape == check.shape == (4, 4, K - 1)
+  assert targets.split_checks(x[..., :K - 1], K)[1] is None
+  with pytest.raises(ValueError, match='3 channels.*need 2'):
+    targets.split_checks(np.zeros((4, 4, 3)), K)
+
+
+def test_check_radius_caches_the_check_mattes_apart(folder_config):
+  """check_radius > 0: its own cache (the fingerprint without it is the old
+  one), 2 (K-1) channels, the check mattes min(r1, r2) of the exact solves,
+  augmented with the mattes into batch['check_targets']."""
+  plain = folder_config
+  config = ml_collections.ConfigDict(plain.to_dict())
+  config.targets.check_radius = 2
+  builder = pipeline.get_builder(config)
+  without = ml_collections.ConfigDict(plain.to_dict())
+  del without.targets['check_radius']  # a config from before the field
+  assert (targets.fingerprint(builder, without, 'train', K)
+          == targets.fingerprint(builder, plain, 'train', K))
+  path = targets.prepare(builder, config, 'train', K)
+  assert path != targets.cache_dir(builder, plain, 'train', K)
+  lookup = targets.Lookup(path)
+  assert lookup.channels == 2 * (K - 1)
+  decode = pipeline._decoder(builder)
+  for ex in pipeline._read(builder, 'train'):
+    image = decode(ex, 'image').numpy()
+    scr = decode(ex, 'scribbles').numpy()
+    r1, r2 = (np.clip(targets.solve_image(image, scr, K, 100.0, 1e-7, r),
+                      0, 1) for r in (1, 2))
+    stored = lookup(ex['file_name'].numpy()) / targets.QUANT
+    np.testing.assert_allclose(stored[..., :K - 1], r1, atol=0.5 / 255 + 1e-6)
+    np.testing.assert_allclose(stored[..., K - 1:], np.minimum(r1, r2),
+                               atol=0.5 / 255 + 1e-6)
+  batch = next(pipeline.create_train_iterator(config, 2, seed=0))
+  assert batch['targets'].shape == batch['check_targets'].shape == (
+      2, 16, 16, K - 1)
+  # min(r1, r2) <= r1 up to the quantisation and the bilinear resampling
+  assert np.all(batch['check_targets'] <= batch['targets'] + 1 / 255 + 1e-6)
+  plain_batch = next(pipeline.create_train_iterator(plain, 2, seed=0))
+  assert 'check_targets' not in plain_batch
+  np.testing.assert_allclose(plain_batch['targets'], batch['targets'],
+                             atol=1e-6)

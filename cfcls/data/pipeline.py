@@ -148,9 +148,10 @@ def _augment(example, decode, seed, crop_size, scale_range, flip, annotation,
              num_classes, target=None):
   """Decode + random scale/crop/flip of one example; seed: int64 [2].
 
-  target: optional uint8 `[H, W, K-1]` closed-form matte of the example
+  target: optional uint8 `[H, W, C]` closed-form targets of the example
   (cfcls.data.targets), cropped like the image (bilinear, 0 outside) into
-  'targets' float32 `[h, w, K-1]` in [0, 1].
+  'targets' float32 `[h, w, K-1]` in [0, 1], and with C = 2 (K-1) the check
+  mattes into 'check_targets' (same shape).
   """
   image = decode(example, 'image')
   ann = decode(example, annotation)
@@ -202,9 +203,12 @@ def _augment(example, decode, seed, crop_size, scale_range, flip, annotation,
          'valid': tf.cast(inside, tf.float32),
          'presence': _presence(ann, num_classes)}
   if target is not None:
-    out['targets'] = tf.image.crop_and_resize(
+    cropped = tf.image.crop_and_resize(
         target[None], boxes, [0], [ch, cw], method='bilinear',
         extrapolation_value=0.0)[0] / targets_lib.QUANT
+    out['targets'], check = targets_lib.split_checks(cropped, num_classes)
+    if check is not None:
+      out['check_targets'] = check
   return out
 
 

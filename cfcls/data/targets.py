@@ -7,15 +7,22 @@ for. Losses that use it as an explicit target (cfm_norm='target',
 written here after the dataset is prepared, for any builder:
 
   <builder.data_dir>/closed_form_targets/<split>_<fingerprint>/
-    alpha.npy    uint8, every image's [H, W, K-1] matte, clipped to [0, 1]
+    alpha.npy    uint8, every image's [H, W, C] targets, clipped to [0, 1]
                  and quantised to 1/255 (round), concatenated flat
-    index.json   {file_name: [offset, height, width]}, num_classes
+    index.json   {file_name: [offset, height, width]}, num_classes, channels
 
-The fingerprint hashes what the mattes depend on (builder name, version and
-config, split size, annotation, K, lam, eps, radius), so a changed setting
-or a re-prepared folder with other examples solves again; an unchanged one
-reuses the cache. The training pipeline reads an example's matte by its
-file name and augments it with the image (same crop, scale, flip; bilinear),
+C = K-1 (the mattes), or 2 (K-1) with data.targets.check_radius > 0: the
+mattes, then the check mattes min(alpha*, alpha*_check), alpha*_check solved
+with windows of radius check_radius. The 'two_stage' loss keeps an object
+label of the mattes only where the check mattes give the same label
+(`losses.closed_form_labels`, check=): a class is then sure only as far as
+both window sizes reach it (docs/method.md, "The vetted teacher").
+
+The fingerprint hashes what the targets depend on (builder name, version and
+config, split size, annotation, K, lam, eps, radius, check_radius), so a
+changed setting or a re-prepared folder with other examples solves again;
+an unchanged one reuses the cache. The training pipeline reads an example's
+targets by its file name and augments them with the image (same crop, scale, flip; bilinear),
 so a target pixel differs from the matte resampled at the same point by at
 most the quantisation, 1/510.
 
@@ -58,6 +65,39 @@ def solve_image(image, scribbles, num_classes: int, lam: float,
   return np.asarray(alpha[0], np.float32)
 
 
+def check_radius(targets_config) -> int:
+  """data.targets.check_radius (0, the default: no check mattes)."""
+  return int(targets_config.get('check_radius', 0) or 0)
+
+
+def solve_targets(image, scribbles, num_classes: int, lam: float, eps: float,
+                  radius: int, check_radius: int = 0) -> np.ndarray:
+  """What the cache holds of one image, float32 [H, W, C] clipped to [0, 1]:
+  the mattes (C = K-1), then with check_radius > 0 the check mattes
+  min(alpha*, alpha*_check) (C = 2 (K-1)). Arguments as `solve_image`'s.
+  """
+  alpha = np.clip(solve_image(image, scribbles, num_classes, lam, eps,
+                              radius), 0.0, 1.0)
+  if check_radius <= 0:
+    return alpha
+  other = np.clip(solve_image(image, scribbles, num_classes, lam, eps,
+                              check_radius), 0.0, 1.0)
+  return np.concatenate([alpha, np.minimum(alpha, other)], axis=-1)
+
+
+def split_checks(targets, num_classes: int):
+  """(mattes [..., K-1], check mattes [..., K-1] or None) of targets
+  [..., C] as `solve_targets` makes them; raises ValueError on another C."""
+  k1, c = num_classes - 1, targets.shape[-1]
+  if c == k1:
+    return targets, None
+  if c == 2 * k1:
+    return targets[..., :k1], targets[..., k1:]
+  raise ValueError(f'closed-form targets have {c} channels; {num_classes} '
+                   f'classes need {k1} (mattes) or {2 * k1} (mattes and '
+                   'check mattes, data.targets.check_radius > 0)')
+
+
 def fingerprint(builder, data_config, split: str, num_classes: int) -> str:
   """Hash of everything the split's targets depend on (12 hex digits)."""
   tc = data_config.targets
@@ -66,6 +106,9 @@ def fingerprint(builder, data_config, split: str, num_classes: int) -> str:
              else '', examples=builder.info.splits[split].num_examples,
              annotation=data_config.annotation, num_classes=num_classes,
              lam=float(tc.lam), eps=float(tc.eps), radius=int(tc.radius))
+  check = check_radius(tc)
+  if check > 0:  # absent at 0: caches made before the check stay valid
+    key['check_radius'] = check
   blob = json.dumps(key, sort_keys=True).encode()
   return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -94,8 +137,9 @@ def prepare(builder, data_config, split: str, num_classes: int) -> str:
   start = time.time()
   index, parts, offset = {}, [], 0
   for name, image, ann in _examples(builder, split, data_config.annotation):
-    alpha = solve_image(image, ann, num_classes, tc.lam, tc.eps, tc.radius)
-    q = np.rint(np.clip(alpha, 0.0, 1.0) * QUANT).astype(np.uint8)
+    q = np.rint(solve_targets(image, ann, num_classes, tc.lam, tc.eps,
+                              tc.radius, check_radius(tc)) * QUANT).astype(
+                                  np.uint8)
     index[name] = [offset, int(q.shape[0]), int(q.shape[1])]
     parts.append(q.reshape(-1))
     offset += q.size
@@ -103,7 +147,8 @@ def prepare(builder, data_config, split: str, num_classes: int) -> str:
   os.makedirs(tmp, exist_ok=True)
   np.save(os.path.join(tmp, 'alpha.npy'), np.concatenate(parts))
   with open(os.path.join(tmp, 'index.json'), 'w') as f:
-    json.dump({'num_classes': num_classes, 'index': index}, f)
+    json.dump({'num_classes': num_classes, 'channels': channels(
+        num_classes, tc), 'index': index}, f)
   try:
     os.replace(tmp, out)
   except OSError:  # another process finished first: keep its copy
@@ -114,8 +159,13 @@ def prepare(builder, data_config, split: str, num_classes: int) -> str:
   return out
 
 
+def channels(num_classes: int, targets_config) -> int:
+  """C of `solve_targets`: K-1, or 2 (K-1) with a check radius."""
+  return (num_classes - 1) * (2 if check_radius(targets_config) > 0 else 1)
+
+
 class Lookup:
-  """file name -> uint8 [H, W, K-1] target of a prepared cache (memory-mapped).
+  """file name -> uint8 [H, W, C] targets of a prepared cache (memory-mapped).
 
   Raises KeyError for a file name the cache does not hold.
   """
@@ -124,7 +174,7 @@ class Lookup:
     meta = jsonio.read_json(
         os.path.join(path, 'index.json'),
         f'remove the target cache {path}; the next run solves it again')
-    self.k1 = int(meta['num_classes']) - 1
+    self.channels = int(meta.get('channels', int(meta['num_classes']) - 1))
     self.index = meta['index']
     self.alpha = np.load(os.path.join(path, 'alpha.npy'), mmap_mode='r')
 
@@ -133,12 +183,13 @@ class Lookup:
     if isinstance(file_name, bytes):
       file_name = file_name.decode('utf-8')
     offset, h, w = self.index[str(file_name)]
-    return np.array(self.alpha[offset:offset + h * w * self.k1]).reshape(
-        h, w, self.k1)
+    size = h * w * self.channels
+    return np.array(self.alpha[offset:offset + size]).reshape(
+        h, w, self.channels)
 
   def tf_lookup(self, file_name):
-    """The tf op of `__call__`: uint8 [H, W, K-1] for a string tensor."""
+    """The tf op of `__call__`: uint8 [H, W, C] for a string tensor."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     out = tf.numpy_function(self, [file_name], tf.uint8, stateful=False)
-    out.set_shape([None, None, self.k1])
+    out.set_shape([None, None, self.channels])
     return out

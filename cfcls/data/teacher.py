@@ -6,11 +6,12 @@
   result.labels    # uint8 [H, W]: sure labels, 255 = unsure (left out)
   result.decision  # uint8 [H, W]: the mattes' own label of every pixel
 
-The mattes are those of `cfcls.data.targets` (`solve_image`, the exact direct
-solve with `data.targets` lam, eps, radius), clipped and quantised to 1/255
-as the target cache stores them; the labels are `losses.closed_form_labels`
-of them (config.target_threshold, config.target_margin), the function the
-'two_stage' loss applies to each training crop, so a pixel is labelled here
+The mattes are those of `cfcls.data.targets` (`solve_targets`, the exact
+direct solve with `data.targets` lam, eps, radius, and the check mattes with
+check_radius > 0), clipped and quantised to 1/255 as the target cache stores
+them; the labels are `losses.closed_form_labels` of them
+(config.target_threshold, config.target_margin, the check mattes), the
+function the 'two_stage' loss applies to each training crop, so a pixel is labelled here
 exactly as training labels it (before augmentation). `decision` is the same
 function on the unquantised mattes with margin 0 and no scribble kept: 1 +
 argmax above the threshold, else background, on every pixel; what
@@ -48,17 +49,21 @@ class Settings:
   threshold: float = 0.6
   margin: float = 0.2
   loss: str = 'two_stage'
+  check_radius: int = 0
 
   @classmethod
   def from_config(cls, config) -> 'Settings':
     tc = config.data.targets
     return cls(lam=float(tc.lam), eps=float(tc.eps), radius=int(tc.radius),
                threshold=float(config.target_threshold),
-               margin=float(config.target_margin), loss=str(config.loss))
+               margin=float(config.target_margin), loss=str(config.loss),
+               check_radius=targets.check_radius(tc))
 
   def describe(self) -> str:
     text = (f'lam={self.lam:g}, eps={self.eps:g}, radius={self.radius}, '
             f'threshold {self.threshold:g}, margin {self.margin:g}')
+    if self.check_radius > 0:
+      text += f', object labels checked at radius {self.check_radius}'
     if self.loss != 'two_stage':
       text += (f" (the config's loss is {self.loss!r}: training does not "
                'use these labels)')
@@ -126,37 +131,46 @@ def solve(image, scribbles, num_classes: int, settings: Settings,
   scribbles = np.asarray(scribbles).astype(np.uint8)
   h, w = scribbles.shape
   f = preview_factor((h, w), max_pixels) if factor is None else int(factor)
+
+  def solve_targets(image, scribbles):  # mattes (and check mattes), clipped
+    return targets.solve_targets(image, scribbles, num_classes, settings.lam,
+                                 settings.eps, settings.radius,
+                                 settings.check_radius)
+
   start = time.perf_counter()
   if f > 1:
     small, small_scr = _downscale(image.astype(np.float64) / 255.0,
                                   scribbles, f)
-    alpha = targets.solve_image(small, small_scr, num_classes, settings.lam,
-                                settings.eps, settings.radius)
+    alpha = solve_targets(small, small_scr)
     alpha = cv2.resize(alpha, (alpha.shape[1] * f, alpha.shape[0] * f),
                        interpolation=cv2.INTER_LINEAR)
     alpha = alpha.reshape(alpha.shape[0], alpha.shape[1], -1)[:h, :w]
   else:
-    alpha = targets.solve_image(image, scribbles, num_classes, settings.lam,
-                                settings.eps, settings.radius)
+    alpha = solve_targets(image, scribbles)
   seconds = time.perf_counter() - start
-  alpha = np.clip(alpha, 0.0, 1.0)
+  alpha, check = targets.split_checks(alpha, num_classes)
   if decision:
     decision = _closed_form_labels(alpha, np.full_like(scribbles, IGNORE),
                                    settings.threshold, 0.0)
   else:
     decision = None
-  # As the target cache stores them (targets.prepare; QUANT = 255).
-  alpha = (np.rint(alpha * targets.QUANT) / targets.QUANT).astype(np.float32)
+
+  def quantised(a):  # as the target cache stores them (QUANT = 255)
+    return (np.rint(a * targets.QUANT) / targets.QUANT).astype(np.float32)
+
+  alpha = quantised(alpha)
   labels = _closed_form_labels(alpha, scribbles, settings.threshold,
-                               settings.margin)
+                               settings.margin,
+                               None if check is None else quantised(check))
   return Result(alpha, labels, decision, seconds, f)
 
 
-def _closed_form_labels(alpha, scribbles, threshold, margin):
+def _closed_form_labels(alpha, scribbles, threshold, margin, check=None):
   """`losses.closed_form_labels` of one image: uint8 [H, W]."""
   s = np.asarray(scribbles)[None].astype(np.int32)
-  out = losses.closed_form_labels(alpha[None], s, np.ones(s.shape, np.float32),
-                                  threshold, margin)
+  out = losses.closed_form_labels(
+      alpha[None], s, np.ones(s.shape, np.float32), threshold, margin,
+      None if check is None else check[None])
   return np.asarray(out)[0].astype(np.uint8)
 
 

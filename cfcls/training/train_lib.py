@@ -37,8 +37,10 @@ from cfcls.training import run_lib
 from cfcls.training import stopping
 from cfcls.training import train_step as train_step_lib
 
-# (targets: the closed-form mattes, with data.targets.enabled)
-_TRAIN_KEYS = ('image', 'scribbles', 'mask', 'valid', 'presence', 'targets')
+# (targets: the closed-form mattes, with data.targets.enabled; check_targets:
+# their check mattes, with data.targets.check_radius > 0)
+_TRAIN_KEYS = ('image', 'scribbles', 'mask', 'valid', 'presence', 'targets',
+               'check_targets')
 # How long the other processes wait while process 0 prepares the dataset.
 _PREPARE_TIMEOUT_S = 24 * 3600
 
