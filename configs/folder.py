@@ -12,8 +12,9 @@ Loss: 'two_stage' with the demo's closed-form labels
 the closed-form matte of every training image is solved once after the
 folder is prepared (cfcls.data.targets; exact, by the multifrontal direct
 solver: ~0.1-0.3 s for a 320-pixel photo on 2 cores, growing like
-N^1.5) and the network is trained with cross-entropy on its sure
-labels. Measured, network outputs only, 1500-step sweeps: demo scenes
+N^1.5; twice that with the check mattes of data.targets.check_radius=2,
+which veto the object labels 5x5 windows do not confirm) and the network
+is trained with cross-entropy on its sure labels. Measured, network outputs only, 1500-step sweeps: demo scenes
 0.870 (CE on full masks 0.861, end-to-end CFM 0.662), textured instances
 0.638 (CE 0.706); on an earlier held-out photo-texture folder plain
 two-stage labels reached 0.685 (0.97x CE, pCE + 0.23; measured in issue 15,

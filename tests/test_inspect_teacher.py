@@ -122,7 +122,7 @@ def test_without_masks_ranks_by_unsure_share(tmp_path, capsys):
   assert 'where one more stroke helps most (most unsure first):' in printed
   text = (tmp_path / 'look' / 'report.txt').read_text()
   assert 'closed-form teacher (lam=100, eps=1e-05, radius=1, threshold 0.6, '\
-         'margin 0.2)' in text
+         'margin 0.2, object labels checked at radius 2)' in text
 
 
 def test_preview_solve_is_close_to_the_exact_one():
