@@ -129,6 +129,11 @@ def get_config():
   # 'two_stage': leave out pixels whose closed-form label is unsure (largest
   # alpha* within target_margin of the threshold or of the runner-up).
   config.target_margin = 0.0
+  # 'two_stage': from step label_drop_after * num_train_steps on, leave out
+  # the closed-form labels (not scribbles) to which the network itself gives
+  # a probability below label_drop_prob (a confident disagreement). 0 = off.
+  config.label_drop_prob = 0.0
+  config.label_drop_after = 0.5
   config.laplacian_eps = 1e-7
   # Softmax losses ('pce', 'ce', 'two_stage', 'cfm_soft'): + laplacian_weight
   # * sum_c p_c^T L p_c / N, the matting Laplacian energy of the network's

@@ -195,6 +195,23 @@ def closed_form_labels(targets, scribbles, valid, threshold: float,
   return jnp.where(valid > 0, labels, labels_lib.IGNORE).astype(jnp.int32)
 
 
+def drop_confident_disagreements(logits, labels, scribbles, prob: float):
+  """labels with 255 where the network gives its label a probability below
+  prob (no gradient through the choice); scribbled pixels are kept.
+
+  Args:
+    logits: float [B, H, W, K]; labels: int [B, H, W], 255 = none;
+    scribbles: int [B, H, W]; prob: in (0, 1).
+  """
+  probs = jax.nn.softmax(jax.lax.stop_gradient(logits).astype(jnp.float32))
+  k = logits.shape[-1]
+  safe = jnp.clip(labels, 0, k - 1)
+  p = jnp.take_along_axis(probs, safe[..., None], axis=-1)[..., 0]
+  drop = (labels != labels_lib.IGNORE) & (scribbles == labels_lib.IGNORE) & (
+      p < prob)
+  return jnp.where(drop, labels_lib.IGNORE, labels).astype(jnp.int32)
+
+
 def soft_target_ce(logits, targets, scribbles, valid):
   """Soft cross-entropy towards the closed-form mattes, over valid pixels.
 

@@ -300,6 +300,12 @@ class TwoStage(_Softmax):
                                        config.target_threshold,
                                        config.target_margin,
                                        check=batch.get('check_targets'))
+    if config.label_drop_prob > 0 and 'step' in batch:
+      late = batch['step'] >= int(config.label_drop_after
+                                  * config.num_train_steps)
+      labels = jnp.where(late, losses.drop_confident_disagreements(
+          outputs, labels, batch['scribbles'], config.label_drop_prob),
+                         labels)
     return losses.full_ce(outputs, labels), jnp.sum(
         labels != labels_lib.IGNORE)
 

@@ -298,3 +298,26 @@ def test_check_radius_caches_the_check_mattes_apart(folder_config):
   assert 'check_targets' not in plain_batch
   np.testing.assert_allclose(plain_batch['targets'], batch['targets'],
                              atol=1e-6)
+
+
+def test_confident_disagreements_are_dropped_late_in_training():
+  """label_drop_prob: a label the network gives below that probability is
+  left out (not a scribble), only from step label_drop_after * steps on."""
+  probs = np.array([[[[0.05, 0.90, 0.05], [0.50, 0.45, 0.05],
+                      [0.02, 0.03, 0.95], [0.90, 0.05, 0.05]]]])
+  logits = jnp.log(jnp.asarray(probs, jnp.float32))
+  labels = jnp.array([[[0, 1, 1, 2]]])
+  scr = jnp.array([[[255, 255, 255, 2]]])
+  got = losses.drop_confident_disagreements(logits, labels, scr, 0.1)
+  # 0 at p 0.05 and 1 at p 0.03 go; 1 at p 0.45 stays; the scribble stays.
+  np.testing.assert_array_equal(got, [[[255, 1, 255, 2]]])
+  config = config_schema.get_config()
+  config.loss, config.num_train_steps = 'two_stage', 10
+  config.target_threshold, config.target_margin = 0.5, 0.0
+  config.label_drop_prob, config.label_drop_after = 0.1, 0.5
+  t = jnp.array([[[[0.0, 0.0], [0.9, 0.0], [0.9, 0.0], [0.0, 0.9]]]])
+  batch = {'targets': t, 'scribbles': scr, 'valid': jnp.ones((1, 1, 4))}
+  objective = objectives.get('two_stage')
+  counts = [int(objective._cross_entropy(config, logits, dict(
+      batch, step=jnp.asarray(step)), K)[1]) for step in (4, 5)]
+  assert counts == [4, 2]

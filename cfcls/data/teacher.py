@@ -49,7 +49,7 @@ class Settings:
   threshold: float = 0.6
   margin: float = 0.2
   loss: str = 'two_stage'
-  check_radius: int = 0
+  check_radius: int = 2
 
   @classmethod
   def from_config(cls, config) -> 'Settings':

@@ -160,6 +160,10 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
         f'target_threshold={config.target_threshold!r} must be in (0, 1]')
   check(0 <= config.target_margin < 0.5,
         f'target_margin={config.target_margin!r} must be in [0, 0.5)')
+  check(0 <= config.label_drop_prob < 1,
+        f'label_drop_prob={config.label_drop_prob!r} must be in [0, 1)')
+  check(0 <= config.label_drop_after <= 1,
+        f'label_drop_after={config.label_drop_after!r} must be in [0, 1]')
   problems += models.config_problems(config.model)
   check(not config.init_from or config.model.name == 'deeplabv3plus',
         f'init_from={config.init_from!r} loads torchvision ResNet weights: '

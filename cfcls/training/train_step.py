@@ -110,6 +110,7 @@ def make_train_step(config, model, tx, num_classes: int, mesh,
 
   def per_device(state: TrainState, batch):
     batch = _prepare(batch)
+    batch['step'] = state.step  # of this update (0-based)
     rngs = {'dropout': jax.random.fold_in(
         dropout_key(config.seed, state.step), jax.lax.axis_index(DATA_AXIS))}
 
