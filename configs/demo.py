@@ -13,8 +13,9 @@ far an object reaches.
 The default loss is 'two_stage' (issue 15): the closed-form matte alpha* =
 (L + lam D)^-1 lam D S of every training image is solved once after the
 dataset is prepared (cfcls.data.targets, 45 s for the 300 images on 2
-cores with the check mattes below, cached under the dataset's data_dir), augmented with the image,
-and the softmax network is trained with cross-entropy on its labels. The
+cores with the check mattes below, cached under the dataset's data_dir),
+augmented with the image, and the softmax network is trained with
+cross-entropy on its labels. The
 closed-form mattes already hold ~0.9 mIoU labels; the end-to-end CFM loss
 measures the network's errors in the A or A^2 metric (A = L + lam D), where
 colour-affine errors are nearly free, and so keeps a fraction of them.
@@ -26,7 +27,8 @@ targets"): scenes 0.870 (plain alpha* >= 0.5 labels: 0.859; CE on full
 masks 0.861; end-to-end CFM energy recipe 0.662), textures 0.638 (0.608;
 CE 0.706). Full runs: docs/results.md, "Demo results". Object labels that
 5x5-window mattes do not confirm are left out too (data.targets.check_radius
-=2, the vetted teacher of docs/method.md).
+=2, the vetted teacher of docs/method.md), and from half of training on,
+so are the labels the network itself gives under 0.1 (label_drop_prob).
 To train the end-to-end CFM loss:
 --config.loss=cfm (its settings below); the paper's: configs/voc.py.
 
