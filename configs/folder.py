@@ -8,18 +8,19 @@ sets lower num_train_steps; start from ImageNet weights with
 --config.init_from=resnet101.pth.
 
 Loss: 'two_stage' with the demo's closed-form labels
-(config_schema.use_closed_form_labels; docs/results.md, "Demo results"):
-the closed-form matte of every training image is solved once after the
-folder is prepared (cfcls.data.targets; exact, by the multifrontal direct
-solver: ~0.1-0.3 s for a 320-pixel photo on 2 cores, growing like
-N^1.5; twice that with the check mattes of data.targets.check_radius=2,
-which veto the object labels 5x5 windows do not confirm) and the network
-is trained with cross-entropy on its sure labels. Measured, network outputs only, 1500-step sweeps: demo scenes
-0.870 (CE on full masks 0.861, end-to-end CFM 0.662), textured instances
-0.638 (CE 0.706); on an earlier held-out photo-texture folder plain
-two-stage labels reached 0.685 (0.97x CE, pCE + 0.23; measured in issue 15,
-not here) where end-to-end CFM reached 0.402. --config.loss=cfm trains the
-end-to-end loss (paper: configs/voc.py).
+(config_schema.use_closed_form_labels; docs/results.md, "Demo results"): the
+closed-form matte of every training image is solved once after the folder is
+prepared (cfcls.data.targets; exact, by the multifrontal direct solver:
+~0.1-0.3 s for a 320-pixel photo on 2 cores, growing like N^1.5; ~4x that in
+all with the check mattes of data.targets.check_radius=2, which veto the
+object labels 5x5 windows do not confirm) and the network is trained with
+cross-entropy on its sure labels, from half of training on without the
+labels it gives under 0.1 itself (label_drop_prob). Measured, network
+outputs only, 1500-step sweeps: demo scenes 0.870 (CE on full masks 0.861,
+end-to-end CFM 0.662), textured instances 0.638 (CE 0.706); on an earlier
+held-out photo-texture folder plain two-stage labels reached 0.685 (0.97x
+CE, pCE + 0.23; measured in issue 15, not here) where end-to-end CFM reached
+0.402. --config.loss=cfm trains the end-to-end loss (paper: configs/voc.py).
 
 Evaluation and prediction average the network's outputs on each image and
 its mirror (tta_flip, as configs/demo.py; measured on the two synthetic

@@ -20,11 +20,11 @@ both window sizes reach it (docs/method.md, "The vetted teacher").
 
 The fingerprint hashes what the targets depend on (builder name, version and
 config, split size, annotation, K, lam, eps, radius, check_radius), so a
-changed setting or a re-prepared folder with other examples solves again;
-an unchanged one reuses the cache. The training pipeline reads an example's
-targets by its file name and augments them with the image (same crop, scale, flip; bilinear),
-so a target pixel differs from the matte resampled at the same point by at
-most the quantisation, 1/510.
+changed setting or a re-prepared folder with other examples solves again; an
+unchanged one reuses the cache. The training pipeline reads an example's
+targets by its file name and augments them with the image (same crop, scale,
+flip; bilinear), so a target pixel differs from the matte resampled at the
+same point by at most the quantisation, 1/510.
 
 Each image is solved exactly by `solver.solve_alpha`'s direct method (a
 multifrontal Cholesky of the image's system in nested-dissection order).

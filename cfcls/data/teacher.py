@@ -11,12 +11,13 @@ direct solve with `data.targets` lam, eps, radius, and the check mattes with
 check_radius > 0), clipped and quantised to 1/255 as the target cache stores
 them; the labels are `losses.closed_form_labels` of them
 (config.target_threshold, config.target_margin, the check mattes), the
-function the 'two_stage' loss applies to each training crop, so a pixel is labelled here
-exactly as training labels it (before augmentation). `decision` is the same
-function on the unquantised mattes with margin 0 and no scribble kept: 1 +
-argmax above the threshold, else background, on every pixel; what
-`benchmarks/demo_closed_form.py` scores (the teacher's mIoU). The two differ
-on a few pixels: the quantisation and scribbled pixels (kept in `labels`).
+function the 'two_stage' loss applies to each training crop, so a pixel is
+labelled here exactly as training labels it (before augmentation).
+`decision` is the same function on the unquantised mattes with margin 0 and
+no scribble kept: 1 + argmax above the threshold, else background, on every
+pixel; what `benchmarks/demo_closed_form.py` scores (the teacher's mIoU).
+The two differ on a few pixels: the quantisation and scribbled pixels (kept
+in `labels`).
 
 `max_pixels` solves a smaller copy of the image (an integer downscale: the
 image area-averaged, each scribble block labelled if any of its pixels is)
