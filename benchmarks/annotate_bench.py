@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import io
+import itertools
 import os
 import shutil
 import sys
@@ -96,8 +97,9 @@ def strokes(h, w, n, seed=0):
 BUDGET = [srv.PREVIEW_SECONDS]  # --preview-seconds
 
 
-def serve(folder, max_pixels):
-  server = srv.make_server(folder, port=0, settings=teacher.Settings(),
+def serve(folder, max_pixels, check_radius=teacher.Settings.check_radius):
+  settings = teacher.Settings(check_radius=check_radius)
+  server = srv.make_server(folder, port=0, settings=settings,
                            max_pixels=max_pixels, budget=BUDGET[0])
   threading.Thread(target=server.serve_forever, args=(0.05,),
                    daemon=True).start()
@@ -257,6 +259,10 @@ def main(argv=None):
                  default=srv.PREVIEW_SECONDS,
                  help='the server\'s time budget per preview solve (0: '
                  'always the finest preview)')
+  p.add_argument('--check-radius', default=str(
+      teacher.Settings.check_radius),
+                 help='the teacher\'s data.targets.check_radius; a comma '
+                 'list (e.g. 2,0) measures each in turn, the same strokes')
   p.add_argument('--no-browser', action='store_true')
   p.add_argument('--no-full', action='store_true',
                  help='skip the full-resolution http pass')
@@ -274,19 +280,21 @@ def main(argv=None):
         f'({os.cpu_count()} CPUs); preview at most {a.preview_pixels} px, '
         f'coarser while a solve takes over {a.preview_seconds} s')
   sizes = [tuple(int(v) for v in s.split('x')) for s in a.sizes.split(',')]
-  for h, w in sizes:
+  checks = [int(v) for v in a.check_radius.split(',')]
+  for (h, w), check in itertools.product(sizes, checks):
     with tempfile.TemporaryDirectory() as tmp:
       folder = os.path.join(tmp, f'bench_{h}x{w}')
       source = make_folder(folder, h, w)
       plan = strokes(h, w, a.strokes)
-      server = serve(folder, a.preview_pixels)
+      server = serve(folder, a.preview_pixels, check)
       try:
         # Warm-up: jax, the solver's plans for this size, and the preview
         # size settling (SolveWorker) on three strokes.
         warm = http_latency(server, h, w, plan[:3], False, 0)
         if not a.no_full:
           http_latency(server, h, w, plan[:1], True, 0)
-        print(f'{h}x{w} ({source}), {a.strokes} strokes (warm-up solves '
+        print(f'{h}x{w} ({source}), check radius {check}, {a.strokes} '
+              'strokes (warm-up solves '
               f'{", ".join(f"{t:.2f}" for t in warm[1])} s):')
         if browser:
           got = browser_latency(server, h, w, plan, a.pause)
