@@ -408,6 +408,7 @@ def run_variant(name, steps, data_path, family='scenes', sets=None, dump='',
   from cfcls import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   from cfcls import objectives  # pylint: disable=g-import-not-at-top
   from cfcls import parallel
+  from cfcls.data import targets  # pylint: disable=g-import-not-at-top
   from cfcls.training import run_lib  # pylint: disable=g-import-not-at-top
   config = make_config(name, steps, sets)
   synthetic = family_module(family)
@@ -419,7 +420,6 @@ def run_variant(name, steps, data_path, family='scenes', sets=None, dump='',
   params = {key: sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(tree))
             for key, tree in state.params.items()}
   data = dict(data)
-  from cfcls.data import targets  # pylint: disable=g-import-not-at-top
   want = targets.channels(k, config.data.targets)
   if ('train_targets' in data and objectives.needs_targets(config)
       and data['train_targets'].shape[-1] != want):

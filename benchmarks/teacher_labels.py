@@ -39,16 +39,24 @@ from cfcls import losses  # pylint: disable=g-import-not-at-top
 from cfcls.data import targets  # pylint: disable=g-import-not-at-top
 
 
-def sure_labels(data, threshold: float, margin: float, batch: int = 50):
-  """Yields (index range, masks, scribbles, the sure labels) per batch."""
+def sure_labels(data, threshold: float, margin: float, batch: int = 50,
+                check=None):
+  """Yields (index range, masks, scribbles, the sure labels) per batch;
+  check: another npz's data whose targets vet the object labels
+  (`losses.closed_form_labels`' check)."""
+
+  def mattes(source, rows):
+    return (source['train_targets'][rows] / targets.QUANT).astype(np.float32)
+
   for i in range(0, len(data['train_mask']), batch):
-    mask = data['train_mask'][i:i + batch].astype(np.int64)
-    scribbles = data['train_scribbles'][i:i + batch]
-    alpha = data['train_targets'][i:i + batch] / targets.QUANT
+    rows = slice(i, i + batch)
+    mask = data['train_mask'][rows].astype(np.int64)
+    scribbles = data['train_scribbles'][rows]
     got = np.asarray(losses.closed_form_labels(
-        alpha.astype(np.float32), scribbles.astype(np.int32),
-        np.ones(mask.shape, np.float32), threshold, margin))
-    yield slice(i, i + batch), mask, scribbles, got
+        mattes(data, rows), scribbles.astype(np.int32),
+        np.ones(mask.shape, np.float32), threshold, margin,
+        None if check is None else mattes(check, rows)))
+    yield rows, mask, scribbles, got
 
 
 def label_shares(data, threshold: float, margin: float):
@@ -105,11 +113,11 @@ def oracle_targets(data, kind: str, threshold: float, margin: float):
 def vetted_targets(data, other, threshold: float, margin: float):
   """uint8 targets of data whose object labels other's labels confirm."""
   out = data['train_targets'].copy()
-  for (rows, _, scribbles, got), (_, _, _, check) in zip(
+  for (rows, _, _, got), (_, _, _, vetted) in zip(
       sure_labels(data, threshold, margin),
-      sure_labels(other, threshold, margin)):
-    leave_out(out[rows], (got > 0) & (got != labels_lib.IGNORE)
-              & (check != got) & (scribbles == labels_lib.IGNORE), threshold)
+      sure_labels(data, threshold, margin, check=other)):
+    leave_out(out[rows], (got != labels_lib.IGNORE)
+              & (vetted == labels_lib.IGNORE), threshold)
   return out
 
 
