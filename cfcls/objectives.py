@@ -300,7 +300,7 @@ class TwoStage(_Softmax):
                                        config.target_threshold,
                                        config.target_margin,
                                        check=batch.get('check_targets'))
-    if config.label_drop_prob > 0 and 'step' in batch:
+    if config.label_drop_prob > 0:  # batch['step']: the train step's
       late = batch['step'] >= int(config.label_drop_after
                                   * config.num_train_steps)
       labels = jnp.where(late, losses.drop_confident_disagreements(

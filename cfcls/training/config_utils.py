@@ -23,6 +23,7 @@ from cfcls import models
 from cfcls import objectives
 from cfcls.training import optim
 from cfcls.data import fingerprint
+from cfcls.data import targets
 
 # Largest training crop side; larger crops are almost surely a typo (and would
 # not fit in accelerator memory with any of the supported networks).
@@ -160,7 +161,7 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
         f'target_threshold={config.target_threshold!r} must be in (0, 1]')
   check(0 <= config.target_margin < 0.5,
         f'target_margin={config.target_margin!r} must be in [0, 0.5)')
-  check(int(config.data.targets.get('check_radius', 0) or 0) >= 0,
+  check(targets.check_radius(config.data.targets) >= 0,
         f'data.targets.check_radius={config.data.targets.check_radius!r} '
         'must be >= 0 (0: no check mattes)')
   check(0 <= config.label_drop_prob < 1,
