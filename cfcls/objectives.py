@@ -299,7 +299,9 @@ class TwoStage(_Softmax):
                                        batch['valid'],
                                        config.target_threshold,
                                        config.target_margin,
-                                       check=batch.get('check_targets'))
+                                       check=batch.get('check_targets'),
+                                       background_below=(
+                                           config.target_background_below))
     if config.label_drop_prob > 0:  # batch['step']: the train step's
       late = batch['step'] >= int(config.label_drop_after
                                   * config.num_train_steps)
