@@ -129,10 +129,6 @@ def get_config():
   # 'two_stage': leave out pixels whose closed-form label is unsure (largest
   # alpha* within target_margin of the threshold or of the runner-up).
   config.target_margin = 0.0
-  # 'two_stage': a background label also needs every alpha* below this (the
-  # pixels between it and target_threshold - target_margin are left out;
-  # 1.0 = no further limit).
-  config.target_background_below = 1.0
   # 'two_stage': from step label_drop_after * num_train_steps on, leave out
   # the closed-form labels (not scribbles) to which the network itself gives
   # a probability below label_drop_prob (a confident disagreement). 0 = off.

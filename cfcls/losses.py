@@ -156,8 +156,7 @@ def target_loss(alpha, targets, valid=None) -> Tuple[jax.Array, jax.Array]:
 
 
 def closed_form_labels(targets, scribbles, valid, threshold: float,
-                       margin: float = 0.0, check=None,
-                       background_below: float = 1.0):
+                       margin: float = 0.0, check=None):
   """Hard labels of the closed-form mattes (the two-stage baseline).
 
   Args:
@@ -173,18 +172,12 @@ def closed_form_labels(targets, scribbles, valid, threshold: float,
       (cfcls.data.targets, data.targets.check_radius): an object label of
       targets is left out where check's own labels (same threshold and
       margin) differ from it. Background labels and scribbles stay.
-    background_below: a background label also needs every alpha* below
-      this; the pixels between it and threshold - margin are left out (1.0:
-      no further limit). Thin objects fade in the mattes, so their pixels
-      fall under threshold - margin more often than background pixels rise
-      over it.
 
   Returns:
     int32 [B, H, W], class ids and 255.
   """
   if check is not None:
-    labels = closed_form_labels(targets, scribbles, valid, threshold, margin,
-                                background_below=background_below)
+    labels = closed_form_labels(targets, scribbles, valid, threshold, margin)
     confirmed = closed_form_labels(check, scribbles, valid, threshold, margin)
     vetoed = (labels > 0) & (labels != labels_lib.IGNORE) & (
         confirmed != labels)
@@ -198,9 +191,6 @@ def closed_form_labels(targets, scribbles, valid, threshold: float,
       second = jnp.sort(targets, axis=-1)[..., -2]
       unsure = unsure | ((top >= threshold) & (top - second < margin))
     labels = jnp.where(unsure, labels_lib.IGNORE, labels)
-  if background_below < 1.0:
-    labels = jnp.where((labels == 0) & (top >= background_below),
-                       labels_lib.IGNORE, labels)
   labels = jnp.where(scribbles != labels_lib.IGNORE, scribbles, labels)
   return jnp.where(valid > 0, labels, labels_lib.IGNORE).astype(jnp.int32)
 

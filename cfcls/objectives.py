@@ -299,9 +299,7 @@ class TwoStage(_Softmax):
                                        batch['valid'],
                                        config.target_threshold,
                                        config.target_margin,
-                                       check=batch.get('check_targets'),
-                                       background_below=(
-                                           config.target_background_below))
+                                       check=batch.get('check_targets'))
     if config.label_drop_prob > 0:  # batch['step']: the train step's
       late = batch['step'] >= int(config.label_drop_after
                                   * config.num_train_steps)

@@ -183,12 +183,10 @@ def test_cached_targets_equal_a_fresh_solve_after_augmentation(
   assert np.all(batch['targets'][batch['valid'] == 0] == 0)
 
 
-def _vetted_reference(targets_, check, scribbles, threshold, margin,
-                      background_below=1.0):
+def _vetted_reference(targets_, check, scribbles, threshold, margin):
   """numpy, one pixel at a time: the labels of targets_ and of check (argmax
-  above the threshold, unsure within the margin, background only under
-  background_below, scribbles kept); an object label of targets_ that check
-  does not give is left out (255)."""
+  above the threshold, unsure within the margin, scribbles kept); an object
+  label of targets_ that check does not give is left out (255)."""
 
   def label(a, s):
     if s != 255:
@@ -198,9 +196,7 @@ def _vetted_reference(targets_, check, scribbles, threshold, margin,
     if abs(top - threshold) < margin or (top >= threshold
                                          and top - second < margin):
       return 255
-    if top >= threshold:
-      return int(np.argmax(a)) + 1
-    return 0 if top < background_below else 255
+    return int(np.argmax(a)) + 1 if top >= threshold else 0
 
   out = np.zeros(scribbles.shape, np.int32)
   for idx in np.ndindex(*scribbles.shape):
@@ -235,37 +231,6 @@ def test_check_mattes_veto_the_object_labels_they_do_not_confirm():
   np.testing.assert_array_equal(
       losses.closed_form_labels(t, scr, valid, 0.6, 0.2, check=t),
       losses.closed_form_labels(t, scr, valid, 0.6, 0.2))
-
-
-def test_background_labels_only_under_background_below():
-  rng = np.random.default_rng(4)
-  shape = (2, 9, 11, K - 1)
-  t = (rng.random(shape) ** 2).astype(np.float32)  # many low mattes
-  check = (t * rng.choice([1.0, 0.5], size=shape)).astype(np.float32)
-  scr = np.where(rng.random(shape[:3]) < 0.1, rng.integers(0, K, shape[:3]),
-                 255).astype(np.int32)
-  valid = np.ones(shape[:3], np.float32)
-  for threshold, margin, below in ((0.6, 0.2, 0.25), (0.5, 0.0, 0.3)):
-    got = np.asarray(losses.closed_form_labels(
-        t, scr, valid, threshold, margin, check=check,
-        background_below=below))
-    np.testing.assert_array_equal(
-        got, _vetted_reference(t, check, scr, threshold, margin, below))
-    before = np.asarray(losses.closed_form_labels(t, scr, valid, threshold,
-                                                  margin, check=check))
-    gone = (got == 255) & (before != 255)
-    # Only background labels go, never a scribble or an object label; and
-    # some do. Nothing else changes.
-    assert gone.any() and np.all(before[gone] == 0)
-    assert not np.any(gone & (scr != 255))
-    np.testing.assert_array_equal(got[~gone], before[~gone])
-  # 1.0 (the schema's default) and any limit above threshold - margin change
-  # nothing.
-  for below in (1.0, 0.45):
-    np.testing.assert_array_equal(
-        losses.closed_form_labels(t, scr, valid, 0.6, 0.2,
-                                  background_below=below),
-        losses.closed_form_labels(t, scr, valid, 0.6, 0.2))
 
 
 def test_two_stage_reads_the_check_targets():

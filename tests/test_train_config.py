@@ -101,8 +101,6 @@ def test_typo_in_a_config_file_names_the_field(tmp_path):
      'guided_filter_radius=-1 must be an int >= 0'),
     ({'guided_filter_eps': 0.0}, 'guided_filter_eps=0.0 must be > 0'),
     ({'target_margin': 0.5}, 'target_margin=0.5 must be in'),
-    ({'target_background_below': 0.0},
-     'target_background_below=0.0 must be in (0, 1]'),
     ({'data.targets.check_radius': -1},
      'data.targets.check_radius=-1 must be >= 0'),
     ({'label_drop_prob': 1.0}, 'label_drop_prob=1.0 must be in'),

@@ -51,7 +51,6 @@ class Settings:
   margin: float = 0.2
   loss: str = 'two_stage'
   check_radius: int = 2
-  background_below: float = 1.0
 
   @classmethod
   def from_config(cls, config) -> 'Settings':
@@ -59,16 +58,13 @@ class Settings:
     return cls(lam=float(tc.lam), eps=float(tc.eps), radius=int(tc.radius),
                threshold=float(config.target_threshold),
                margin=float(config.target_margin), loss=str(config.loss),
-               check_radius=targets.check_radius(tc),
-               background_below=float(config.target_background_below))
+               check_radius=targets.check_radius(tc))
 
   def describe(self) -> str:
     text = (f'lam={self.lam:g}, eps={self.eps:g}, radius={self.radius}, '
             f'threshold {self.threshold:g}, margin {self.margin:g}')
     if self.check_radius > 0:
       text += f', object labels checked at radius {self.check_radius}'
-    if self.background_below < 1.0:
-      text += f', background only under {self.background_below:g}'
     if self.loss != 'two_stage':
       text += (f" (the config's loss is {self.loss!r}: training does not "
                'use these labels)')
@@ -166,18 +162,16 @@ def solve(image, scribbles, num_classes: int, settings: Settings,
   alpha = quantised(alpha)
   labels = _closed_form_labels(alpha, scribbles, settings.threshold,
                                settings.margin,
-                               None if check is None else quantised(check),
-                               settings.background_below)
+                               None if check is None else quantised(check))
   return Result(alpha, labels, decision, seconds, f)
 
 
-def _closed_form_labels(alpha, scribbles, threshold, margin, check=None,
-                        background_below=1.0):
+def _closed_form_labels(alpha, scribbles, threshold, margin, check=None):
   """`losses.closed_form_labels` of one image: uint8 [H, W]."""
   s = np.asarray(scribbles)[None].astype(np.int32)
   out = losses.closed_form_labels(
       alpha[None], s, np.ones(s.shape, np.float32), threshold, margin,
-      None if check is None else check[None], background_below)
+      None if check is None else check[None])
   return np.asarray(out)[0].astype(np.uint8)
 
 

@@ -161,9 +161,6 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
         f'target_threshold={config.target_threshold!r} must be in (0, 1]')
   check(0 <= config.target_margin < 0.5,
         f'target_margin={config.target_margin!r} must be in [0, 0.5)')
-  check(0 < config.target_background_below <= 1,
-        f'target_background_below={config.target_background_below!r} must be '
-        'in (0, 1] (1: no further limit)')
   check(targets.check_radius(config.data.targets) >= 0,
         f'data.targets.check_radius={config.data.targets.check_radius!r} '
         'must be >= 0 (0: no check mattes)')
