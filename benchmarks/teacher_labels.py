@@ -6,8 +6,11 @@ at a threshold and margin) compared with the full masks: how many pixels
 get a label, how many of those are right, and per kind of pixel where the
 labels go (an object pixel labelled with its class, as background, as
 another class, or left out; a background pixel labelled background or as
-an object). benchmarks/README.md, "A better teacher is not a better
-network", reads the networks trained on such labels against these shares.
+an object), and per true class where its pixels' labels go.
+benchmarks/README.md, "A better teacher is not a better network", reads the
+networks trained on such labels against these shares. An npz made with
+data.targets.check_radius > 0 holds check mattes too; its object labels are
+vetted by them, as training vets them.
 
   python benchmarks/teacher_labels.py --data=/tmp/cfcls_sweep_textures.npz
   python benchmarks/teacher_labels.py --data=NPZ --threshold=0.7
@@ -39,24 +42,50 @@ from cfcls import losses  # pylint: disable=g-import-not-at-top
 from cfcls.data import targets  # pylint: disable=g-import-not-at-top
 
 
+def num_classes(data) -> int:
+  """K of a demo_sweep npz: its masks' largest class id + 1 (the targets may
+  hold K-1 mattes, or K-1 mattes and K-1 check mattes)."""
+  return int(data['train_mask'].max()) + 1
+
+
 def sure_labels(data, threshold: float, margin: float, batch: int = 50,
                 check=None):
   """Yields (index range, masks, scribbles, the sure labels) per batch;
   check: another npz's data whose targets vet the object labels
-  (`losses.closed_form_labels`' check)."""
+  (`losses.closed_form_labels`' check). An npz made with
+  data.targets.check_radius > 0 holds its own check mattes, which vet its
+  labels as training does."""
+  k = num_classes(data)
 
   def mattes(source, rows):
-    return (source['train_targets'][rows] / targets.QUANT).astype(np.float32)
+    return targets.split_checks(
+        (source['train_targets'][rows] / targets.QUANT).astype(np.float32), k)
 
   for i in range(0, len(data['train_mask']), batch):
     rows = slice(i, i + batch)
     mask = data['train_mask'][rows].astype(np.int64)
     scribbles = data['train_scribbles'][rows]
+    own, own_check = mattes(data, rows)
+    if check is not None:
+      if own_check is not None:
+        raise ValueError('the npz holds its own check mattes: vet with one '
+                         'teacher, not both')
+      own_check = mattes(check, rows)[0]
     got = np.asarray(losses.closed_form_labels(
-        mattes(data, rows), scribbles.astype(np.int32),
-        np.ones(mask.shape, np.float32), threshold, margin,
-        None if check is None else mattes(check, rows)))
+        own, scribbles.astype(np.int32), np.ones(mask.shape, np.float32),
+        threshold, margin, own_check))
     yield rows, mask, scribbles, got
+
+
+def class_shares(data, threshold: float, margin: float):
+  """[K, K + 1]: row c = the pixels of true class c, by their sure label
+  (columns 0..K-1, then left out), as shares of the row."""
+  k = num_classes(data)
+  counts = np.zeros((k, k + 1))
+  for _, mask, _, got in sure_labels(data, threshold, margin):
+    col = np.where(got == labels_lib.IGNORE, k, got)
+    np.add.at(counts, (mask.ravel(), col.ravel()), 1)
+  return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
 
 
 def label_shares(data, threshold: float, margin: float):
@@ -97,12 +126,13 @@ def leave_out(part, where, threshold: float):
 def oracle_targets(data, kind: str, threshold: float, margin: float):
   """uint8 targets of the 'fill' or 'clean' oracle teacher (docstring)."""
   out = data['train_targets'].copy()
-  num_classes = out.shape[-1] + 1
+  k = num_classes(data)
   for rows, mask, scribbles, got in sure_labels(data, threshold, margin):
     part = out[rows]
-    if kind == 'fill':
+    if kind == 'fill':  # the check mattes (if any) say the same
       left_out = got == labels_lib.IGNORE
-      onehot = np.eye(num_classes, dtype=np.uint8)[mask][..., 1:]
+      onehot = np.eye(k, dtype=np.uint8)[mask][..., 1:]
+      onehot = np.concatenate([onehot] * (out.shape[-1] // (k - 1)), -1)
       part[left_out] = onehot[left_out] * np.uint8(targets.QUANT)
     else:
       leave_out(part, (got != labels_lib.IGNORE) & (got != mask)
@@ -174,6 +204,13 @@ def main():
         f'{len(data["train_mask"])} training images')
   for key, value in shares.items():
     print(f'  {key:24s} {value:.3f}')
+  per_class = class_shares(data, args.threshold, args.margin)
+  k = len(per_class)
+  print('  per true class (rows), share labelled as each class (0 = '
+        'background) or left out:')
+  print('    class ' + ' '.join(f'{c:>6d}' for c in range(k)) + '  left out')
+  for c, row in enumerate(per_class):
+    print(f'    {c:5d} ' + ' '.join(f'{v:6.3f}' for v in row))
 
 
 if __name__ == '__main__':
