@@ -134,10 +134,6 @@ def get_config():
   # a probability below label_drop_prob (a confident disagreement). 0 = off.
   config.label_drop_prob = 0.0
   config.label_drop_after = 0.5
-  # 'two_stage': from the same step on, label the pixels the closed-form
-  # labels leave out where the teacher without a margin and the network's
-  # argmax agree, with a probability >= label_fill_prob. 0 = off.
-  config.label_fill_prob = 0.0
   config.laplacian_eps = 1e-7
   # Softmax losses ('pce', 'ce', 'two_stage', 'cfm_soft'): + laplacian_weight
   # * sum_c p_c^T L p_c / N, the matting Laplacian energy of the network's

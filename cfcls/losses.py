@@ -212,23 +212,6 @@ def drop_confident_disagreements(logits, labels, scribbles, prob: float):
   return jnp.where(drop, labels_lib.IGNORE, labels).astype(jnp.int32)
 
 
-def fill_confident_agreements(logits, labels, decision, prob: float):
-  """labels with decision's class where labels has none (255) but decision
-  (the teacher's label without a margin) and the network's argmax agree,
-  with a probability >= prob (no gradient through the choice).
-
-  Args:
-    logits: float [B, H, W, K]; labels, decision: int [B, H, W], 255 = none
-      (decision is 255 on padding, so padding is never filled);
-    prob: in (0, 1].
-  """
-  probs = jax.nn.softmax(jax.lax.stop_gradient(logits).astype(jnp.float32))
-  best = jnp.argmax(probs, axis=-1).astype(jnp.int32)
-  fill = (labels == labels_lib.IGNORE) & (decision == best) & (
-      jnp.max(probs, axis=-1) >= prob)
-  return jnp.where(fill, decision, labels).astype(jnp.int32)
-
-
 def soft_target_ce(logits, targets, scribbles, valid):
   """Soft cross-entropy towards the closed-form mattes, over valid pixels.
 

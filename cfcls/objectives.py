@@ -300,21 +300,12 @@ class TwoStage(_Softmax):
                                        config.target_threshold,
                                        config.target_margin,
                                        check=batch.get('check_targets'))
-    late = None
-    if config.label_drop_prob > 0 or config.label_fill_prob > 0:
-      # batch['step']: the train step's
+    if config.label_drop_prob > 0:  # batch['step']: the train step's
       late = batch['step'] >= int(config.label_drop_after
                                   * config.num_train_steps)
-    if config.label_drop_prob > 0:
       labels = jnp.where(late, losses.drop_confident_disagreements(
           outputs, labels, batch['scribbles'], config.label_drop_prob),
                          labels)
-    if config.label_fill_prob > 0:
-      decision = losses.closed_form_labels(
-          batch['targets'], batch['scribbles'], batch['valid'],
-          config.target_threshold)
-      labels = jnp.where(late, losses.fill_confident_agreements(
-          outputs, labels, decision, config.label_fill_prob), labels)
     return losses.full_ce(outputs, labels), jnp.sum(
         labels != labels_lib.IGNORE)
 

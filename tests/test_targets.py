@@ -321,35 +321,3 @@ def test_confident_disagreements_are_dropped_late_in_training():
   counts = [int(objective._cross_entropy(config, logits, dict(
       batch, step=jnp.asarray(step)), K)[1]) for step in (4, 5)]
   assert counts == [4, 2]
-
-
-def test_confident_agreements_fill_the_left_out_pixels_late_in_training():
-  """label_fill_prob: a pixel the sure labels leave out gets the teacher's
-  label without a margin where the network's argmax agrees at >= that
-  probability; only from step label_drop_after * steps on."""
-  probs = np.array([[[[0.95, 0.03, 0.02], [0.30, 0.60, 0.10],
-                      [0.02, 0.03, 0.95], [0.90, 0.05, 0.05],
-                      [0.05, 0.92, 0.03]]]])
-  logits = jnp.log(jnp.asarray(probs, jnp.float32))
-  labels = jnp.array([[[255, 255, 255, 1, 255]]])
-  decision = jnp.array([[[0, 1, 1, 1, 255]]])
-  got = losses.fill_confident_agreements(logits, labels, decision, 0.9)
-  # agreeing at 0.95 -> filled; agreeing at 0.6 or disagreeing -> not; a
-  # label is kept as it is; no decision (padding) -> never filled.
-  np.testing.assert_array_equal(got, [[[0, 255, 255, 1, 255]]])
-  config = config_schema.get_config()
-  config.loss, config.num_train_steps = 'two_stage', 10
-  config.target_threshold, config.target_margin = 0.5, 0.2
-  config.label_fill_prob, config.label_drop_after = 0.9, 0.5
-  # alpha* 0.6 and 0.45: within the margin, left out; decisions 1 and 0.
-  t = jnp.array([[[[0.6, 0.0], [0.45, 0.0], [0.0, 0.9]]]])
-  probs = np.array([[[[0.02, 0.95, 0.03], [0.95, 0.03, 0.02],
-                      [0.05, 0.05, 0.90]]]])
-  batch = {'targets': t, 'scribbles': jnp.full((1, 1, 3), 255),
-           'valid': jnp.array([[[1.0, 1.0, 0.0]]])}
-  objective = objectives.get('two_stage')
-  counts = [int(objective._cross_entropy(
-      config, jnp.log(jnp.asarray(probs, jnp.float32)),
-      dict(batch, step=jnp.asarray(step)), K)[1]) for step in (4, 5)]
-  # padding (valid 0) is never labelled
-  assert counts == [0, 2]

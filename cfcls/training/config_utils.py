@@ -166,9 +166,6 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
         'must be >= 0 (0: no check mattes)')
   check(0 <= config.label_drop_prob < 1,
         f'label_drop_prob={config.label_drop_prob!r} must be in [0, 1)')
-  check(0 <= config.label_fill_prob <= 1,
-        f'label_fill_prob={config.label_fill_prob!r} must be in [0, 1] '
-        '(0: off)')
   check(0 <= config.label_drop_after <= 1,
         f'label_drop_after={config.label_drop_after!r} must be in [0, 1]')
   problems += models.config_problems(config.model)
