@@ -77,43 +77,37 @@ def sure_labels(data, threshold: float, margin: float, batch: int = 50,
     yield rows, mask, scribbles, got
 
 
-def class_shares(data, threshold: float, margin: float):
-  """[K, K + 1]: row c = the pixels of true class c, by their sure label
-  (columns 0..K-1, then left out), as shares of the row."""
+def label_counts(data, threshold: float, margin: float) -> np.ndarray:
+  """[K, K + 1] pixel counts: row c = the pixels of true class c, by their
+  sure label (columns 0..K-1, then left out)."""
   k = num_classes(data)
-  counts = np.zeros((k, k + 1))
+  counts = np.zeros((k, k + 1), np.int64)
   for _, mask, _, got in sure_labels(data, threshold, margin):
     col = np.where(got == labels_lib.IGNORE, k, got)
     np.add.at(counts, (mask.ravel(), col.ravel()), 1)
+  return counts
+
+
+def class_shares(counts: np.ndarray) -> np.ndarray:
+  """`label_counts` as shares of each row (true class)."""
   return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
 
 
-def label_shares(data, threshold: float, margin: float):
-  """Shares of pixels by what their sure label says (see the docstring)."""
-  counts = dict(pixels=0, labelled=0, right=0, object=0, object_right=0,
-                object_as_background=0, object_as_other=0, background=0,
-                background_right=0, background_as_object=0)
-  for _, mask, _, got in sure_labels(data, threshold, margin):
-    labelled = got != labels_lib.IGNORE
-    obj, bg = mask > 0, mask == 0
-    counts['pixels'] += mask.size
-    counts['labelled'] += int(labelled.sum())
-    counts['right'] += int((got == mask).sum())
-    counts['object'] += int(obj.sum())
-    counts['object_right'] += int(((got == mask) & obj).sum())
-    counts['object_as_background'] += int(((got == 0) & obj).sum())
-    counts['object_as_other'] += int(
-        (labelled & (got > 0) & (got != mask) & obj).sum())
-    counts['background'] += int(bg.sum())
-    counts['background_right'] += int(((got == 0) & bg).sum())
-    counts['background_as_object'] += int((labelled & (got > 0) & bg).sum())
-  c = counts
-  return {'labelled': c['labelled'] / c['pixels'],
-          'accuracy_of_labelled': c['right'] / max(c['labelled'], 1),
-          **{k: c[k] / max(c['object'], 1) for k in
-             ('object_right', 'object_as_background', 'object_as_other')},
-          **{k: c[k] / max(c['background'], 1) for k in
-             ('background_right', 'background_as_object')}}
+def label_shares(counts: np.ndarray):
+  """Shares of pixels by what their sure label says (see the docstring),
+  from `label_counts`."""
+  labels = counts[:, :-1]  # the labelled pixels, by true class and label
+  right = np.diag(labels)
+  obj, bg = counts[1:], counts[0]
+  objects, background = max(obj.sum(), 1), max(bg.sum(), 1)
+  return {'labelled': labels.sum() / counts.sum(),
+          'accuracy_of_labelled': right.sum() / max(labels.sum(), 1),
+          'object_right': right[1:].sum() / objects,
+          'object_as_background': obj[:, 0].sum() / objects,
+          'object_as_other': (labels[1:, 1:].sum() - right[1:].sum())
+                             / objects,
+          'background_right': bg[0] / background,
+          'background_as_object': bg[1:-1].sum() / background}
 
 
 def leave_out(part, where, threshold: float):
@@ -198,13 +192,13 @@ def main():
     np.savez(args.out, **everything)
     data['train_targets'] = everything['train_targets']
     print(f'{args.out}: {what}, of {args.data}')
-  shares = label_shares(data, args.threshold, args.margin)
+  counts = label_counts(data, args.threshold, args.margin)
   print(f'{args.out or args.data}: threshold {args.threshold}, margin '
         f'{args.margin}, '
         f'{len(data["train_mask"])} training images')
-  for key, value in shares.items():
+  for key, value in label_shares(counts).items():
     print(f'  {key:24s} {value:.3f}')
-  per_class = class_shares(data, args.threshold, args.margin)
+  per_class = class_shares(counts)
   k = len(per_class)
   print('  per true class (rows), share labelled as each class (0 = '
         'background) or left out:')
