@@ -1,0 +1,70 @@
+"""benchmarks/photo_folders.py: the photo-textured scribble folders.
+
+The renderer is given stand-in "photographs" (random arrays, colour and
+grey), so the test needs no scikit-image; the script itself loads the
+bundled photographs.
+"""
+import os
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
+
+import photo_folders  # noqa: E402  pylint: disable=g-import-not-at-top
+
+
+def _photos():
+  rng = np.random.default_rng(0)
+  return [rng.random((90, 120, 3), dtype=np.float32),
+          rng.random((100, 80), dtype=np.float32)]
+
+
+def test_render_masks_scribbles_and_determinism():
+  photos = _photos()
+  for kind, spec in photo_folders.KINDS.items():
+    k, size = len(spec['classes']), spec['size']
+    seen = set()
+    for index in range(6):
+      image, mask, scribbles = photo_folders.render(kind, photos, 0, 'train',
+                                                    index)
+      assert image.shape == (size, size, 3) and image.dtype == np.uint8
+      assert mask.shape == scribbles.shape == (size, size)
+      assert mask.max() < k
+      on = scribbles != 255
+      # strokes lie inside their own class's mask, and every class present
+      # has one
+      np.testing.assert_array_equal(scribbles[on], mask[on])
+      assert set(np.unique(scribbles[on])) == set(np.unique(mask))
+      seen |= set(np.unique(mask).tolist())
+      again = photo_folders.render(kind, photos, 0, 'train', index)
+      for a, b in zip((image, mask, scribbles), again):
+        np.testing.assert_array_equal(a, b)
+    assert len(seen) >= 3, (kind, seen)
+    other = photo_folders.render(kind, photos, 0, 'validation', 0)[0]
+    assert not np.array_equal(other, photo_folders.render(
+        kind, photos, 0, 'train', 0)[0])
+
+
+def test_short_strokes_of_kind_b_label_fewer_pixels():
+  photos = _photos()
+  share = {}
+  for kind in ('a', 'b'):
+    fractions = []
+    for index in range(8):
+      _, mask, scribbles = photo_folders.render(kind, photos, 0, 'train',
+                                                index)
+      fg = mask > 0
+      fractions.append((scribbles[fg] != 255).sum() / max(fg.sum(), 1))
+    share[kind] = float(np.mean(fractions))
+  assert share['b'] < share['a'], share
+
+
+def test_photo_texture_crops_a_grey_photo_into_colour():
+  rng = np.random.default_rng(1)
+  grey = [np.linspace(0, 1, 50 * 60, dtype=np.float32).reshape(50, 60)]
+  t = photo_folders.photo_texture(rng, grey, 32)
+  assert t.shape == (32, 32, 3) and t.dtype == np.float32
+  assert np.all((t >= 0) & (t <= 1))
+  assert np.ptp(t) > 0.05
