@@ -321,3 +321,54 @@ def test_confident_disagreements_are_dropped_late_in_training():
   counts = [int(objective._cross_entropy(config, logits, dict(
       batch, step=jnp.asarray(step)), K)[1]) for step in (4, 5)]
   assert counts == [4, 2]
+
+
+def test_band_targets_ramp_across_the_margin():
+  """losses.band_targets: the band is |max alpha* - threshold| < margin on
+  valid, unscribbled pixels; its target is t on the argmax class and 1 - t
+  on the background, t rising linearly across the band."""
+  from cfcls import losses  # pylint: disable=g-import-not-at-top
+  top = np.array([0.3, 0.45, 0.6, 0.7, 0.79, 0.9, 0.6, 0.6], np.float32)
+  targets = np.stack([top * 0.5, top], -1)[None, None]  # class 2 wins
+  scribbles = np.full((1, 1, 8), 255, np.int32)
+  scribbles[0, 0, 6] = 1
+  valid = np.ones((1, 1, 8), np.float32)
+  valid[0, 0, 7] = 0
+  q, band = losses.band_targets(targets, scribbles, valid, 0.6, 0.2)
+  np.testing.assert_array_equal(band[0, 0], [0, 1, 1, 1, 1, 0, 0, 0])
+  t = (top - 0.4) / 0.4
+  for i in (1, 2, 3, 4):
+    np.testing.assert_allclose(q[0, 0, i], [1 - t[i], 0, t[i]], atol=1e-6)
+  np.testing.assert_allclose(q[0, 0, 2], [0.5, 0, 0.5], atol=1e-6)
+
+
+def test_band_weight_adds_the_soft_band_term_to_two_stage():
+  """target_band_weight w: the 'two_stage' value is the CE on the sure
+  labels plus w x the band's soft cross-entropy summed, over the same count
+  of sure labels (numpy reference)."""
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(1, 2, 4, K)).astype(np.float32)
+  t = np.array([[[[0.1, 0.0], [0.5, 0.1], [0.9, 0.0], [0.2, 0.7]],
+                 [[0.0, 0.95], [0.65, 0.3], [0.0, 0.0], [0.3, 0.35]]]],
+               np.float32)
+  scr = np.full((1, 2, 4), 255, np.int32)
+  batch = {'targets': jnp.asarray(t), 'scribbles': jnp.asarray(scr),
+           'valid': jnp.ones((1, 2, 4)), 'step': jnp.asarray(0)}
+  config = config_schema.get_config()
+  config.loss, config.num_train_steps = 'two_stage', 10
+  config.target_threshold, config.target_margin = 0.6, 0.2
+  objective = objectives.get('two_stage')
+  base, count = objective._cross_entropy(config, jnp.asarray(logits), batch, K)
+  config.target_band_weight = 0.5
+  value, count2 = objective._cross_entropy(config, jnp.asarray(logits), batch,
+                                           K)
+  # sure: 0.1, 0.9, 0.95, 0.0, 0.35; the band: 0.5, 0.7, 0.65
+  assert int(count) == int(count2) == 5
+  top, best = t.max(-1), t.argmax(-1) + 1
+  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  band_sum = 0.0
+  for idx in zip(*np.nonzero(np.abs(top - 0.6) < 0.2)):
+    w = (top[idx] - 0.4) / 0.4
+    band_sum -= w * logp[idx][best[idx]] + (1 - w) * logp[idx][0]
+  np.testing.assert_allclose(float(value), float(base) + 0.5 * band_sum / 5,
+                             rtol=1e-5)
