@@ -134,12 +134,6 @@ def get_config():
   # a probability below label_drop_prob (a confident disagreement). 0 = off.
   config.label_drop_prob = 0.0
   config.label_drop_after = 0.5
-  # 'two_stage': weight of a soft cross-entropy on the pixels the margin
-  # leaves out (|max alpha* - threshold| < target_margin), towards
-  # background 1 - t and the argmax class t, t = alpha*'s place across the
-  # margin band (0 at its lower edge, 1/2 at the threshold, 1 at the upper
-  # edge; losses.band_targets). 0 = off.
-  config.target_band_weight = 0.0
   config.laplacian_eps = 1e-7
   # Softmax losses ('pce', 'ce', 'two_stage', 'cfm_soft'): + laplacian_weight
   # * sum_c p_c^T L p_c / N, the matting Laplacian energy of the network's

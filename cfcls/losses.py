@@ -195,31 +195,6 @@ def closed_form_labels(targets, scribbles, valid, threshold: float,
   return jnp.where(valid > 0, labels, labels_lib.IGNORE).astype(jnp.int32)
 
 
-def band_targets(targets, scribbles, valid, threshold: float, margin: float):
-  """Soft targets on the margin band of `closed_form_labels`.
-
-  Args:
-    targets: float [B, H, W, K-1], alpha*; scribbles: int [B, H, W];
-    valid: float [B, H, W]; threshold, margin: as closed_form_labels'.
-
-  Returns:
-    (q float32 [B, H, W, K], band float32 [B, H, W]): band is 1 on the
-    valid, unscribbled pixels whose largest alpha* lies within margin of the
-    threshold; there q puts t on the argmax class and 1 - t on the
-    background, t = (max alpha* - threshold + margin) / (2 margin).
-  """
-  k = targets.shape[-1] + 1
-  top = jnp.max(targets, axis=-1)
-  best = jnp.argmax(targets, axis=-1) + 1
-  band = ((jnp.abs(top - threshold) < margin) & (valid > 0)
-          & (scribbles == labels_lib.IGNORE)).astype(jnp.float32)
-  t = jnp.clip((top - threshold + margin) / (2.0 * max(margin, 1e-6)), 0, 1)
-  q = (jax.nn.one_hot(best, k, dtype=jnp.float32) * t[..., None]
-       + jax.nn.one_hot(jnp.zeros_like(best), k, dtype=jnp.float32)
-       * (1.0 - t)[..., None])
-  return q, band
-
-
 def drop_confident_disagreements(logits, labels, scribbles, prob: float):
   """labels with 255 where the network gives its label a probability below
   prob (no gradient through the choice); scribbled pixels are kept.

@@ -306,17 +306,8 @@ class TwoStage(_Softmax):
       labels = jnp.where(late, losses.drop_confident_disagreements(
           outputs, labels, batch['scribbles'], config.label_drop_prob),
                          labels)
-    count = jnp.sum(labels != labels_lib.IGNORE)
-    value = losses.full_ce(outputs, labels)
-    if config.target_band_weight > 0 and config.target_margin > 0:
-      q, band = losses.band_targets(batch['targets'], batch['scribbles'],
-                                    batch['valid'], config.target_threshold,
-                                    config.target_margin)
-      nll = -jnp.sum(q * jax.nn.log_softmax(outputs.astype(jnp.float32),
-                                            axis=-1), axis=-1)
-      value = value + config.target_band_weight * jnp.sum(nll * band) / (
-          jnp.maximum(count, 1).astype(jnp.float32))
-    return value, count
+    return losses.full_ce(outputs, labels), jnp.sum(
+        labels != labels_lib.IGNORE)
 
 
 class SoftClosedForm(_Softmax):

@@ -166,8 +166,6 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
         'must be >= 0 (0: no check mattes)')
   check(0 <= config.label_drop_prob < 1,
         f'label_drop_prob={config.label_drop_prob!r} must be in [0, 1)')
-  check(config.target_band_weight >= 0,
-        f'target_band_weight={config.target_band_weight!r} must be >= 0')
   check(0 <= config.label_drop_after <= 1,
         f'label_drop_after={config.label_drop_after!r} must be in [0, 1]')
   problems += models.config_problems(config.model)
