@@ -75,6 +75,14 @@ def quiet_library_warnings():
   (data_prep/prepare_dataset.py: its tfds progress bars stay.)
   """
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+  # On CPUs where TensorFlow turns its oneDNN kernels on by default (AMX and
+  # AVX-512 machines), it announces them from a static initialiser, before
+  # TF_CPP_MIN_LOG_LEVEL is read. TensorFlow only runs the input pipeline
+  # here (image crops, flips and resizes): benchmarks/input_bench.py gives
+  # the same images/s within 3 % with and without oneDNN (benchmarks/
+  # README.md, "Input pipeline"), and without it the pipeline computes the
+  # same on every CPU. A value the user set is kept.
+  os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
   # tfds and orbax log through absl's Python logger 'absl'.
   logger = logging.getLogger('absl')
   if not any(isinstance(f, _NoLibraryNotices) for f in logger.filters):
