@@ -38,6 +38,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cfcls.data import scribbles as scribbles_lib  # noqa: E402
+from cfcls.data import synthetic_textures  # noqa: E402
 
 COLOUR_PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket', 'retina',
                  'hubble_deep_field', 'immunohistochemistry')
@@ -101,19 +102,11 @@ def _disc_like(rng, size, xx, yy, r, inner=0.0):
 
 
 def _bezier_band(rng, size, xx, yy, half):
-  p = rng.uniform(0.1 * size, 0.9 * size, (3, 2))
-  t = np.linspace(0, 1, 64)[:, None]
-  curve = (1 - t) ** 2 * p[0] + 2 * t * (1 - t) * p[1] + t ** 2 * p[2]
-  if np.linalg.norm(curve[-1] - curve[0]) < 0.3 * size:
+  curve = synthetic_textures.bezier_curve(rng, size)
+  if curve is None:
     return None
-  dist = np.full((size, size), np.inf, np.float32)
-  for a, b in zip(curve[:-1], curve[1:]):
-    d = b - a
-    s = np.clip(((xx - a[0]) * d[0] + (yy - a[1]) * d[1])
-                / max(float(d @ d), 1e-9), 0, 1)
-    dist = np.minimum(dist, np.hypot(xx - a[0] - s * d[0],
-                                     yy - a[1] - s * d[1]))
-  return np.clip(half + 0.5 - dist, 0, 1)
+  return np.clip(half + 0.5 - synthetic_textures.polyline_distance(
+      curve, xx, yy), 0, 1)
 
 
 def shape_cover(rng, kind, cls, size):
@@ -151,17 +144,8 @@ def shape_cover(rng, kind, cls, size):
   # star or blob: star-convex around a centre
   r = rng.uniform(14, 30) * u
   cx, cy = rng.uniform(r, size - r, 2)
-  ang = np.arctan2(yy - cy, xx - cx)
-  if name == 'star':
-    n = int(rng.integers(5, 8))
-    tri = np.abs(((ang * n + theta) / np.pi) % 2 - 1)
-    radius = r * (0.45 + 0.55 * tri)
-  else:
-    radius = np.full_like(ang, r)
-    for k in range(1, 4):
-      radius = radius + r * rng.uniform(0, 0.25 / k) * np.cos(
-          k * ang + rng.uniform(0, 2 * np.pi))
-  return np.clip(radius + 0.5 - np.hypot(xx - cx, yy - cy), 0, 1)
+  return synthetic_textures.star_convex_cover(
+      rng, xx, yy, cx, cy, r, name == 'star', points=(5, 8), phase=theta)
 
 
 def render(kind, photos, seed, split, index):

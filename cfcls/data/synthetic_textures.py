@@ -59,32 +59,47 @@ def texture(rng: np.random.Generator, size: int) -> np.ndarray:
       np.float32)
 
 
-def _stroke(rng, size, xx, yy):
-  """Coverage in [0, 1] of a thin quadratic Bezier band, [size, size]."""
+def bezier_curve(rng, size, points: int = 64):
+  """A random quadratic Bezier curve across the image, float [points, 2]
+  (x, y), or None where its ends are closer than 0.3 size."""
   p = rng.uniform(0.1 * size, 0.9 * size, (3, 2))
-  t = np.linspace(0, 1, 64)[:, None]
+  t = np.linspace(0, 1, points)[:, None]
   curve = ((1 - t) ** 2 * p[0] + 2 * t * (1 - t) * p[1] + t ** 2 * p[2])
   if np.linalg.norm(curve[-1] - curve[0]) < 0.3 * size:
     return None
-  half = rng.uniform(1.5, 3.5) * size / 128
-  dist = np.full((size, size), np.inf, np.float32)
+  return curve
+
+
+def polyline_distance(curve, xx, yy) -> np.ndarray:
+  """Distance of every pixel (xx, yy) to the polyline through curve."""
+  dist = np.full(xx.shape, np.inf, np.float32)
   for a, b in zip(curve[:-1], curve[1:]):
     d = b - a
     s = np.clip(((xx - a[0]) * d[0] + (yy - a[1]) * d[1])
                 / max(float(d @ d), 1e-9), 0, 1)
     dist = np.minimum(dist, np.hypot(xx - a[0] - s * d[0],
                                      yy - a[1] - s * d[1]))
-  return np.clip(half + 0.5 - dist, 0, 1)
+  return dist
 
 
-def _radial(rng, size, xx, yy, star: bool):
-  """Coverage of a star-convex blob or a star, [size, size]."""
-  r = rng.uniform(10, 22) * size / 128
-  cx, cy = rng.uniform(r, size - r, 2)
+def _stroke(rng, size, xx, yy):
+  """Coverage in [0, 1] of a thin quadratic Bezier band, [size, size]."""
+  curve = bezier_curve(rng, size)
+  if curve is None:
+    return None
+  half = rng.uniform(1.5, 3.5) * size / 128
+  return np.clip(half + 0.5 - polyline_distance(curve, xx, yy), 0, 1)
+
+
+def star_convex_cover(rng, xx, yy, cx, cy, r, star: bool, points=(5, 9),
+                      phase=None) -> np.ndarray:
+  """Coverage in [0, 1] of a star (points drawn from the range, phase drawn
+  unless given) or of a smooth random blob of radius ~r around (cx, cy)."""
   ang = np.arctan2(yy - cy, xx - cx)
   if star:
-    n = int(rng.integers(5, 9))
-    phase = rng.uniform(0, 2 * np.pi)
+    n = int(rng.integers(*points))
+    if phase is None:
+      phase = rng.uniform(0, 2 * np.pi)
     tri = np.abs(((ang * n + phase) / np.pi) % 2 - 1)  # 1 at the tips
     radius = r * (0.45 + 0.55 * tri)
   else:
@@ -93,6 +108,13 @@ def _radial(rng, size, xx, yy, star: bool):
       radius = radius + r * rng.uniform(0, 0.25 / k) * np.cos(
           k * ang + rng.uniform(0, 2 * np.pi))
   return np.clip(radius + 0.5 - np.hypot(xx - cx, yy - cy), 0, 1)
+
+
+def _radial(rng, size, xx, yy, star: bool):
+  """Coverage of a star-convex blob or a star, [size, size]."""
+  r = rng.uniform(10, 22) * size / 128
+  cx, cy = rng.uniform(r, size - r, 2)
+  return star_convex_cover(rng, xx, yy, cx, cy, r, star)
 
 
 def render_scene(rng: np.random.Generator, size: int = 128):
