@@ -171,27 +171,13 @@ def render(kind, photos, seed, split, index):
 
 def write_folder(kind, out, num_train=240, num_val=60, seed=0):
   photos = load_photos()
-  for sub in ('images', 'scribbles', 'masks'):
-    os.makedirs(os.path.join(out, sub), exist_ok=True)
-  labelled = []
-  for split, num, listing in (('train', num_train, 'train.txt'),
-                              ('validation', num_val, 'val.txt')):
-    names = []
-    for i in range(num):
-      image, mask, scribbles = render(kind, photos, seed, split, i)
-      name = f'{split}_{i:05d}'
-      names.append(name)
-      cv2.imwrite(os.path.join(out, 'images', name + '.png'), image[..., ::-1])
-      cv2.imwrite(os.path.join(out, 'scribbles', name + '.png'), scribbles)
-      cv2.imwrite(os.path.join(out, 'masks', name + '.png'), mask)
-      labelled.append(float((scribbles != 255).mean()))
-    with open(os.path.join(out, listing), 'w') as f:
-      f.write('\n'.join(names) + '\n')
-  with open(os.path.join(out, 'classes.txt'), 'w') as f:
-    f.write('\n'.join(KINDS[kind]['classes']) + '\n')
+  share = synthetic_textures.write_rendered_folder(
+      out, KINDS[kind]['classes'],
+      lambda split, i: render(kind, photos, seed, split, i),
+      num_train, num_val)
   print(f'{out}: kind {kind}, {num_train} + {num_val} images of '
-        f'{KINDS[kind]["size"]} px, {100 * np.mean(labelled):.1f} % of the '
-        'pixels scribbled')
+        f'{KINDS[kind]["size"]} px, {100 * share:.1f} % of the pixels '
+        'scribbled')
 
 
 def main():

@@ -68,3 +68,36 @@ def test_photo_texture_crops_a_grey_photo_into_colour():
   assert t.shape == (32, 32, 3) and t.dtype == np.float32
   assert np.all((t >= 0) & (t <= 1))
   assert np.ptp(t) > 0.05
+
+
+def test_written_folder_holds_the_rendered_examples(tmp_path):
+  """synthetic_textures.write_rendered_folder, as photo_folders.write_folder
+  calls it: the scribble_folder layout, read back equal to render's."""
+  import cv2  # pylint: disable=g-import-not-at-top
+  from cfcls.data import synthetic_textures  # pylint: disable=g-import-not-at-top
+  photos = _photos()
+
+  def render(split, i):
+    return photo_folders.render('a', photos, 0, split, i)
+
+  share = synthetic_textures.write_rendered_folder(
+      str(tmp_path), photo_folders.KINDS['a']['classes'], render, 3, 2)
+  assert (tmp_path / 'train.txt').read_text().split() == [
+      'train_00000', 'train_00001', 'train_00002']
+  assert (tmp_path / 'val.txt').read_text().split() == [
+      'validation_00000', 'validation_00001']
+  assert (tmp_path / 'classes.txt').read_text().split() == list(
+      photo_folders.KINDS['a']['classes'])
+  scribbled = []
+  for split, i in (('train', 2), ('validation', 1)):
+    image, mask, scribbles = render(split, i)
+    name = f'{split}_{i:05d}.png'
+    np.testing.assert_array_equal(
+        cv2.imread(str(tmp_path / 'images' / name))[..., ::-1], image)
+    np.testing.assert_array_equal(
+        cv2.imread(str(tmp_path / 'masks' / name), 0), mask)
+    np.testing.assert_array_equal(
+        cv2.imread(str(tmp_path / 'scribbles' / name), 0), scribbles)
+  for split, n in (('train', 3), ('validation', 2)):
+    scribbled += [(render(split, i)[2] != 255).mean() for i in range(n)]
+  np.testing.assert_allclose(share, np.mean(scribbled), rtol=1e-6)

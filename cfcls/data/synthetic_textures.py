@@ -149,26 +149,41 @@ def generate_example(seed: int, split: str, index: int, size: int = 128):
               file_name=f'{split}_{index:05d}')
 
 
-def write_folder(folder: str, num_train: int = 300, num_val: int = 100,
-                 size: int = 128, seed: int = 0) -> str:
-  """Writes a scribble_folder layout (images, scribbles, masks, splits)."""
+def write_rendered_folder(folder: str, class_names, render, num_train: int,
+                          num_val: int) -> float:
+  """Writes a scribble_folder layout (images, scribbles, masks, train.txt,
+  val.txt, classes.txt) of examples render(split, index) -> (image uint8
+  [H, W, 3] RGB, mask, scribbles), named SPLIT_INDEX; split is 'train' or
+  'validation'. Returns the share of pixels scribbled over all examples."""
   import os  # pylint: disable=g-import-not-at-top
   for sub in ('images', 'scribbles', 'masks'):
     os.makedirs(os.path.join(folder, sub), exist_ok=True)
+  scribbled, pixels = 0, 0
   for split, num, listing in (('train', num_train, 'train.txt'),
                               ('validation', num_val, 'val.txt')):
     names = []
     for i in range(num):
-      ex = generate_example(seed, split, i, size)
-      name = ex['file_name']
+      image, mask, scribbles = render(split, i)
+      name = f'{split}_{i:05d}'
       names.append(name)
       cv2.imwrite(os.path.join(folder, 'images', name + '.png'),
-                  ex['image'][..., ::-1])
-      cv2.imwrite(os.path.join(folder, 'scribbles', name + '.png'),
-                  ex['scribbles'])
-      cv2.imwrite(os.path.join(folder, 'masks', name + '.png'), ex['mask'])
+                  image[..., ::-1])
+      cv2.imwrite(os.path.join(folder, 'scribbles', name + '.png'), scribbles)
+      cv2.imwrite(os.path.join(folder, 'masks', name + '.png'), mask)
+      scribbled += int((scribbles != scribbles_lib.IGNORE).sum())
+      pixels += scribbles.size
     with open(os.path.join(folder, listing), 'w') as f:
       f.write('\n'.join(names) + '\n')
   with open(os.path.join(folder, 'classes.txt'), 'w') as f:
-    f.write('\n'.join(CLASS_NAMES) + '\n')
+    f.write('\n'.join(class_names) + '\n')
+  return scribbled / max(pixels, 1)
+
+
+def write_folder(folder: str, num_train: int = 300, num_val: int = 100,
+                 size: int = 128, seed: int = 0) -> str:
+  """Writes a scribble_folder layout (images, scribbles, masks, splits)."""
+  def render(split, index):
+    ex = generate_example(seed, split, index, size)
+    return ex['image'], ex['mask'], ex['scribbles']
+  write_rendered_folder(folder, CLASS_NAMES, render, num_train, num_val)
   return folder
