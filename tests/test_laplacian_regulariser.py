@@ -185,3 +185,53 @@ def test_config_checks():
     config_utils.validate_config(config)
   config.laplacian_weight = 1.0
   config_utils.validate_config(config)
+
+
+@pytest.mark.parametrize('loss', ['pce', 'two_stage'])
+def test_unlabelled_pixels_only(loss):
+  """laplacian_pixels='unlabelled': the same energy, whose gradient is
+  scipy's on the pixels the cross-entropy leaves out and 0 on the others."""
+  image, logits = _scene(seed=3)
+  h, w = image.shape[:2]
+  scribbles = np.full((1, h, w), 255, np.int32)
+  scribbles[0, 2, 1:6] = 0
+  scribbles[0, 8, 9:14] = 2
+  targets = np.zeros((1, h, w, K - 1), np.float32)
+  targets[0, :, 10:, 1] = 1  # sure class 2 right, sure background left,
+  targets[0, :, 7:10, 1] = 0.6  # and a band left out between them
+  batch = dict(images=jnp.asarray(image[None]),
+               scribbles=jnp.asarray(scribbles),
+               valid=jnp.ones((1, h, w), jnp.float32),
+               presence=jnp.ones((1, K - 1), jnp.float32),
+               targets=jnp.asarray(targets))
+  config = config_schema.get_config()
+  config.loss = loss
+  config.target_threshold, config.target_margin = 0.5, 0.2
+  objective = objectives.get(loss)
+
+  def term(z, weight, pixels):
+    config.laplacian_weight, config.laplacian_pixels = weight, pixels
+    fn = lambda o, m, b: objective.loss_shares(config, K, o, m, b,
+                                               axis_name='d')
+    return jax.vmap(fn, axis_name='d')(z[None], jnp.zeros((1, 1, K - 1)),
+                                       jax.tree.map(lambda x: x[None],
+                                                    batch))[0][0]
+
+  z = jnp.asarray(logits[None])
+  grad_ce = jax.grad(term)(z, 0.0, 'unlabelled')[0]
+  value = term(z, 1.0, 'unlabelled') - term(z, 0.0, 'unlabelled')
+  grad = jax.grad(term)(z, 1.0, 'unlabelled')[0] - grad_ce
+  want, want_grad = _sparse_energy_and_grad(image, logits,
+                                            config.laplacian_reg_eps)
+  np.testing.assert_allclose(float(value), want / (h * w), rtol=2e-4)
+  if loss == 'pce':
+    free = scribbles[0] == 255
+  else:
+    free = np.zeros((h, w), bool)
+    free[:, 7:10] = scribbles[0, :, 7:10] == 255  # scribbles stay labels
+  assert 0 < free.sum() < h * w
+  want_grad = np.where(free[..., None], want_grad / (h * w), 0.0)
+  np.testing.assert_allclose(np.asarray(grad), want_grad, atol=1e-6,
+                             rtol=2e-3)
+  all_grad = jax.grad(term)(z, 1.0, 'all')[0] - grad_ce
+  assert np.abs(np.asarray(all_grad)[~free]).max() > 1e-4  # 'all' moves them
