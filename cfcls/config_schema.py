@@ -140,11 +140,6 @@ def get_config():
   # class probabilities (cfcls.losses.laplacian_energy), with L built at
   # eps=laplacian_reg_eps. 0 = off.
   config.laplacian_weight = 0.0
-  # Which pixels the term moves: 'all' (the rloss form) or 'unlabelled' (only
-  # the pixels the cross-entropy leaves out; the labelled pixels' probabilities
-  # enter L as constants, so it pulls the left-out ones towards the colour
-  # model of the labelled ones around them and never against the labels).
-  config.laplacian_pixels = 'all'
   config.laplacian_reg_eps = 1e-5
   config.laplacian_radius = 1
   # Arithmetic of the per-window statistics in the training step: 'float64'

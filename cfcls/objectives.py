@@ -84,18 +84,12 @@ def _finish(config, shares: Dict[str, jax.Array], mlc_logits, batch,
   return share, terms
 
 
-# config.laplacian_pixels: which pixels the Laplacian term moves.
-LAPLACIAN_PIXELS = ('all', 'unlabelled')
-
-
-def _laplacian_share(config, outputs, batch, axis_name: str, labels=None):
+def _laplacian_share(config, outputs, batch, axis_name: str):
   """This device's share of sum_c p_c^T L p_c / N over the global batch.
 
   p: the softmax probabilities of the K classes; L: each crop's matting
   Laplacian (laplacian_reg_eps, laplacian_radius, laplacian_precision), with
   windows touching padding left out; N: the real pixels of the global batch.
-  With laplacian_pixels='unlabelled', p is constant (no gradient) wherever
-  `labels` (int [b, H, W], IGNORE = none) names a class.
   """
   valid = batch.get('valid')
   stats = laplacian.window_stats(batch['images'],
@@ -103,9 +97,6 @@ def _laplacian_share(config, outputs, batch, axis_name: str, labels=None):
                                  radius=config.laplacian_radius, valid=valid,
                                  precision=config.laplacian_precision)
   probs = jax.nn.softmax(outputs.astype(jnp.float32), axis=-1)
-  if config.laplacian_pixels == 'unlabelled':
-    labelled = (labels != labels_lib.IGNORE)[..., None]
-    probs = jnp.where(labelled, jax.lax.stop_gradient(probs), probs)
   energy, count = losses.laplacian_energy(stats, probs, valid)
   return _global_mean(energy / jnp.maximum(count, 1.0), count, axis_name)
 
@@ -235,19 +226,16 @@ class _Softmax(Objective):
     return num_classes
 
   def _cross_entropy(self, config, outputs, batch, num_classes):
-    """(local mean, number of counted pixels, label map or None) on this
-    device; the label map (int [b, H, W], IGNORE = none) is what the
-    cross-entropy counted, None where every pixel counts."""
+    """(local mean, number of counted pixels) on this device."""
     raise NotImplementedError
 
   def loss_shares(self, config, num_classes, outputs, mlc_logits, batch,
                   axis_name=DATA_AXIS):
-    value, count, labels = self._cross_entropy(config, outputs, batch,
-                                               num_classes)
+    value, count = self._cross_entropy(config, outputs, batch, num_classes)
     shares = {self.name: _global_mean(value, count, axis_name)}
     if config.laplacian_weight:
       shares['laplacian'] = config.laplacian_weight * _laplacian_share(
-          config, outputs, batch, axis_name, labels)
+          config, outputs, batch, axis_name)
     return _finish(config, shares, mlc_logits, batch, config.baseline_mlc,
                    axis_name)
 
@@ -284,7 +272,7 @@ class PartialCrossEntropy(_Softmax):
   def _cross_entropy(self, config, outputs, batch, num_classes):
     scribbles = batch['scribbles']
     return (losses.partial_ce(outputs, scribbles),
-            jnp.sum(scribbles != labels_lib.IGNORE), scribbles)
+            jnp.sum(scribbles != labels_lib.IGNORE))
 
 
 class FullCrossEntropy(_Softmax):
@@ -294,8 +282,7 @@ class FullCrossEntropy(_Softmax):
   def _cross_entropy(self, config, outputs, batch, num_classes):
     mask = batch['mask']
     labelled = (mask != labels_lib.IGNORE) & (mask < num_classes)
-    return (losses.full_ce(outputs, mask), jnp.sum(labelled),
-            jnp.where(labelled, mask, labels_lib.IGNORE))
+    return losses.full_ce(outputs, mask), jnp.sum(labelled)
 
 
 class TwoStage(_Softmax):
@@ -320,7 +307,7 @@ class TwoStage(_Softmax):
           outputs, labels, batch['scribbles'], config.label_drop_prob),
                          labels)
     return losses.full_ce(outputs, labels), jnp.sum(
-        labels != labels_lib.IGNORE), labels
+        labels != labels_lib.IGNORE)
 
 
 class SoftClosedForm(_Softmax):
@@ -331,7 +318,7 @@ class SoftClosedForm(_Softmax):
 
   def _cross_entropy(self, config, outputs, batch, num_classes):
     return losses.soft_target_ce(outputs, batch['targets'],
-                                 batch['scribbles'], batch['valid']) + (None,)
+                                 batch['scribbles'], batch['valid'])
 
 
 def needs_targets(config) -> bool:

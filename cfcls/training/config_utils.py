@@ -155,13 +155,6 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
           f'laplacian_weight={config.laplacian_weight!r} regularises softmax '
           f"losses; loss={config.loss!r} has the matting Laplacian in its own "
           'term: set laplacian_weight=0')
-  check(config.laplacian_pixels in objectives.LAPLACIAN_PIXELS,
-        f'laplacian_pixels={config.laplacian_pixels!r} must be one of '
-        f'{objectives.LAPLACIAN_PIXELS}')
-  check(not (config.laplacian_pixels == 'unlabelled'
-             and config.loss == 'cfm_soft'),
-        "laplacian_pixels='unlabelled' needs a loss that leaves pixels "
-        "unlabelled; loss='cfm_soft' gives every pixel a target")
   check(config.laplacian_reg_eps > 0,
         f'laplacian_reg_eps={config.laplacian_reg_eps!r} must be > 0')
   check(0 < config.target_threshold <= 1,
