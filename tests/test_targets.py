@@ -321,3 +321,53 @@ def test_confident_disagreements_are_dropped_late_in_training():
   counts = [int(objective._cross_entropy(config, logits, dict(
       batch, step=jnp.asarray(step)), K)[1]) for step in (4, 5)]
   assert counts == [4, 2]
+
+
+def test_left_out_pixels_take_the_filtered_label_late_in_training():
+  """fill_left_out='guided': the teacher's left-out pixels (not the dropped
+  ones, not padding) take the argmax of the guided-filtered probabilities,
+  which follow the image's colour edge where the network's raw label does
+  not; only from step fill_left_out_after * steps on, and no gradient flows
+  through the choice."""
+  w = 16
+  image = np.zeros((1, 1, w, 3), np.float32)
+  image[:, :, 8:] = 1.0  # the colour edge between x = 7 and x = 8
+  # The network calls class 1 from x = 5 on: its boundary is 3 px off.
+  p1 = np.where(np.arange(w) < 5, 0.2, np.where(np.arange(w) < 8, 0.55, 0.9))
+  probs = np.stack([1 - p1, p1], -1)[None, None].astype(np.float32)
+  logits = jnp.log(jnp.asarray(probs))
+  assert list(np.argmax(probs[0, 0], -1)[3:10]) == [0, 0, 1, 1, 1, 1, 1]
+  teacher = jnp.asarray([[[0, 0, 0] + [255] * 10 + [1, 1, 1]]])
+  valid = np.ones((1, 1, w), np.float32)
+  valid[..., 12] = 0  # padding stays left out
+  left_out = (teacher == 255) & (valid > 0)
+  got = np.asarray(losses.fill_left_out(logits, teacher, left_out,
+                                        jnp.asarray(image), 3, 1e-4))
+  expected = [0, 0, 0] + [0] * 5 + [1] * 4 + [1] + [1, 1, 1]
+  expected[12] = 255
+  np.testing.assert_array_equal(got[0, 0], expected)
+  # The same through the objective: before the start step the left-out
+  # pixels are out of the loss, after it they count (padding never).
+  config = config_schema.get_config()
+  config.loss, config.num_train_steps = 'two_stage', 10
+  config.target_threshold, config.target_margin = 0.5, 0.2
+  config.fill_left_out, config.fill_left_out_after = 'guided', 0.5
+  config.guided_filter_radius, config.guided_filter_eps = 3, 1e-4
+  alpha = np.full((1, 1, w, 1), 0.5, np.float32)  # unsure everywhere...
+  alpha[..., :3, 0], alpha[..., 13:, 0] = 0.0, 1.0  # ...but at the ends
+  batch = {'targets': jnp.asarray(alpha), 'valid': jnp.asarray(valid),
+           'scribbles': jnp.full((1, 1, w), 255), 'images': image}
+  objective = objectives.get('two_stage')
+  counts = [int(objective._cross_entropy(config, logits, dict(
+      batch, step=jnp.asarray(step)), 2)[1]) for step in (4, 5)]
+  assert counts == [6, 15]
+
+  def loss(z):
+    return objective._cross_entropy(config, z, dict(
+        batch, step=jnp.asarray(5)), 2)[0]
+
+  # The fill's argmax is a constant: the gradient is CE's on fixed labels.
+  labels = jnp.asarray(np.where(np.asarray(valid) > 0, expected, 255))
+  np.testing.assert_allclose(jax.grad(loss)(logits),
+                             jax.grad(lambda z: losses.full_ce(z, labels))(
+                                 logits), atol=1e-6)
