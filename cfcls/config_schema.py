@@ -134,12 +134,6 @@ def get_config():
   # a probability below label_drop_prob (a confident disagreement). 0 = off.
   config.label_drop_prob = 0.0
   config.label_drop_after = 0.5
-  # 'two_stage': from step fill_left_out_after * num_train_steps on, the
-  # pixels the closed-form labels leave out (margin, check vetoes; not the
-  # dropped ones) take the network's own label after the guided filter of
-  # the image (guided_filter_radius, guided_filter_eps): 'guided', or 'none'.
-  config.fill_left_out = 'none'
-  config.fill_left_out_after = 0.5
   config.laplacian_eps = 1e-7
   # Softmax losses ('pce', 'ce', 'two_stage', 'cfm_soft'): + laplacian_weight
   # * sum_c p_c^T L p_c / N, the matting Laplacian energy of the network's

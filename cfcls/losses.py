@@ -10,7 +10,6 @@ import jax
 import jax.numpy as jnp
 
 from cfcls import labels as labels_lib
-from cfcls.matting import guided_filter
 from cfcls.matting import laplacian
 from cfcls.matting import validation
 from cfcls.matting.constraints import scribble_constraints
@@ -211,30 +210,6 @@ def drop_confident_disagreements(logits, labels, scribbles, prob: float):
   drop = (labels != labels_lib.IGNORE) & (scribbles == labels_lib.IGNORE) & (
       p < prob)
   return jnp.where(drop, labels_lib.IGNORE, labels).astype(jnp.int32)
-
-
-def fill_left_out(logits, labels, left_out, images, radius: int,
-                  eps: float):
-  """labels with the `left_out` pixels given the network's own filtered
-  label: the argmax of its class probabilities after the guided filter of
-  the image (no gradient through the choice).
-
-  The guided filter is the local form of the matting system: it moves the
-  network's label boundaries onto the image's colour edges, which is where
-  the closed-form labels leave pixels out (their margin and the check's
-  vetoes, at the objects' rims).
-
-  Args:
-    logits: float [B, H, W, K]; labels: int [B, H, W], 255 = none.
-    left_out: bool [B, H, W], the pixels to fill (e.g. the teacher's 255s on
-      valid pixels).
-    images: float [B, H, W, 3] in [0, 1], the guide.
-    radius, eps: the guided filter's window radius (>= 1) and ridge weight.
-  """
-  probs = jax.nn.softmax(jax.lax.stop_gradient(logits).astype(jnp.float32))
-  filtered = guided_filter.guided_filter(images, probs, radius, eps)
-  own = jnp.argmax(filtered, axis=-1).astype(jnp.int32)
-  return jnp.where(left_out, own, labels).astype(jnp.int32)
 
 
 def soft_target_ce(logits, targets, scribbles, valid):

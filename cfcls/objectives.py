@@ -300,20 +300,12 @@ class TwoStage(_Softmax):
                                        config.target_threshold,
                                        config.target_margin,
                                        check=batch.get('check_targets'))
-    teacher = labels
     if config.label_drop_prob > 0:  # batch['step']: the train step's
       late = batch['step'] >= int(config.label_drop_after
                                   * config.num_train_steps)
       labels = jnp.where(late, losses.drop_confident_disagreements(
           outputs, labels, batch['scribbles'], config.label_drop_prob),
                          labels)
-    if config.fill_left_out == 'guided':
-      late = batch['step'] >= int(config.fill_left_out_after
-                                  * config.num_train_steps)
-      left_out = (teacher == labels_lib.IGNORE) & (batch['valid'] > 0)
-      labels = jnp.where(late, losses.fill_left_out(
-          outputs, labels, left_out, batch['images'],
-          config.guided_filter_radius, config.guided_filter_eps), labels)
     return losses.full_ce(outputs, labels), jnp.sum(
         labels != labels_lib.IGNORE)
 

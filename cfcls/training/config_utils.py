@@ -168,14 +168,6 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
         f'label_drop_prob={config.label_drop_prob!r} must be in [0, 1)')
   check(0 <= config.label_drop_after <= 1,
         f'label_drop_after={config.label_drop_after!r} must be in [0, 1]')
-  check(config.fill_left_out in ('none', 'guided'),
-        f"fill_left_out={config.fill_left_out!r} must be 'none' or 'guided'")
-  check(0 <= config.fill_left_out_after <= 1,
-        f'fill_left_out_after={config.fill_left_out_after!r} must be in '
-        '[0, 1]')
-  check(config.fill_left_out == 'none' or config.guided_filter_radius >= 1,
-        "fill_left_out='guided' filters with the guided filter: set "
-        f'guided_filter_radius >= 1 (it is {config.guided_filter_radius!r})')
   problems += models.config_problems(config.model)
   check(not config.init_from or config.model.name == 'deeplabv3plus',
         f'init_from={config.init_from!r} loads torchvision ResNet weights: '
