@@ -134,6 +134,10 @@ def get_config():
   # a probability below label_drop_prob (a confident disagreement). 0 = off.
   config.label_drop_prob = 0.0
   config.label_drop_after = 0.5
+  # 'two_stage': 0 = cross-entropy on the closed-form labels; q in (0, 1] =
+  # generalised cross-entropy (1 - p^q) / q on them (losses.generalized_ce:
+  # a label the network doubts pulls less; scribbles keep cross-entropy).
+  config.label_loss_q = 0.0
   config.laplacian_eps = 1e-7
   # Softmax losses ('pce', 'ce', 'two_stage', 'cfm_soft'): + laplacian_weight
   # * sum_c p_c^T L p_c / N, the matting Laplacian energy of the network's

@@ -306,8 +306,11 @@ class TwoStage(_Softmax):
       labels = jnp.where(late, losses.drop_confident_disagreements(
           outputs, labels, batch['scribbles'], config.label_drop_prob),
                          labels)
-    return losses.full_ce(outputs, labels), jnp.sum(
-        labels != labels_lib.IGNORE)
+    count = jnp.sum(labels != labels_lib.IGNORE)
+    if config.label_loss_q:
+      return losses.generalized_ce(outputs, labels, batch['scribbles'],
+                                   config.label_loss_q), count
+    return losses.full_ce(outputs, labels), count
 
 
 class SoftClosedForm(_Softmax):

@@ -168,6 +168,8 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
         f'label_drop_prob={config.label_drop_prob!r} must be in [0, 1)')
   check(0 <= config.label_drop_after <= 1,
         f'label_drop_after={config.label_drop_after!r} must be in [0, 1]')
+  check(0 <= config.label_loss_q <= 1,
+        f'label_loss_q={config.label_loss_q!r} must be in [0, 1]')
   problems += models.config_problems(config.model)
   check(not config.init_from or config.model.name == 'deeplabv3plus',
         f'init_from={config.init_from!r} loads torchvision ResNet weights: '
