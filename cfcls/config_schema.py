@@ -134,10 +134,6 @@ def get_config():
   # a probability below label_drop_prob (a confident disagreement). 0 = off.
   config.label_drop_prob = 0.0
   config.label_drop_after = 0.5
-  # 'two_stage': 0 = cross-entropy on the closed-form labels; q in (0, 1] =
-  # generalised cross-entropy (1 - p^q) / q on them (losses.generalized_ce:
-  # a label the network doubts pulls less; scribbles keep cross-entropy).
-  config.label_loss_q = 0.0
   # 'two_stage' with label_drop_prob > 0: > 0 = also leave out, from step
   # label_drop_snapshot * num_train_steps on, the labels that a copy of the
   # network frozen at that step gives under label_drop_prob. The copy (the

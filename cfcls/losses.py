@@ -253,42 +253,6 @@ def _masked_cross_entropy(name: str, logits, labels):
   return jnp.where(count > 0, total / jnp.maximum(count, 1), 0.0)
 
 
-def generalized_ce(logits, labels, scribbles, q: float) -> jax.Array:
-  """Generalised cross-entropy (Zhang and Sabuncu, 2018) on noisy labels.
-
-  Mean over the labelled pixels of (1 - p_y^q) / q, where p_y is the
-  softmax probability of the pixel's label: its gradient is p_y^q times
-  cross-entropy's, so a label the network gives a low probability (a label
-  the teacher may have got wrong) pulls less. q -> 0 is cross-entropy, q = 1
-  the mean absolute error. Scribbled pixels (labels they hold are sure) keep
-  plain cross-entropy.
-
-  Args:
-    logits: float [B, H, W, K].
-    labels: int [B, H, W], class ids and 255 = none.
-    scribbles: int [B, H, W], class ids and 255 = unlabelled.
-    q: in (0, 1].
-
-  Returns:
-    Scalar mean over labelled pixels; 0 if none is labelled.
-  """
-  validation.check_shape('logits', logits, (None, None, None, None),
-                        '[B, H, W, K]')
-  validation.check_shape('labels', labels, logits.shape[:3], '[B, H, W]')
-  validation.check_labels('labels', labels, logits.shape[-1])
-  labels = jnp.asarray(labels)
-  mask = labels != labels_lib.IGNORE
-  safe = jnp.where(mask, labels, 0)
-  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  log_p = jnp.take_along_axis(log_probs, safe[..., None], axis=-1)[..., 0]
-  robust = (1.0 - jnp.exp(q * log_p)) / q
-  per_pixel = jnp.where(jnp.asarray(scribbles) != labels_lib.IGNORE, -log_p,
-                        robust)
-  count = jnp.sum(mask)
-  total = jnp.sum(jnp.where(mask, per_pixel, 0.0))
-  return jnp.where(count > 0, total / jnp.maximum(count, 1), 0.0)
-
-
 def partial_ce(logits, scribbles) -> jax.Array:
   """Partial cross-entropy (pCE): softmax CE on scribbled pixels only.
 

@@ -311,11 +311,8 @@ class TwoStage(_Softmax):
       labels = jnp.where(frozen, losses.drop_confident_disagreements(
           batch['judge_logits'], labels, batch['scribbles'],
           config.label_drop_prob), labels)
-    count = jnp.sum(labels != labels_lib.IGNORE)
-    if config.label_loss_q:
-      return losses.generalized_ce(outputs, labels, batch['scribbles'],
-                                   config.label_loss_q), count
-    return losses.full_ce(outputs, labels), count
+    return losses.full_ce(outputs, labels), jnp.sum(
+        labels != labels_lib.IGNORE)
 
 
 class SoftClosedForm(_Softmax):

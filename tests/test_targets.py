@@ -348,32 +348,3 @@ def test_judge_drops_labels_from_the_snapshot_step_on():
   assert counts == [4, 2]
   config.label_drop_snapshot = 0.0
   assert objectives.snapshot_step(config) == 0
-
-
-def test_two_stage_label_loss_q_uses_generalized_ce():
-  """label_loss_q > 0: the closed-form labels get losses.generalized_ce
-  (the scribbles cross-entropy), 0: plain cross-entropy."""
-  probs = np.array([[[[0.05, 0.90, 0.05], [0.50, 0.45, 0.05],
-                      [0.02, 0.03, 0.95], [0.90, 0.05, 0.05]]]])
-  logits = jnp.log(jnp.asarray(probs, jnp.float32))
-  scr = jnp.array([[[255, 255, 255, 2]]])
-  t = jnp.array([[[[0.0, 0.0], [0.9, 0.0], [0.9, 0.0], [0.0, 0.9]]]])
-  batch = {'targets': t, 'scribbles': scr, 'valid': jnp.ones((1, 1, 4)),
-           'step': jnp.asarray(0)}
-  config = config_schema.get_config()
-  config.loss, config.num_train_steps = 'two_stage', 10
-  config.target_threshold, config.target_margin = 0.5, 0.0
-  objective = objectives.get('two_stage')
-  labels = np.array([[[0, 1, 1, 2]]])
-  plain, count = objective._cross_entropy(config, logits, batch, K)
-  np.testing.assert_allclose(float(plain),
-                             float(losses.full_ce(logits, labels)), rtol=1e-6)
-  config.label_loss_q = 0.7
-  robust, robust_count = objective._cross_entropy(config, logits, batch, K)
-  np.testing.assert_allclose(
-      float(robust),
-      float(losses.generalized_ce(logits, labels, scr, 0.7)), rtol=1e-6)
-  p_label = np.array([0.05, 0.45, 0.03])
-  want = (np.sum((1 - p_label ** 0.7) / 0.7) - np.log(0.05)) / 4
-  np.testing.assert_allclose(float(robust), want, rtol=1e-5)
-  assert int(count) == int(robust_count) == 4

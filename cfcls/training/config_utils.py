@@ -168,8 +168,6 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
         f'label_drop_prob={config.label_drop_prob!r} must be in [0, 1)')
   check(0 <= config.label_drop_after <= 1,
         f'label_drop_after={config.label_drop_after!r} must be in [0, 1]')
-  check(0 <= config.label_loss_q <= 1,
-        f'label_loss_q={config.label_loss_q!r} must be in [0, 1]')
   check(0 <= config.label_drop_snapshot < 1,
         f'label_drop_snapshot={config.label_drop_snapshot!r} must be in '
         '[0, 1)')
