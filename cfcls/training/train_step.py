@@ -44,27 +44,19 @@ class TrainState(flax.struct.PyTreeNode):
   randomness lives in the input pipeline and the dropout key of a step
   (ERFNet) is `dropout_key(config.seed, step)`, so a resumed run repeats an
   uninterrupted one exactly.
+
+  `judge` (config.label_drop_snapshot, else None): the variables of the
+  network as they were at `objectives.snapshot_step`; until then a copy of
+  the live ones.
   """
   step: jax.Array
   params: Any
   batch_stats: Any
   opt_state: Any
+  judge: Any = None
 
   def variables(self):
     return {'params': self.params, 'batch_stats': self.batch_stats}
-
-
-class JudgedTrainState(TrainState):
-  """TrainState + `judge` (config.label_drop_snapshot): the variables of the
-  network as they were at `objectives.snapshot_step`; until then a copy of
-  the live ones. A subclass, so that a plain TrainState (and its
-  checkpoints) keep their structure."""
-  judge: Any = None
-
-
-def judge_of(state):
-  """The state's judge variables, or None."""
-  return getattr(state, 'judge', None)
 
 
 # Separates the dropout keys from other uses of jax.random.key(config.seed)
@@ -98,12 +90,10 @@ def make_init_fn(model, tx, image_shape: Sequence[int], mesh,
       variables = model.init(rng, dummy, train=False)
     params = variables['params']
     batch_stats = variables.get('batch_stats', {})
-    fields = dict(step=jnp.zeros((), jnp.int32), params=params,
-                  batch_stats=batch_stats, opt_state=tx.init(params))
-    if judge:
-      return JudgedTrainState(
-          **fields, judge={'params': params, 'batch_stats': batch_stats})
-    return TrainState(**fields)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=batch_stats, opt_state=tx.init(params),
+                      judge=({'params': params, 'batch_stats': batch_stats}
+                             if judge else None))
 
   return jax.jit(init, out_shardings=parallel.replicated_sharding(mesh))
 
@@ -140,7 +130,7 @@ def make_train_step(config, model, tx, num_classes: int, mesh,
   def per_device(state: TrainState, batch):
     batch = _prepare(batch)
     batch['step'] = state.step  # of this update (0-based)
-    if judge_of(state) is not None:
+    if state.judge is not None:
       batch['judge_logits'] = judge_logits(state, batch['images'])
     rngs = {'dropout': jax.random.fold_in(
         dropout_key(config.seed, state.step), jax.lax.axis_index(DATA_AXIS))}
@@ -161,7 +151,7 @@ def make_train_step(config, model, tx, num_classes: int, mesh,
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params,
                               batch_stats=batch_stats, opt_state=opt_state)
-    if judge_of(state) is not None:  # follows the network until frozen_from
+    if state.judge is not None:  # follows the network until frozen_from
       follow = state.step < frozen_from
       new_state = new_state.replace(judge=jax.tree_util.tree_map(
           lambda old, new: jnp.where(follow, new, old), state.judge,
