@@ -134,13 +134,6 @@ def get_config():
   # a probability below label_drop_prob (a confident disagreement). 0 = off.
   config.label_drop_prob = 0.0
   config.label_drop_after = 0.5
-  # 'two_stage' with label_drop_prob > 0: > 0 = also leave out, from step
-  # label_drop_snapshot * num_train_steps on, the labels that a copy of the
-  # network frozen at that step gives under label_drop_prob. The copy (the
-  # train state's `judge`) stops learning there, so it cannot take up the
-  # teacher's wrong labels later, as the live network does when each crop
-  # is a whole training image. 0 = off.
-  config.label_drop_snapshot = 0.0
   config.laplacian_eps = 1e-7
   # Softmax losses ('pce', 'ce', 'two_stage', 'cfm_soft'): + laplacian_weight
   # * sum_c p_c^T L p_c / N, the matting Laplacian energy of the network's

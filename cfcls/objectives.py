@@ -306,11 +306,6 @@ class TwoStage(_Softmax):
       labels = jnp.where(late, losses.drop_confident_disagreements(
           outputs, labels, batch['scribbles'], config.label_drop_prob),
                          labels)
-    if 'judge_logits' in batch:  # the frozen copy (label_drop_snapshot)
-      frozen = batch['step'] >= snapshot_step(config)
-      labels = jnp.where(frozen, losses.drop_confident_disagreements(
-          batch['judge_logits'], labels, batch['scribbles'],
-          config.label_drop_prob), labels)
     return losses.full_ce(outputs, labels), jnp.sum(
         labels != labels_lib.IGNORE)
 
@@ -324,14 +319,6 @@ class SoftClosedForm(_Softmax):
   def _cross_entropy(self, config, outputs, batch, num_classes):
     return losses.soft_target_ce(outputs, batch['targets'],
                                  batch['scribbles'], batch['valid'])
-
-
-def snapshot_step(config) -> int:
-  """The step from which the judge (a copy of the network) stays frozen:
-  label_drop_snapshot * num_train_steps, at least 1; 0 = no judge."""
-  if not config.get('label_drop_snapshot'):
-    return 0
-  return max(1, int(config.label_drop_snapshot * config.num_train_steps))
 
 
 def needs_targets(config) -> bool:

@@ -321,30 +321,3 @@ def test_confident_disagreements_are_dropped_late_in_training():
   counts = [int(objective._cross_entropy(config, logits, dict(
       batch, step=jnp.asarray(step)), K)[1]) for step in (4, 5)]
   assert counts == [4, 2]
-
-
-def test_judge_drops_labels_from_the_snapshot_step_on():
-  """label_drop_snapshot: labels the frozen copy (batch['judge_logits'])
-  gives under label_drop_prob are left out from snapshot_step on, whatever
-  the live network says; scribbles stay."""
-  live = jnp.log(jnp.full((1, 1, 4, 3), 1 / 3, jnp.float32))
-  judge = jnp.log(jnp.asarray(np.array([[[
-      [0.05, 0.90, 0.05], [0.50, 0.45, 0.05], [0.02, 0.03, 0.95],
-      [0.90, 0.05, 0.05]]]]), jnp.float32))
-  scr = jnp.array([[[255, 255, 255, 2]]])
-  t = jnp.array([[[[0.0, 0.0], [0.9, 0.0], [0.9, 0.0], [0.0, 0.9]]]])
-  config = config_schema.get_config()
-  config.loss, config.num_train_steps = 'two_stage', 10
-  config.target_threshold, config.target_margin = 0.5, 0.0
-  config.label_drop_prob, config.label_drop_after = 0.1, 0.9  # live: late
-  config.label_drop_snapshot = 0.3
-  assert objectives.snapshot_step(config) == 3
-  batch = {'targets': t, 'scribbles': scr, 'valid': jnp.ones((1, 1, 4)),
-           'judge_logits': judge}
-  objective = objectives.get('two_stage')
-  counts = [int(objective._cross_entropy(config, live, dict(
-      batch, step=jnp.asarray(step)), K)[1]) for step in (2, 3)]
-  # Step 3: 0 (judge 0.05) and the 1 the judge gives 0.03 go.
-  assert counts == [4, 2]
-  config.label_drop_snapshot = 0.0
-  assert objectives.snapshot_step(config) == 0

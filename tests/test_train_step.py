@@ -56,84 +56,23 @@ def random_batch(seed, batch=4):
               presence=presence)
 
 
-def run_steps(config, devices, batches, judge=False):
+def run_steps(config, devices, batches):
   mesh = parallel.create_mesh(devices)
   num_outputs = objectives.get(config.loss).num_outputs(NUM_CLASSES)
   model = models.create_model(config.model, NUM_CLASSES, num_outputs,
                               axis_name=parallel.DATA_AXIS)
   lr_fn = optim.create_learning_rate_fn(config)
   tx = optim.create_optimizer(config, lr_fn)
-  state = train_step_lib.make_init_fn(model, tx, (SIZE, SIZE), mesh,
-                                      judge=judge)(jax.random.key(0))
+  state = train_step_lib.make_init_fn(model, tx, (SIZE, SIZE), mesh)(
+      jax.random.key(0))
   init = jax.tree_util.tree_map(np.array, jax.device_get(state))  # a copy
   step = train_step_lib.make_train_step(config, model, tx, NUM_CLASSES, mesh,
                                         lr_fn)
-  history, states = [], []
+  history = []
   for batch in batches:
     state, metrics = step(state, parallel.host_batch_to_global(batch, mesh))
     history.append(jax.device_get(metrics))
-    if judge:
-      states.append(jax.tree_util.tree_map(np.array, jax.device_get(state)))
-  if judge:
-    return init, states, history
   return init, jax.device_get(state), history
-
-
-def test_judge_follows_the_network_until_the_snapshot_step_then_freezes():
-  """label_drop_snapshot: the state's judge equals the live variables after
-  each of the first snapshot_step updates and keeps them from then on."""
-  config = tiny_config('two_stage')
-  config.data.targets.enabled = True
-  config.label_drop_prob, config.label_drop_snapshot = 0.1, 0.2  # step 2
-  assert objectives.snapshot_step(config) == 2
-  rng = np.random.default_rng(5)
-  batches = []
-  for seed in range(4):
-    batch = random_batch(seed)
-    batch['targets'] = rng.random((4, SIZE, SIZE, NUM_CLASSES - 1)).astype(
-        np.float32)
-    batches.append(batch)
-  init, states, _ = run_steps(config, jax.devices()[:1], batches, judge=True)
-  same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(
-      jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
-  assert same(init.judge['params'], init.params)
-  for i in (0, 1):  # after updates 1 and 2
-    assert same(states[i].judge, states[i].variables())
-  for i in (2, 3):  # frozen at update 2's variables, the network moves on
-    assert same(states[i].judge, states[1].variables())
-    assert not same(states[i].params, states[1].params)
-
-
-
-def test_judge_is_checkpointed_and_restored(tmp_path):
-  """A state with a judge saves and restores whole; without
-  label_drop_snapshot the state has none (checkpoints of before stay
-  readable)."""
-  from cfcls.training import checkpointing
-  from cfcls.training import run_lib
-  config = tiny_config('two_stage')
-  config.data.targets.enabled = True
-  config.label_drop_prob, config.label_drop_snapshot = 0.1, 0.2
-  run = run_lib.build(config, NUM_CLASSES, ['bg', 'a', 'b', 'c'],
-                      mesh=parallel.create_mesh(jax.devices()[:1]))
-  state = run_lib.initial_state(run)
-  state = state.replace(judge=jax.tree_util.tree_map(lambda x: x + 1.0,
-                                                     state.judge))
-  ckpts = checkpointing.Checkpoints(str(tmp_path))
-  ckpts.save(1, state, force=True)
-  ckpts.wait()
-  ckpts.close()
-  ckpts = checkpointing.Checkpoints(str(tmp_path))
-  restored, step = ckpts.restore_latest(run_lib.abstract_state(run))
-  ckpts.close()
-  assert step == 1
-  for a, b in zip(jax.tree_util.tree_leaves(jax.device_get(restored)),
-                  jax.tree_util.tree_leaves(jax.device_get(state))):
-    np.testing.assert_array_equal(a, b)
-  config.label_drop_snapshot = 0.0
-  plain = run_lib.build(config, NUM_CLASSES, ['bg', 'a', 'b', 'c'],
-                        mesh=parallel.create_mesh(jax.devices()[:1]))
-  assert run_lib.abstract_state(plain).judge is None
 
 
 def test_two_devices_equal_one():

@@ -168,15 +168,6 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
         f'label_drop_prob={config.label_drop_prob!r} must be in [0, 1)')
   check(0 <= config.label_drop_after <= 1,
         f'label_drop_after={config.label_drop_after!r} must be in [0, 1]')
-  check(0 <= config.label_drop_snapshot < 1,
-        f'label_drop_snapshot={config.label_drop_snapshot!r} must be in '
-        '[0, 1)')
-  check(not config.label_drop_snapshot or (
-      config.loss == 'two_stage' and config.label_drop_prob > 0),
-        f'label_drop_snapshot={config.label_drop_snapshot!r} leaves out '
-        "'two_stage' labels below label_drop_prob: it needs loss='two_stage' "
-        f'and label_drop_prob > 0 (loss={config.loss!r}, label_drop_prob='
-        f'{config.label_drop_prob!r})')
   problems += models.config_problems(config.model)
   check(not config.init_from or config.model.name == 'deeplabv3plus',
         f'init_from={config.init_from!r} loads torchvision ResNet weights: '

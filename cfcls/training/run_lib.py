@@ -68,9 +68,7 @@ def build(config, num_classes: int, class_names: Sequence[str],
       config=config, num_classes=num_classes, class_names=list(class_names),
       mesh=mesh, objective=objective, model=model, eval_model=eval_model,
       tx=tx, learning_rate_fn=lr_fn,
-      init_fn=train_step_lib.make_init_fn(
-          model, tx, crop, mesh,
-          judge=bool(objectives.snapshot_step(config))),
+      init_fn=train_step_lib.make_init_fn(model, tx, crop, mesh),
       train_step=train_step_lib.make_train_step(config, model, tx,
                                                 num_classes, mesh, lr_fn),
       eval_step=train_step_lib.make_eval_step(config, eval_model, num_classes,
@@ -135,9 +133,6 @@ def use_trained_network(config, workdir: str) -> List[str]:
 
   if 'loss' in trained:
     take(config, 'loss', trained['loss'], 'loss')
-  if 'label_drop_snapshot' in trained:  # the state's judge
-    take(config, 'label_drop_snapshot', trained['label_drop_snapshot'],
-         'label_drop_snapshot')
   for key, value in trained.get('model', {}).items():
     if key in config.model and key not in EVAL_MODEL_FIELDS:
       take(config.model, key, value, f'model.{key}')

@@ -44,16 +44,11 @@ class TrainState(flax.struct.PyTreeNode):
   randomness lives in the input pipeline and the dropout key of a step
   (ERFNet) is `dropout_key(config.seed, step)`, so a resumed run repeats an
   uninterrupted one exactly.
-
-  `judge` (config.label_drop_snapshot, else None): the variables of the
-  network as they were at `objectives.snapshot_step`; until then a copy of
-  the live ones.
   """
   step: jax.Array
   params: Any
   batch_stats: Any
   opt_state: Any
-  judge: Any = None
 
   def variables(self):
     return {'params': self.params, 'batch_stats': self.batch_stats}
@@ -74,26 +69,22 @@ def dropout_key(seed: int, step):
   return jax.random.fold_in(key, step)
 
 
-def make_init_fn(model, tx, image_shape: Sequence[int], mesh,
-                 judge: bool = False) -> Callable:
+def make_init_fn(model, tx, image_shape: Sequence[int], mesh) -> Callable:
   """Compiled `(rng[, variables]) -> TrainState`, replicated on mesh.
 
   Without `variables` the model is initialised with `model.init` on a crop of
   `image_shape` `(H, W)`; with `variables` (e.g. pretrained backbone weights)
-  only the optimiser state is created. judge: the state carries a copy of
-  the variables (config.label_drop_snapshot).
+  only the optimiser state is created.
   """
 
   def init(rng, variables=None):
     if variables is None:
       dummy = jnp.zeros((1,) + tuple(image_shape) + (3,), jnp.float32)
       variables = model.init(rng, dummy, train=False)
-    params = variables['params']
-    batch_stats = variables.get('batch_stats', {})
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=batch_stats, opt_state=tx.init(params),
-                      judge=({'params': params, 'batch_stats': batch_stats}
-                             if judge else None))
+    return TrainState(step=jnp.zeros((), jnp.int32),
+                      params=variables['params'],
+                      batch_stats=variables.get('batch_stats', {}),
+                      opt_state=tx.init(variables['params']))
 
   return jax.jit(init, out_shardings=parallel.replicated_sharding(mesh))
 
@@ -116,22 +107,10 @@ def make_train_step(config, model, tx, num_classes: int, mesh,
   """
 
   objective = objectives.get(config.loss)
-  frozen_from = objectives.snapshot_step(config)
-
-  def judge_logits(state, images):
-    """The frozen copy's outputs, once it is frozen (zeros before)."""
-    def judge():
-      outputs, _ = model.apply(state.judge, images, train=False)
-      return jax.lax.stop_gradient(outputs.astype(jnp.float32))
-    shape = jax.eval_shape(judge)
-    return jax.lax.cond(state.step >= frozen_from, judge,
-                        lambda: jnp.zeros(shape.shape, shape.dtype))
 
   def per_device(state: TrainState, batch):
     batch = _prepare(batch)
     batch['step'] = state.step  # of this update (0-based)
-    if state.judge is not None:
-      batch['judge_logits'] = judge_logits(state, batch['images'])
     rngs = {'dropout': jax.random.fold_in(
         dropout_key(config.seed, state.step), jax.lax.axis_index(DATA_AXIS))}
 
@@ -151,11 +130,6 @@ def make_train_step(config, model, tx, num_classes: int, mesh,
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params,
                               batch_stats=batch_stats, opt_state=opt_state)
-    if state.judge is not None:  # follows the network until frozen_from
-      follow = state.step < frozen_from
-      new_state = new_state.replace(judge=jax.tree_util.tree_map(
-          lambda old, new: jnp.where(follow, new, old), state.judge,
-          {'params': params, 'batch_stats': batch_stats}))
     out = {'loss': loss, 'grad_norm': optax.global_norm(grads),
            'learning_rate': learning_rate_fn(state.step)}
     out.update(terms)
