@@ -134,12 +134,6 @@ def get_config():
   # a probability below label_drop_prob (a confident disagreement). 0 = off.
   config.label_drop_prob = 0.0
   config.label_drop_after = 0.5
-  # 'two_stage' with label_drop_prob > 0: until the late drop starts, the
-  # training crops are at most early_crop_size pixels a side (0 = off), so
-  # that the network, which judges the labels from then on, has not yet
-  # learned whole training images by heart, the teacher's wrong labels with
-  # them (cfcls.training.train_lib.train_data_config). Other losses ignore it.
-  config.early_crop_size = 0
   config.laplacian_eps = 1e-7
   # Softmax losses ('pce', 'ce', 'two_stage', 'cfm_soft'): + laplacian_weight
   # * sum_c p_c^T L p_c / N, the matting Laplacian energy of the network's

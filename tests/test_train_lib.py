@@ -15,7 +15,6 @@ import jax
 import numpy as np
 import pytest
 
-from cfcls import config_schema
 from cfcls.training import checkpointing
 from cfcls.training import config_utils
 from cfcls.training import predict_lib
@@ -339,64 +338,3 @@ def test_eval_and_predict_with_the_matting_refinement(trained, tmp_path,
                        cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(
         alpha, np.round(np.clip(mattes[..., c], 0, 1) * 255).astype(np.uint8))
-
-
-def _early_config(crop=32, early=16, loss='two_stage', drop=0.1, steps=4):
-  config = config_utils.default_schema()
-  config.loss, config.num_train_steps = loss, steps
-  with config.ignore_type():  # an int or a (height, width) pair
-    config.data.crop_size = crop
-  config.early_crop_size = early
-  config.label_drop_prob, config.label_drop_after = drop, 0.5
-  return config
-
-
-def test_early_crops_only_before_the_late_label_drop():
-  config = _early_config(crop=(32, 12))
-  assert train_lib.early_crop_steps(config) == 2
-  # Steps 1-2 (before the drop starts at 0-based step 2) take capped crops.
-  assert [train_lib.train_data_config(config, s).crop_size
-          for s in (1, 2, 3, 4)] == [(16, 12), (16, 12), (32, 12), (32, 12)]
-  assert train_lib.train_data_config(_early_config(), 1).crop_size == 16
-  assert train_lib.train_data_config(config, 3) is config.data
-  assert config.data.crop_size == (32, 12)  # the config is not changed
-  # Off: another loss, no drop, no cap, or a cap no smaller than the crop.
-  for off in (_early_config(loss='ce'), _early_config(drop=0.0),
-              _early_config(early=0), _early_config(early=32)):
-    assert train_lib.early_crop_steps(off) == 0
-    assert train_lib.train_data_config(off, 1) is off.data
-
-
-def test_training_switches_from_early_to_full_crops(tmp_path, monkeypatch):
-  """The loop's batches: early_crop_size crops for the first half, then the
-  configured crop, each the pipeline's batch for its step."""
-  config = tiny_config(tmp_path / 'tfds')
-  config.loss = 'two_stage'
-  config.data.targets.enabled = True
-  config.label_drop_prob, config.label_drop_after = 0.1, 0.5
-  config.num_train_steps, config.early_crop_size = 4, 16
-  config.eval_every_steps, config.checkpoint_every_steps = 0, 4
-  shapes, starts = [], []
-  build = run_lib.build
-  create_train_iterator = pipeline.create_train_iterator
-
-  def spy_build(*args, **kwargs):
-    run = build(*args, **kwargs)
-    fn = run.train_step
-
-    def wrapped(state, batch):
-      shapes.append(tuple(batch['image'].shape[1:3]))
-      return fn(state, batch)
-    return dataclasses.replace(run, train_step=wrapped)
-
-  def spy_iterator(data_config, *args, **kwargs):
-    starts.append((kwargs['start_step'],
-                   config_schema.pair(data_config.crop_size)))
-    return create_train_iterator(data_config, *args, **kwargs)
-
-  monkeypatch.setattr(run_lib, 'build', spy_build)
-  monkeypatch.setattr(pipeline, 'create_train_iterator', spy_iterator)
-  result = train_lib.train_and_evaluate(config, str(tmp_path / 'run'))
-  assert result['step'] == 4
-  assert shapes == [(16, 16), (16, 16), (32, 32), (32, 32)]
-  assert starts == [(0, (16, 16)), (2, (32, 32))]

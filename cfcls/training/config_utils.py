@@ -168,10 +168,6 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
         f'label_drop_prob={config.label_drop_prob!r} must be in [0, 1)')
   check(0 <= config.label_drop_after <= 1,
         f'label_drop_after={config.label_drop_after!r} must be in [0, 1]')
-  check(isinstance(config.early_crop_size, int)
-        and 0 <= config.early_crop_size <= MAX_CROP_SIZE,
-        f'early_crop_size={config.early_crop_size!r} must be an int in '
-        f'[0, {MAX_CROP_SIZE}] (0 = off)')
   problems += models.config_problems(config.model)
   check(not config.init_from or config.model.name == 'deeplabv3plus',
         f'init_from={config.init_from!r} loads torchvision ResNet weights: '

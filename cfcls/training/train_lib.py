@@ -25,7 +25,6 @@ from absl import logging
 import jax
 import numpy as np
 
-from cfcls import config_schema
 from cfcls.training import checkpointing
 from cfcls.training import config_utils
 from cfcls.training import console
@@ -193,26 +192,15 @@ def _train_loop(run, state, start_step, workdir, ckpts, writer,
     if show:
       logging.info('%s', progress.line(step, scalars))
 
-  def train_iterator(first_step):  # batches for steps first_step + 1, ...
-    data_config = train_data_config(config, first_step + 1)
-    if data_config is not config.data:
-      logging.info('Training crops of %s pixels until step %d, then %s '
-                   '(early_crop_size)', data_config.crop_size,
-                   early_crop_steps(config), config.data.crop_size)
-    return pipeline.create_train_iterator(
-        data_config, config.batch_size, seed=config.seed,
-        start_step=first_step, process_index=jax.process_index(),
-        process_count=jax.process_count())
-
   if start_step < config.num_train_steps:
-    train_iter = train_iterator(start_step)
-    switch = early_crop_steps(config)
+    train_iter = pipeline.create_train_iterator(
+        config.data, config.batch_size, seed=config.seed,
+        start_step=start_step, process_index=jax.process_index(),
+        process_count=jax.process_count())
     report = periodic_actions.ReportProgress(
         num_train_steps=config.num_train_steps, writer=writer,
         every_steps=config.log_every_steps)
     for step in range(start_step + 1, config.num_train_steps + 1):
-      if step == switch + 1 and step > start_step + 1:
-        train_iter = train_iterator(switch)  # the full crops from here on
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         batch = parallel.host_batch_to_global(next(train_iter), run.mesh,
                                               keys=_TRAIN_KEYS)
@@ -247,35 +235,6 @@ def _train_loop(run, state, start_step, workdir, ckpts, writer,
                         'the same workdir to continue', step, workdir)
         return {'step': step, 'stopped': True}
   return state
-
-
-def early_crop_steps(config) -> int:
-  """How many first steps train on early_crop_size crops (0: none).
-
-  Only 'two_stage' with the late label drop (label_drop_prob > 0) uses them:
-  until the drop starts at step label_drop_after * num_train_steps, the
-  network is the drop's judge in the making, and crops smaller than the
-  images keep it from learning each training image whole, the teacher's
-  wrong labels with it (benchmarks/README.md, "Early crops").
-  """
-  early = config.early_crop_size
-  if (config.loss != 'two_stage' or config.label_drop_prob <= 0 or not early
-      or early >= max(config_schema.pair(config.data.crop_size))):
-    return 0
-  return int(config.label_drop_after * config.num_train_steps)
-
-
-def train_data_config(config, step: int):
-  """config.data for training step `step` (1-based): early_crop_size caps
-  the crop's sides for the first early_crop_steps(config) steps."""
-  if step > early_crop_steps(config):
-    return config.data
-  data_config = config.data.copy_and_resolve_references()
-  crop, early = config.data.crop_size, config.early_crop_size
-  data_config.crop_size = (tuple(min(s, early) for s in crop)
-                           if isinstance(crop, (tuple, list))
-                           else min(crop, early))
-  return data_config
 
 
 def _log_eval(run, step: int, split: str, result, ckpts):
