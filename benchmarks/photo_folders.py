@@ -2,6 +2,8 @@
 
   python benchmarks/photo_folders.py --kind=a --out=/tmp/photo_a
   python benchmarks/photo_folders.py --kind=b --out=/tmp/photo_b
+  python benchmarks/photo_folders.py --kind=a --length_factor=1.5 \
+      --out=/tmp/photo_a15    # the same pictures, longer strokes
   python train.py --workdir=W --config.data.name=scribble_folder \
       --config.data.manual_dir=/tmp/photo_a --config.data.eval_pad_size=160 \
       [--config.loss=ce|pce]
@@ -148,9 +150,15 @@ def shape_cover(rng, kind, cls, size):
       rng, xx, yy, cx, cy, r, name == 'star', points=(5, 8), phase=theta)
 
 
-def render(kind, photos, seed, split, index):
-  """image uint8 [S, S, 3], mask uint8 [S, S], scribbles uint8 [S, S]."""
+def render(kind, photos, seed, split, index, length_factor=None):
+  """image uint8 [S, S, 3], mask uint8 [S, S], scribbles uint8 [S, S].
+
+  length_factor: the strokes' length in sqrt(region area) (default: the
+  kind's); it changes the scribbles only, never the image or the mask.
+  """
   spec = KINDS[kind]
+  if length_factor is None:
+    length_factor = spec['length_factor']
   size, k = spec['size'], len(spec['classes'])
   rng = np.random.default_rng([seed, _SPLIT_CODES[split], index, ord(kind)])
   img = photo_texture(rng, photos, size)
@@ -164,16 +172,17 @@ def render(kind, photos, seed, split, index):
         rng, photos, size) * cover[..., None]
     mask[cover > 0.5] = cls
   scribbles = scribbles_lib.synthesize_scribbles(
-      mask, length_factor=spec['length_factor'])
+      mask, length_factor=length_factor)
   image = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
   return image, mask, scribbles
 
 
-def write_folder(kind, out, num_train=240, num_val=60, seed=0):
+def write_folder(kind, out, num_train=240, num_val=60, seed=0,
+                 length_factor=None):
   photos = load_photos()
   share = synthetic_textures.write_rendered_folder(
       out, KINDS[kind]['classes'],
-      lambda split, i: render(kind, photos, seed, split, i),
+      lambda split, i: render(kind, photos, seed, split, i, length_factor),
       num_train, num_val)
   print(f'{out}: kind {kind}, {num_train} + {num_val} images of '
         f'{KINDS[kind]["size"]} px, {100 * share:.1f} % of the pixels '
@@ -187,8 +196,15 @@ def main():
   parser.add_argument('--num_train', type=int, default=240)
   parser.add_argument('--num_val', type=int, default=60)
   parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--length_factor', type=float, default=None,
+                      help='stroke length in sqrt(region area); default: '
+                      'the kind\'s (a 0.6, b 0.25). The same images and '
+                      'masks with other scribbles')
   args = parser.parse_args()
-  write_folder(args.kind, args.out, args.num_train, args.num_val, args.seed)
+  if args.length_factor is not None and args.length_factor <= 0:
+    parser.error(f'--length_factor must be > 0, got {args.length_factor}')
+  write_folder(args.kind, args.out, args.num_train, args.num_val, args.seed,
+               args.length_factor)
 
 
 if __name__ == '__main__':

@@ -61,6 +61,20 @@ def test_short_strokes_of_kind_b_label_fewer_pixels():
   assert share['b'] < share['a'], share
 
 
+def test_length_factor_changes_only_the_scribbles():
+  photos = _photos()
+  for index in range(4):
+    short = photo_folders.render('a', photos, 0, 'train', index)
+    long_ = photo_folders.render('a', photos, 0, 'train', index,
+                                 length_factor=1.5)
+    np.testing.assert_array_equal(short[0], long_[0])
+    np.testing.assert_array_equal(short[1], long_[1])
+    on_short, on_long = short[2] != 255, long_[2] != 255
+    assert on_long.sum() > on_short.sum(), index
+    # the longer strokes still lie inside their own class
+    np.testing.assert_array_equal(long_[2][on_long], long_[1][on_long])
+
+
 def test_photo_texture_crops_a_grey_photo_into_colour():
   rng = np.random.default_rng(1)
   grey = [np.linspace(0, 1, 50 * 60, dtype=np.float32).reshape(50, 60)]
