@@ -93,6 +93,18 @@ def test_synthesised_scribbles_on_hand_made_mask():
   _check_synthesised(mask, scrib2)
 
 
+@pytest.mark.parametrize('kwargs, name', [
+    ({'width': 0}, 'width'), ({'core_fraction': 1.5}, 'core_fraction'),
+    ({'length_factor': 0.0}, 'length_factor'),
+    ({'length_factor': float('nan')}, 'length_factor')])
+def test_synthesised_scribbles_refuse_impossible_strokes(kwargs, name):
+  # Before the check, a length of 0 or a width of 0 gave silent dots.
+  mask = np.zeros((40, 40), np.uint8)
+  mask[10:30, 10:30] = 1
+  with pytest.raises(ValueError, match=name):
+    S.synthesize_scribbles(mask, **kwargs)
+
+
 def test_synthesised_scribbles_on_synthetic_scenes():
   fracs = []
   for i in range(12):

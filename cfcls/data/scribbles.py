@@ -319,6 +319,12 @@ def synthesize_scribbles(mask: np.ndarray, *, width: int = 3,
   mask = np.asarray(mask)
   if mask.ndim != 2:
     raise ValueError(f'mask must be [H, W], got shape {mask.shape}')
+  if width < 1:
+    raise ValueError(f'width must be >= 1 px, got {width}')
+  if not 0 <= core_fraction <= 1:
+    raise ValueError(f'core_fraction must be in [0, 1], got {core_fraction}')
+  if not length_factor > 0:  # also refuses NaN
+    raise ValueError(f'length_factor must be > 0, got {length_factor}')
   out = np.full(mask.shape, IGNORE, np.uint8)
   min_area = min_region_fraction * mask.size
   for c in np.unique(mask):
