@@ -134,15 +134,8 @@ def family_module(family):
 
 def parse_sets(sets):
   """['model.name=erfnet', 'model.width=0.5'] -> {key: value} (literals)."""
-  import ast  # pylint: disable=g-import-not-at-top
-  out = {}
-  for item in sets or ():
-    key, _, text = item.partition('=')
-    try:
-      out[key] = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      out[key] = text
-  return out
+  from cfcls import config_schema  # pylint: disable=g-import-not-at-top
+  return config_schema.parse_overrides(sets)
 
 
 def make_config(name, steps, sets=None):
@@ -151,13 +144,8 @@ def make_config(name, steps, sets=None):
                                                        'demo.py'))
   # A variant without a loss is a CFM recipe: configs/demo.py's own loss is
   # 'two_stage' since issue 15, so it is named here.
-  for key, value in {'loss': 'cfm', **VARIANTS[name],
-                     **parse_sets(sets)}.items():
-    node = config
-    *path, leaf = key.split('.')
-    for p in path:
-      node = node[p]
-    node[leaf] = value
+  config_schema.apply_overrides(
+      config, {'loss': 'cfm', **VARIANTS[name], **parse_sets(sets)})
   if steps:
     config.num_train_steps = steps
   # configs/demo.py's width (and steps) of model.name for what is still

@@ -319,3 +319,46 @@ def load_config_file(path: str):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()
+
+
+def parse_overrides(items) -> dict:
+  """['target_margin=0.35', 'model.name=erfnet'] -> {key: value}.
+
+  Values are Python literals where they parse as one (0.35, (1.0, 2.0),
+  True), else the text itself (erfnet). ValueError for an item without '='.
+  """
+  import ast  # pylint: disable=g-import-not-at-top
+  out = {}
+  for item in items or ():
+    key, sep, text = item.partition('=')
+    if not sep or not key:
+      raise ValueError(f'{item!r}: give KEY=VALUE, e.g. target_margin=0.35')
+    try:
+      out[key] = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      out[key] = text
+  return out
+
+
+def apply_overrides(config, overrides: dict):
+  """Sets {dotted key: value} on config in place and returns it.
+
+  ValueError naming the key when config has no such field (a typo is not
+  added as a new one) or the value has the wrong type.
+  """
+  for key, value in overrides.items():
+    node, parts = config, key.split('.')
+    for i, part in enumerate(parts):
+      if not hasattr(node, 'keys'):
+        raise ValueError(f'{key}: {".".join(parts[:i])} is a value, not a '
+                         'group of fields')
+      if part not in node:
+        raise ValueError(f'{key}: the config has no field {part!r}')
+      if i < len(parts) - 1:
+        node = node[part]
+    leaf = parts[-1]
+    try:
+      node[leaf] = value
+    except TypeError as e:
+      raise ValueError(f'{key}={value!r}: {e}') from None
+  return config

@@ -1,14 +1,16 @@
 """Draw scribbles in your browser and see the closed-form labels as you draw.
 
   python data_prep/annotate.py FOLDER [--port 8000] [--config configs/folder.py]
-      [--host 127.0.0.1] [--preview-pixels 50000] [--preview-seconds 0.3]
+      [--set KEY=VALUE ...] [--host 127.0.0.1] [--preview-pixels 50000]
+      [--preview-seconds 0.3]
 
 Serves a page for a scribble folder (images/, classes.txt; scribbles/ and
 masks/ optional, as data_prep/README.md describes) on http://127.0.0.1:PORT/:
 pick a class (or add one to classes.txt), draw strokes, erase, undo, go to
 the next or previous image. After each stroke the closed-form labels that
 training would use (the config's teacher: data.targets lam, eps, radius,
-target_threshold, target_margin) are laid over the photo, unsure pixels
+target_threshold, target_margin; --set changes a field, e.g. --set
+target_margin=0.35) are laid over the photo, unsure pixels
 hatched; they are solved on a copy of at most --preview-pixels pixels (0:
 the full photo; the page's "full resolution" box asks for that per stroke),
 a coarser one while solves take longer than --preview-seconds.
@@ -41,6 +43,9 @@ def main(argv=None, serve=True):
                                                   'folder.py'),
                  help="the training config whose teacher settings to show "
                  "(default: configs/folder.py)")
+  p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                 help='change a field of the config, e.g. --set '
+                 'target_margin=0.35 (repeatable)')
   p.add_argument('--preview-pixels', type=int,
                  default=annotation_server.PREVIEW_PIXELS,
                  help='solve the live overlay on a copy of at most this many '
@@ -59,8 +64,13 @@ def main(argv=None, serve=True):
     p.error(f'--config {a.config}: no such file')
   from cfcls import config_schema  # pylint: disable=g-import-not-at-top
   from cfcls.data import teacher  # pylint: disable=g-import-not-at-top
-  settings = teacher.Settings.from_config(
-      config_schema.load_config_file(a.config))
+  try:
+    config = config_schema.apply_overrides(
+        config_schema.load_config_file(a.config),
+        config_schema.parse_overrides(a.set))
+  except ValueError as e:
+    p.error(f'--set {e}')
+  settings = teacher.Settings.from_config(config)
   try:
     server = annotation_server.make_server(
         a.folder, host=a.host, port=a.port, settings=settings,

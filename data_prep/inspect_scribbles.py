@@ -2,15 +2,16 @@
 teacher and a contact sheet.
 
   python data_prep/inspect_scribbles.py my_folder [--out DIR] \
-      [--config configs/folder.py] [--no-teacher] [--rank 10] \
-      [--max-images 48] [--tile 160] [--columns 6]
+      [--config configs/folder.py] [--set KEY=VALUE ...] [--no-teacher] \
+      [--rank 10] [--max-images 48] [--tile 160] [--columns 6]
 
 Prints, per class, the images with a stroke, the labelled pixels and the
 stroke length; the images with no scribble, the classes with no scribble
 anywhere, and scribbles that fall on another class in masks/ (when the folder
 has masks). Then the teacher: each image's closed-form labels as training
 would use them with the config's settings (data.targets lam, eps, radius;
-target_threshold, target_margin; cfcls.data.teacher), its solve time and
+target_threshold, target_margin; cfcls.data.teacher; --set changes a
+field, e.g. --set target_margin=0.35), its solve time and
 share of unsure pixels (left out by the margin); with masks/, the teacher's
 mIoU and each image's IoU; and the images where one more stroke helps most
 (no stroke, then the lowest IoU, or without masks the most unsure).
@@ -38,6 +39,9 @@ def main(argv=None):
                                                   'folder.py'),
                  help='the training config whose teacher settings to use '
                  '(default: configs/folder.py)')
+  p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                 help='change a field of the config, e.g. --set '
+                 'target_margin=0.35 (repeatable)')
   p.add_argument('--no-teacher', action='store_true',
                  help='statistics and scribbles only (no solve)')
   p.add_argument('--rank', type=int, default=10,
@@ -61,8 +65,13 @@ def main(argv=None):
     if not os.path.isfile(a.config):
       sys.exit(f'inspect_scribbles.py: error: {a.config}: no such config '
                'file')
-    settings = teacher.Settings.from_config(
-        config_schema.load_config_file(a.config))
+    try:
+      config = config_schema.apply_overrides(
+          config_schema.load_config_file(a.config),
+          config_schema.parse_overrides(a.set))
+    except ValueError as e:
+      sys.exit(f'inspect_scribbles.py: error: --set {e}')
+    settings = teacher.Settings.from_config(config)
     print(f'\nsolving the closed-form labels ({settings.describe()}):')
 
     def progress(t):

@@ -491,6 +491,18 @@ def test_command_line_binds_to_loopback_and_warns_when_told_otherwise(
   with pytest.raises(SystemExit):
     annotate.main([str(root), '--port', '70000'], serve=False)
   assert '--port 70000: not a port number' in capsys.readouterr().err
+  # --set changes the teacher the page shows; a typo is refused by name.
+  server = annotate.main([str(root), '--port', '0', '--set',
+                          'target_margin=0.35', '--set',
+                          'target_threshold=0.55'], serve=False)
+  server.server_close()
+  settings = server.app.settings
+  assert (settings.threshold, settings.margin) == (0.55, 0.35)
+  with pytest.raises(SystemExit):
+    annotate.main([str(root), '--port', '0', '--set', 'target_margn=0.3'],
+                  serve=False)
+  assert "--set target_margn: the config has no field 'target_margn'" in (
+      capsys.readouterr().err)
   assert snapshot(root) == before  # starting and stopping write nothing
 
 

@@ -12,6 +12,7 @@ import sys
 import cv2
 import numpy as np
 from PIL import Image
+import pytest
 
 import data_fixtures
 from cfcls import config_schema, losses
@@ -123,6 +124,43 @@ def test_without_masks_ranks_by_unsure_share(tmp_path, capsys):
   text = (tmp_path / 'look' / 'report.txt').read_text()
   assert 'closed-form teacher (lam=100, eps=1e-05, radius=1, threshold 0.6, '\
          'margin 0.2, object labels checked at radius 2)' in text
+
+
+def test_set_changes_the_teacher_and_refuses_typos(tmp_path, capsys):
+  folder = _demo_folder(str(tmp_path / 'strict'), n=2, masks=False)
+  inspect = data_fixtures.data_prep_script('inspect_scribbles')
+  base = inspect.main([folder, '--out', str(tmp_path / 'a'), '--tile', '32'])
+  strict = inspect.main([folder, '--out', str(tmp_path / 'b'), '--tile', '32',
+                         '--set', 'target_threshold=0.55',
+                         '--set', 'target_margin=0.35'])
+  assert 'threshold 0.55, margin 0.35' in capsys.readouterr().out
+  # The stricter rule leaves more pixels out, image by image.
+  for a, b in zip(base.teacher.images, strict.teacher.images):
+    assert b.unsure > a.unsure, (a, b)
+  for bad, message in (
+      ('target_margn=0.3', "target_margn: the config has no field"),
+      ('target_margin=wide', "target_margin='wide'"),
+      ('target_margin', 'give KEY=VALUE')):
+    with pytest.raises(SystemExit) as e:
+      inspect.main([folder, '--out', str(tmp_path / 'c'), '--set', bad])
+    assert message in str(e.value), str(e.value)
+
+
+def test_overrides_set_nested_fields_and_name_bad_ones():
+  cfg = config_schema.load_config_file(
+      os.path.join(ROOT, 'configs', 'folder.py'))
+  overrides = config_schema.parse_overrides(
+      ['data.targets.eps=1e-6', 'model.name=erfnet', 'tta_scales=(1.0, 1.5)'])
+  assert overrides == {'data.targets.eps': 1e-6, 'model.name': 'erfnet',
+                       'tta_scales': (1.0, 1.5)}
+  config_schema.apply_overrides(cfg, overrides)
+  assert (cfg.data.targets.eps, cfg.model.name) == (1e-6, 'erfnet')
+  assert tuple(cfg.tta_scales) == (1.0, 1.5)
+  with pytest.raises(ValueError, match="no field 'epss'"):
+    config_schema.apply_overrides(cfg, {'data.targets.epss': 1.0})
+  with pytest.raises(ValueError, match='eps is a value, not a group'):
+    config_schema.apply_overrides(cfg, {'data.targets.eps.x': 1.0})
+  assert not hasattr(cfg.data.targets, 'epss')  # nothing was added
 
 
 def test_preview_solve_is_close_to_the_exact_one():
