@@ -305,12 +305,14 @@ def pair(size):
   return int(size), int(size)
 
 
-def load_config_file(path: str):
+def load_config_file(path: str, overrides=()):
   """`get_config()` of a config file given by path (e.g. a variant's parent).
 
   Args:
     path: a configs/*.py file; relative paths are taken from the current
       directory.
+    overrides: 'KEY=VALUE' items set on it (`parse_overrides`,
+      `apply_overrides`: ValueError naming a bad one).
   """
   import importlib.util  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
@@ -318,7 +320,10 @@ def load_config_file(path: str):
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  config = module.get_config()
+  if overrides:
+    apply_overrides(config, parse_overrides(overrides))
+  return config
 
 
 def parse_overrides(items) -> dict:

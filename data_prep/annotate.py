@@ -65,9 +65,7 @@ def main(argv=None, serve=True):
   from cfcls import config_schema  # pylint: disable=g-import-not-at-top
   from cfcls.data import teacher  # pylint: disable=g-import-not-at-top
   try:
-    config = config_schema.apply_overrides(
-        config_schema.load_config_file(a.config),
-        config_schema.parse_overrides(a.set))
+    config = config_schema.load_config_file(a.config, a.set)
   except ValueError as e:
     p.error(f'--set {e}')
   settings = teacher.Settings.from_config(config)

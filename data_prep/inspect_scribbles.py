@@ -66,9 +66,7 @@ def main(argv=None):
       sys.exit(f'inspect_scribbles.py: error: {a.config}: no such config '
                'file')
     try:
-      config = config_schema.apply_overrides(
-          config_schema.load_config_file(a.config),
-          config_schema.parse_overrides(a.set))
+      config = config_schema.load_config_file(a.config, a.set)
     except ValueError as e:
       sys.exit(f'inspect_scribbles.py: error: --set {e}')
     settings = teacher.Settings.from_config(config)
