@@ -132,20 +132,22 @@ def family_module(family):
   return importlib.import_module('cfcls.data.' + FAMILIES[family])
 
 
-def parse_sets(sets):
-  """['model.name=erfnet', 'model.width=0.5'] -> {key: value} (literals)."""
+def variant_overrides(name, sets):
+  """{dotted key: value} of a variant and the --set items on top of it.
+
+  A variant without a loss is a CFM recipe: configs/demo.py's own loss is
+  'two_stage' since issue 15, so it is named here.
+  """
   from cfcls import config_schema  # pylint: disable=g-import-not-at-top
-  return config_schema.parse_overrides(sets)
+  return {'loss': 'cfm', **VARIANTS[name],
+          **config_schema.parse_overrides(sets)}
 
 
 def make_config(name, steps, sets=None):
   from cfcls import config_schema  # pylint: disable=g-import-not-at-top
   config = config_schema.load_config_file(os.path.join(ROOT, 'configs',
                                                        'demo.py'))
-  # A variant without a loss is a CFM recipe: configs/demo.py's own loss is
-  # 'two_stage' since issue 15, so it is named here.
-  config_schema.apply_overrides(
-      config, {'loss': 'cfm', **VARIANTS[name], **parse_sets(sets)})
+  config_schema.apply_overrides(config, variant_overrides(name, sets))
   if steps:
     config.num_train_steps = steps
   # configs/demo.py's width (and steps) of model.name for what is still
@@ -468,8 +470,8 @@ def run_variant(name, steps, data_path, family='scenes', sets=None, dump='',
     miou.update(evaluate_matting_refine(config, run, state, data, k))
   refine_s = miou.pop('matting_s_per_image', None)
   mlc = {key: miou.pop(key) for key in list(miou) if 'mlc' in key}
-  overrides = {'loss': 'cfm', **VARIANTS[name], **parse_sets(sets)}
-  return {'variant': name, 'family': family, 'overrides': overrides,
+  return {'variant': name, 'family': family,
+          'overrides': variant_overrides(name, sets),
           'model': config.model.name, 'width': config.model.width,
           'params': sum(params.values()),
           'params_without_mlc_head': sum(
