@@ -458,13 +458,20 @@ def run_variant(name, steps, data_path, family='scenes', sets=None, dump='',
   settings = {'': (config.tta_scales, config.tta_flip)}
   if tta_grid:
     settings.update({f'{name}_': tta for name, tta in TTA_GRID.items()})
+  # With config.ema_decay the moving average is evaluated, and the last
+  # step's weights too ('raw_' keys).
+  weights = {'': state.variables()}
+  if state.ema is not None:
+    weights['raw_'] = state.trained_variables()
   miou = {}
-  for prefix, (scales, flip) in settings.items():
-    for gf in sorted({0, radius}):
-      evaluated = with_guided_filter(config, gf)
-      evaluated.tta_scales, evaluated.tta_flip = scales, flip
-      for key, value in evaluate(evaluated, run, state, data, k).items():
-        miou[f'{prefix}gf{gf}_{key}'] = value
+  for source, variables in weights.items():
+    for prefix, (scales, flip) in settings.items():
+      for gf in sorted({0, radius}):
+        evaluated = with_guided_filter(config, gf)
+        evaluated.tta_scales, evaluated.tta_flip = scales, flip
+        for key, value in evaluate(evaluated, run, variables, data,
+                                   k).items():
+          miou[f'{source}{prefix}gf{gf}_{key}'] = value
   if refine_grid and not objectives.get(config.loss).matte:
     config.guided_filter_radius = 0
     miou.update(evaluate_matting_refine(config, run, state, data, k))
@@ -571,11 +578,11 @@ def validation_confusions(config, fwd, variables, data, k):
   return conf, mlc_correct / max(mlc_total, 1)
 
 
-def evaluate(config, run, state, data, k):
+def evaluate(config, run, variables, data, k):
   """mIoU per labelling on the validation images (config's guided filter)."""
   from cfcls import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   conf, mlc_accuracy = validation_confusions(
-      config, jitted_forward(config, run), state.variables(), data, k)
+      config, jitted_forward(config, run), variables, data, k)
   miou = {key: round(metrics_lib.segmentation_metrics(c)['miou'], 4)
           for key, c in conf.items()}
   miou['mlc_accuracy'] = round(mlc_accuracy, 3)

@@ -159,6 +159,9 @@ def get_config():
   config.head_lr_multiplier = 1.0  # lr of everything but the backbone
   config.weight_decay = 0.0  # decoupled, kernels only
   config.grad_clip = 0.0  # global-norm clipping; 0 = off
+  # Evaluation and prediction use an exponential moving average of the
+  # weights (and BatchNorm statistics) with this decay; 0 = the last step's.
+  config.ema_decay = 0.0
   config.batch_size = 10  # global batch over all devices and hosts
   config.num_train_steps = 20000
   config.seed = 0

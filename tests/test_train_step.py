@@ -250,3 +250,50 @@ def test_eval_step_applies_the_guided_filter(loss):
     expected = metrics_lib.confusion_matrix(batch['mask'], labels[t],
                                             NUM_CLASSES, weights=batch['valid'])
     np.testing.assert_array_equal(confusion[t], np.asarray(expected))
+
+
+def test_ema_follows_the_trained_weights():
+  """With ema_decay the state averages its weights after every update:
+  ema_t = d_t ema_{t-1} + (1 - d_t) w_t, d_t = min(decay, (1+t)/(10+t)),
+  checked against that recursion on the states the plain run produces."""
+  config = tiny_config('ce')
+  config.ema_decay = 0.5
+  batches = [random_batch(0), random_batch(1), random_batch(2)]
+  mesh = parallel.create_mesh(jax.devices()[:1])
+  model = models.create_model(config.model, NUM_CLASSES, NUM_CLASSES,
+                              axis_name=parallel.DATA_AXIS)
+  lr_fn = optim.create_learning_rate_fn(config)
+  tx = optim.create_optimizer(config, lr_fn)
+  state = train_step_lib.make_init_fn(model, tx, (SIZE, SIZE), mesh,
+                                      ema=True)(jax.random.key(0))
+  step = train_step_lib.make_train_step(config, model, tx, NUM_CLASSES, mesh,
+                                        lr_fn)
+  expected = jax.tree_util.tree_map(
+      lambda x: np.array(x, np.float64),
+      jax.device_get(state.trained_variables()))
+  for t, batch in enumerate(batches):
+    state, _ = step(state, parallel.host_batch_to_global(batch, mesh))
+    d = min(0.5, (1 + t) / (10 + t))  # 0.1, 0.1818..., 0.25
+    expected = jax.tree_util.tree_map(
+        lambda e, w, d=d: d * e + (1 - d) * np.asarray(w, np.float64),
+        expected, jax.device_get(state.trained_variables()))
+  got = jax.device_get(state.variables())
+  assert set(got) == {'params', 'batch_stats'}
+  for (path, e), g in zip(jax.tree_util.tree_leaves_with_path(expected),
+                          jax.tree_util.tree_leaves(got)):
+    np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6,
+                               err_msg=jax.tree_util.keystr(path))
+  # The average lags the trained weights: it is not a copy of them.
+  trained = jax.device_get(state.trained_variables())
+  assert any(not np.allclose(a, b) for a, b in zip(
+      jax.tree_util.tree_leaves(trained), jax.tree_util.tree_leaves(got)))
+
+
+def test_no_ema_by_default():
+  config = tiny_config('ce')
+  assert config.ema_decay == 0
+  init, last, _ = run_steps(config, jax.devices()[:1], [random_batch(0)])
+  assert last.ema is None
+  np.testing.assert_array_equal(
+      jax.tree_util.tree_leaves(last.variables())[0],
+      jax.tree_util.tree_leaves(last.trained_variables())[0])

@@ -183,6 +183,8 @@ def _value_problems(config, device_count: Optional[int]) -> List[str]:
         f'weight_decay={config.weight_decay!r} must be >= 0')
   check(config.grad_clip >= 0,
         f'grad_clip={config.grad_clip!r} must be >= 0 (0 = off)')
+  check(0 <= config.ema_decay < 1,
+        f'ema_decay={config.ema_decay!r} must be in [0, 1) (0 = off)')
   check(config.num_train_steps >= 1,
         f'num_train_steps={config.num_train_steps!r} must be >= 1')
   check(0 <= config.warmup_steps < max(config.num_train_steps, 1),

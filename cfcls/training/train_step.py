@@ -49,9 +49,32 @@ class TrainState(flax.struct.PyTreeNode):
   params: Any
   batch_stats: Any
   opt_state: Any
+  # With config.ema_decay > 0: {'params', 'batch_stats'} averaged over the
+  # steps (ema_update), the weights that evaluation and prediction use.
+  ema: Any = None
 
   def variables(self):
+    """The weights to evaluate: the moving average where there is one."""
+    return self.ema if self.ema is not None else self.trained_variables()
+
+  def trained_variables(self):
+    """The weights of the last step (what the optimiser updates)."""
     return {'params': self.params, 'batch_stats': self.batch_stats}
+
+
+def ema_decay_at(decay: float, step):
+  """The average's decay at update `step` (0-based): min(decay,
+  (1 + step) / (10 + step)), so the first updates are not swamped by the
+  initial weights (the warm-up of TensorFlow's ExponentialMovingAverage)."""
+  step = jnp.asarray(step, jnp.float32)
+  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def ema_update(ema, variables, decay):
+  """ema * decay + variables * (1 - decay), leaf by leaf."""
+  return jax.tree_util.tree_map(
+      lambda e, v: e * decay + v.astype(e.dtype) * (1.0 - decay), ema,
+      variables)
 
 
 # Separates the dropout keys from other uses of jax.random.key(config.seed)
@@ -69,22 +92,27 @@ def dropout_key(seed: int, step):
   return jax.random.fold_in(key, step)
 
 
-def make_init_fn(model, tx, image_shape: Sequence[int], mesh) -> Callable:
+def make_init_fn(model, tx, image_shape: Sequence[int], mesh,
+                 ema: bool = False) -> Callable:
   """Compiled `(rng[, variables]) -> TrainState`, replicated on mesh.
 
   Without `variables` the model is initialised with `model.init` on a crop of
   `image_shape` `(H, W)`; with `variables` (e.g. pretrained backbone weights)
-  only the optimiser state is created.
+  only the optimiser state is created. `ema`: the state carries a moving
+  average of the weights, starting at the initial ones.
   """
 
   def init(rng, variables=None):
     if variables is None:
       dummy = jnp.zeros((1,) + tuple(image_shape) + (3,), jnp.float32)
       variables = model.init(rng, dummy, train=False)
-    return TrainState(step=jnp.zeros((), jnp.int32),
-                      params=variables['params'],
-                      batch_stats=variables.get('batch_stats', {}),
-                      opt_state=tx.init(variables['params']))
+    state = TrainState(step=jnp.zeros((), jnp.int32),
+                       params=variables['params'],
+                       batch_stats=variables.get('batch_stats', {}),
+                       opt_state=tx.init(variables['params']))
+    if ema:
+      state = state.replace(ema=state.trained_variables())
+    return state
 
   return jax.jit(init, out_shardings=parallel.replicated_sharding(mesh))
 
@@ -130,6 +158,10 @@ def make_train_step(config, model, tx, num_classes: int, mesh,
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params,
                               batch_stats=batch_stats, opt_state=opt_state)
+    if state.ema is not None:
+      new_state = new_state.replace(ema=ema_update(
+          state.ema, new_state.trained_variables(),
+          ema_decay_at(config.ema_decay, state.step)))
     out = {'loss': loss, 'grad_norm': optax.global_norm(grads),
            'learning_rate': learning_rate_fn(state.step)}
     out.update(terms)
