@@ -205,6 +205,29 @@ def test_eval_uses_the_network_and_loss_the_run_was_trained_with(trained):
     run_lib.use_trained_network(copy.deepcopy(config), str(broken))
 
 
+def test_weight_average_is_checkpointed_and_evaluated(trained):
+  """A run with ema_decay saves the average with the weights, and
+  --mode=eval (here without the training run's ema_decay) restores it and
+  evaluates the average: the final evaluation's mIoU again."""
+  config = copy.deepcopy(trained['config'])  # its prepared data, 3 steps
+  config.ema_decay = 0.9
+  config.eval_every_steps = 0
+  workdir = str(trained['root'] / 'ema')
+  final = train_lib.train_and_evaluate(config, workdir)
+  plain = copy.deepcopy(config)
+  plain.ema_decay = 0.0
+  run, state, step, _ = run_lib.restore_for_eval(plain, workdir, 3)
+  assert plain.ema_decay == 0.9 and step == 3
+  assert state.ema is not None
+  assert any(not np.allclose(a, b) for a, b in zip(
+      jax.tree_util.tree_leaves(state.ema['params']),
+      jax.tree_util.tree_leaves(state.params)))
+  again = train_lib.evaluate(plain, workdir, step=3)
+  assert again['splits']['validation']['miou'] == pytest.approx(
+      final['splits']['validation']['miou'], abs=1e-12)
+  del run
+
+
 def test_best_checkpoint_is_the_highest_miou(tmp_path):
   """Checkpoints keeps the best by mIoU apart from the latest ones."""
   ckpts = checkpointing.Checkpoints(str(tmp_path), keep=1)

@@ -113,8 +113,8 @@ EVAL_MODEL_FIELDS = ('dtype', 'bn_momentum', 'erfnet_dropout')
 
 
 def use_trained_network(config, workdir: str) -> List[str]:
-  """Sets config.loss and config.model (but EVAL_MODEL_FIELDS) to the
-  values WORKDIR/config.json was trained with, and returns what changed
+  """Sets config.loss, config.ema_decay and config.model (but
+  EVAL_MODEL_FIELDS) to the values WORKDIR/config.json was trained with, and returns what changed
   ('model.name: deeplabv3plus -> erfnet', ...): a checkpoint restores only
   into the network that wrote it, so `--mode=eval` needs no
   `--config.model.name` again. Nothing changes without a config.json.
@@ -134,6 +134,9 @@ def use_trained_network(config, workdir: str) -> List[str]:
 
   if 'loss' in trained:
     take(config, 'loss', trained['loss'], 'loss')
+  # A run with a weight average checkpoints it: restoring needs the field.
+  # (Checkpoints from before ema_decay existed have none.)
+  take(config, 'ema_decay', trained.get('ema_decay', 0.0), 'ema_decay')
   for key, value in trained.get('model', {}).items():
     if key in config.model and key not in EVAL_MODEL_FIELDS:
       take(config.model, key, value, f'model.{key}')
