@@ -21,7 +21,6 @@ from cfcls.training import predict_lib
 from cfcls.training import run_lib
 from cfcls.training import stopping
 from cfcls.training import train_lib
-from cfcls.training import train_step as train_step_lib
 import faults_tiny_config
 from cfcls.data import pipeline
 
