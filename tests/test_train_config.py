@@ -105,7 +105,7 @@ def test_typo_in_a_config_file_names_the_field(tmp_path):
      'data.targets.check_radius=-1 must be >= 0'),
     ({'label_drop_prob': 1.0}, 'label_drop_prob=1.0 must be in'),
     ({'label_drop_after': 1.5}, 'label_drop_after=1.5 must be in'),
-    ({'ema_decay': 1.0}, 'ema_decay=1.0 must be in [0, 1)'),
+    ({'ema_decay': 1.0}, 'ema_decay=1.0 must be in'),
 ])
 def test_impossible_values(overrides, message):
   config = load(os.path.join(ROOT, 'configs', 'demo.py'))
