@@ -215,7 +215,7 @@ def test_weight_average_is_checkpointed_and_evaluated(trained):
   final = train_lib.train_and_evaluate(config, workdir)
   plain = copy.deepcopy(config)
   plain.ema_decay = 0.0
-  run, state, step, _ = run_lib.restore_for_eval(plain, workdir, 3)
+  _, state, step, _ = run_lib.restore_for_eval(plain, workdir, 3)
   assert plain.ema_decay == 0.9 and step == 3
   assert state.ema is not None
   assert any(not np.allclose(a, b) for a, b in zip(
@@ -224,7 +224,6 @@ def test_weight_average_is_checkpointed_and_evaluated(trained):
   again = train_lib.evaluate(plain, workdir, step=3)
   assert again['splits']['validation']['miou'] == pytest.approx(
       final['splits']['validation']['miou'], abs=1e-12)
-  del run
 
 
 def test_best_checkpoint_is_the_highest_miou(tmp_path):

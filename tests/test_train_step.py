@@ -56,18 +56,26 @@ def random_batch(seed, batch=4):
               presence=presence)
 
 
-def run_steps(config, devices, batches):
+def initial_state_and_step(config, devices):
+  """(mesh, initial state, compiled train step) of config on devices; the
+  state carries the weight average when config.ema_decay > 0."""
   mesh = parallel.create_mesh(devices)
   num_outputs = objectives.get(config.loss).num_outputs(NUM_CLASSES)
   model = models.create_model(config.model, NUM_CLASSES, num_outputs,
                               axis_name=parallel.DATA_AXIS)
   lr_fn = optim.create_learning_rate_fn(config)
   tx = optim.create_optimizer(config, lr_fn)
-  state = train_step_lib.make_init_fn(model, tx, (SIZE, SIZE), mesh)(
-      jax.random.key(0))
-  init = jax.tree_util.tree_map(np.array, jax.device_get(state))  # a copy
+  state = train_step_lib.make_init_fn(model, tx, (SIZE, SIZE), mesh,
+                                      ema=config.ema_decay > 0)(
+                                          jax.random.key(0))
   step = train_step_lib.make_train_step(config, model, tx, NUM_CLASSES, mesh,
                                         lr_fn)
+  return mesh, state, step
+
+
+def run_steps(config, devices, batches):
+  mesh, state, step = initial_state_and_step(config, devices)
+  init = jax.tree_util.tree_map(np.array, jax.device_get(state))  # a copy
   history = []
   for batch in batches:
     state, metrics = step(state, parallel.host_batch_to_global(batch, mesh))
@@ -259,15 +267,7 @@ def test_ema_follows_the_trained_weights():
   config = tiny_config('ce')
   config.ema_decay = 0.5
   batches = [random_batch(0), random_batch(1), random_batch(2)]
-  mesh = parallel.create_mesh(jax.devices()[:1])
-  model = models.create_model(config.model, NUM_CLASSES, NUM_CLASSES,
-                              axis_name=parallel.DATA_AXIS)
-  lr_fn = optim.create_learning_rate_fn(config)
-  tx = optim.create_optimizer(config, lr_fn)
-  state = train_step_lib.make_init_fn(model, tx, (SIZE, SIZE), mesh,
-                                      ema=True)(jax.random.key(0))
-  step = train_step_lib.make_train_step(config, model, tx, NUM_CLASSES, mesh,
-                                        lr_fn)
+  mesh, state, step = initial_state_and_step(config, jax.devices()[:1])
   expected = jax.tree_util.tree_map(
       lambda x: np.array(x, np.float64),
       jax.device_get(state.trained_variables()))
@@ -292,12 +292,8 @@ def test_ema_follows_the_trained_weights():
 def test_no_ema_by_default():
   config = tiny_config('ce')
   assert config.ema_decay == 0
-  mesh = parallel.create_mesh(jax.devices()[:1])
-  model = models.create_model(config.model, NUM_CLASSES, NUM_CLASSES,
-                              axis_name=parallel.DATA_AXIS)
-  tx = optim.create_optimizer(config)
-  state = train_step_lib.make_init_fn(model, tx, (SIZE, SIZE), mesh)(
-      jax.random.key(0))
+  # The initial state only: jax compiles the train step on its first call.
+  _, state, _ = initial_state_and_step(config, jax.devices()[:1])
   assert state.ema is None
   for a, b in zip(jax.tree_util.tree_leaves(state.variables()),
                   jax.tree_util.tree_leaves(state.trained_variables())):

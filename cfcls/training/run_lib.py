@@ -114,8 +114,9 @@ EVAL_MODEL_FIELDS = ('dtype', 'bn_momentum', 'erfnet_dropout')
 
 def use_trained_network(config, workdir: str) -> List[str]:
   """Sets config.loss, config.ema_decay and config.model (but
-  EVAL_MODEL_FIELDS) to the values WORKDIR/config.json was trained with, and returns what changed
-  ('model.name: deeplabv3plus -> erfnet', ...): a checkpoint restores only
+  EVAL_MODEL_FIELDS) to the values WORKDIR/config.json was trained with,
+  and returns what changed ('model.name: deeplabv3plus -> erfnet', ...):
+  a checkpoint restores only
   into the network that wrote it, so `--mode=eval` needs no
   `--config.model.name` again. Nothing changes without a config.json.
   """

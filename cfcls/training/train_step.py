@@ -50,7 +50,8 @@ class TrainState(flax.struct.PyTreeNode):
   batch_stats: Any
   opt_state: Any
   # With config.ema_decay > 0: {'params', 'batch_stats'} averaged over the
-  # steps (ema_update), the weights that evaluation and prediction use.
+  # steps (optax.incremental_update at 1 - ema_decay_at), the weights that
+  # evaluation and prediction use.
   ema: Any = None
 
   def variables(self):
@@ -68,13 +69,6 @@ def ema_decay_at(decay: float, step):
   initial weights (the warm-up of TensorFlow's ExponentialMovingAverage)."""
   step = jnp.asarray(step, jnp.float32)
   return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
-
-
-def ema_update(ema, variables, decay):
-  """ema * decay + variables * (1 - decay), leaf by leaf."""
-  return jax.tree_util.tree_map(
-      lambda e, v: e * decay + v.astype(e.dtype) * (1.0 - decay), ema,
-      variables)
 
 
 # Separates the dropout keys from other uses of jax.random.key(config.seed)
@@ -159,9 +153,9 @@ def make_train_step(config, model, tx, num_classes: int, mesh,
     new_state = state.replace(step=state.step + 1, params=params,
                               batch_stats=batch_stats, opt_state=opt_state)
     if state.ema is not None:
-      new_state = new_state.replace(ema=ema_update(
-          state.ema, new_state.trained_variables(),
-          ema_decay_at(config.ema_decay, state.step)))
+      new_state = new_state.replace(ema=optax.incremental_update(
+          new_state.trained_variables(), state.ema,
+          1.0 - ema_decay_at(config.ema_decay, state.step)))
     out = {'loss': loss, 'grad_norm': optax.global_norm(grads),
            'learning_rate': learning_rate_fn(state.step)}
     out.update(terms)
