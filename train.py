@@ -62,9 +62,9 @@ flags.DEFINE_integer('cpu_devices', None,
                      'CPU devices per process (jax_num_cpu_devices), e.g. to '
                      'try data parallelism on one machine.')
 flags.DEFINE_bool('keep_freed_memory', True,
-                  'On the CPU backend, let malloc keep the memory a step '
-                  'frees for the next step instead of unmapping it (faster '
-                  'steps, more resident memory; cfcls.training.host_memory).')
+                  'On the CPU backend, let malloc keep the memory a training '
+                  'step frees for the next step instead of unmapping it '
+                  '(fewer page faults; cfcls.training.host_memory).')
 
 
 def _stop_on_signals():
@@ -153,27 +153,27 @@ def _start_and_run():
   # pylint: disable=g-import-not-at-top
   import jax
   from cfcls.training import checkpointing
-  from cfcls.training import host_memory
   from cfcls.training import predict_lib
   from cfcls.training import train_lib
   from cfcls.data.builders import common
   # pylint: enable=g-import-not-at-top
-  if FLAGS.keep_freed_memory and jax.default_backend() == 'cpu':
-    host_memory.keep_freed_memory()
+  keep_freed_memory = (FLAGS.keep_freed_memory
+                       and jax.default_backend() == 'cpu')
   try:
-    _run(train_lib, predict_lib)
+    _run(train_lib, predict_lib, keep_freed_memory)
   except (config_utils.ConfigError, common.BadInputError,
           checkpointing.CheckpointError, predict_lib.InputError) as e:
     # A bad config, data folder or workdir: the message says what and where.
     sys.exit(f'train.py: {e}')
 
 
-def _run(train_lib, predict_lib):
+def _run(train_lib, predict_lib, keep_freed_memory):
   config = FLAGS.config
   workdir = FLAGS.workdir
   output = FLAGS.output or os.path.join(workdir, 'predictions')
   if FLAGS.mode == 'train':
-    train_lib.train_and_evaluate(config, workdir)
+    train_lib.train_and_evaluate(config, workdir,
+                                 keep_freed_memory=keep_freed_memory)
   elif FLAGS.mode == 'eval':
     train_lib.evaluate(config, workdir, step=FLAGS.step)
   else:

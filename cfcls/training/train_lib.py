@@ -30,6 +30,7 @@ from cfcls.training import config_utils
 from cfcls.training import console
 from cfcls.training import distributed
 from cfcls.training import evaluators
+from cfcls.training import host_memory
 from cfcls import jsonio
 from cfcls import parallel
 from cfcls.training import predict_lib
@@ -109,14 +110,17 @@ def _prepare_run(config, workdir: str):
   return run
 
 
-def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
+def train_and_evaluate(config, workdir: str, *,
+                       keep_freed_memory: bool = False) -> Dict[str, Any]:
   """Trains (resuming from WORKDIR/checkpoints), evaluates, returns metrics.
 
   Evaluates on config.data.eval_split every eval_every_steps and at the end,
   keeps the best checkpoint by mIoU at config.threshold, writes the final
   evaluation (all thresholds, matting errors) to WORKDIR/metrics.json and,
   with config.predict_after_training = n, labels n validation images into
-  WORKDIR/predictions.
+  WORKDIR/predictions. With `keep_freed_memory` malloc keeps what the
+  training steps free for the next ones (cfcls.training.host_memory: on the
+  CPU backend, faster steps; train.py sets it there).
   """
   from clu import metric_writers  # pylint: disable=g-import-not-at-top
   from clu import periodic_actions  # pylint: disable=g-import-not-at-top
@@ -139,7 +143,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   split = config.data.eval_split
   with stopping.training_loop():
     stopped = _train_loop(run, state, start_step, workdir, ckpts, writer,
-                          periodic_actions, pipeline)
+                          periodic_actions, pipeline, keep_freed_memory)
   if isinstance(stopped, dict):
     return stopped
   state = stopped
@@ -177,7 +181,7 @@ def _stop_check_every(config) -> int:
 
 
 def _train_loop(run, state, start_step, workdir, ckpts, writer,
-                periodic_actions, pipeline):
+                periodic_actions, pipeline, keep_freed_memory):
   """Steps start_step+1..; the final state, or {'stopped': True, ...}."""
   config = run.config
   split = config.data.eval_split
@@ -200,40 +204,41 @@ def _train_loop(run, state, start_step, workdir, ckpts, writer,
     report = periodic_actions.ReportProgress(
         num_train_steps=config.num_train_steps, writer=writer,
         every_steps=config.log_every_steps)
-    for step in range(start_step + 1, config.num_train_steps + 1):
-      with jax.profiler.StepTraceAnnotation('train', step_num=step):
-        batch = parallel.host_batch_to_global(next(train_iter), run.mesh,
-                                              keys=_TRAIN_KEYS)
-        state, metrics = run.train_step(state, batch)
-      buffer.add(step, metrics)
-      report(step)
-      last = step == config.num_train_steps
-      if step % config.log_every_steps == 0 or last:
-        log_train(step, True)
-      if (config.eval_every_steps and step % config.eval_every_steps == 0
-          and not last):
-        log_train(step, False)
-        started = time.monotonic()
-        with report.timed('eval'):
-          result = evaluators.evaluate_state(run, state, split, writer=writer,
-                                             step=step)
-        ckpts.save_if_best(step, state, result['miou'])
-        progress.pause(time.monotonic() - started)
-        _log_eval(run, step, split, result, ckpts)
-      if step % config.checkpoint_every_steps == 0 or last:
-        log_train(step, False)
-        ckpts.save(step, state, force=last)
-      # Every process stops at the same step (a signal may reach only one).
-      if (not last and step % stop_every == 0
-          and distributed.any_process(stopping.stop_requested())):
-        log_train(step, True)
-        ckpts.save(step, state, force=True)
-        ckpts.wait()
-        ckpts.close()
-        writer.close()
-        logging.warning('Stop requested: saved step %d in %s; run again with '
-                        'the same workdir to continue', step, workdir)
-        return {'step': step, 'stopped': True}
+    with host_memory.freed_memory_kept(keep_freed_memory):
+      for step in range(start_step + 1, config.num_train_steps + 1):
+        with jax.profiler.StepTraceAnnotation('train', step_num=step):
+          batch = parallel.host_batch_to_global(next(train_iter), run.mesh,
+                                                keys=_TRAIN_KEYS)
+          state, metrics = run.train_step(state, batch)
+        buffer.add(step, metrics)
+        report(step)
+        last = step == config.num_train_steps
+        if step % config.log_every_steps == 0 or last:
+          log_train(step, True)
+        if (config.eval_every_steps and step % config.eval_every_steps == 0
+            and not last):
+          log_train(step, False)
+          started = time.monotonic()
+          with report.timed('eval'):
+            result = evaluators.evaluate_state(run, state, split, writer=writer,
+                                               step=step)
+          ckpts.save_if_best(step, state, result['miou'])
+          progress.pause(time.monotonic() - started)
+          _log_eval(run, step, split, result, ckpts)
+        if step % config.checkpoint_every_steps == 0 or last:
+          log_train(step, False)
+          ckpts.save(step, state, force=last)
+        # Every process stops at the same step (a signal may reach only one).
+        if (not last and step % stop_every == 0
+            and distributed.any_process(stopping.stop_requested())):
+          log_train(step, True)
+          ckpts.save(step, state, force=True)
+          ckpts.wait()
+          ckpts.close()
+          writer.close()
+          logging.warning('Stop requested: saved step %d in %s; run again with '
+                          'the same workdir to continue', step, workdir)
+          return {'step': step, 'stopped': True}
   return state
 
 
