@@ -1,7 +1,6 @@
 """The host's allocator on the CPU backend: keep freed memory for the next step.
 
-  with host_memory.freed_memory_kept():   # around the training loop
-    ...
+  host_memory.keep_freed_memory()   # once, when training starts
 
 XLA's CPU runtime takes each call's temporary buffers as one block and frees
 it when the call returns; for the demo's train step the block is over 32 MiB.
@@ -11,20 +10,19 @@ free, so every step maps the block anew and the kernel zero-fills it page by
 page: ~8,600 page faults per demo step, and the step's time with them
 (benchmarks/host_memory_bench.py measures both).
 
-keep_freed_memory() turns that off: no mmap for large blocks (M_MMAP_MAX =
-0, they come from the heap like small ones) and no trimming of the heap's
-free top (M_TRIM_THRESHOLD at its largest), so a freed step's block is
-reused by the next step. Memory freed meanwhile stays with the process.
-It is not for everything: the closed-form solver (cfcls.matting, the
-targets solved before training) ran ~15 % slower under it, so train_lib
-sets it around the training loop only (`freed_memory_kept`) and
-restore_defaults() gives glibc's limits back afterwards (its mmap threshold
-then stays where it was instead of adapting). train.py
---nokeep_freed_memory leaves glibc's defaults throughout. Elsewhere than
-glibc (macOS, musl) all of this does nothing.
+keep_freed_memory() turns that off for the rest of the process: no mmap
+for large blocks (M_MMAP_MAX = 0, they come from the heap like small ones)
+and no trimming of the heap's free top (M_TRIM_THRESHOLD at its largest),
+so a freed step's block is reused by the next step. Memory freed meanwhile
+stays with the process until it exits. train_lib sets it when the training
+loop starts, after the dataset and the closed-form targets are prepared;
+train.py --nokeep_freed_memory leaves glibc's defaults. There is no way
+back to glibc's defaults once changed: mallopt switches its adaptive mmap
+threshold off for good, and setting the old limits again left a demo run's
+final evaluation (closed-form solves) 3.6x slower than under either
+setting. Elsewhere than glibc (macOS, musl) this does nothing.
 """
 
-import contextlib
 import ctypes
 import ctypes.util
 import sys
@@ -33,9 +31,6 @@ import sys
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _INT_MAX = 2**31 - 1
-# glibc's defaults (DEFAULT_TRIM_THRESHOLD, DEFAULT_MMAP_MAX in malloc.c).
-_DEFAULT_TRIM_THRESHOLD = 128 * 1024
-_DEFAULT_MMAP_MAX = 65536
 
 
 def _glibc():
@@ -50,31 +45,11 @@ def _glibc():
   return libc
 
 
-def _mallopt(mmap_max: int, trim_threshold: int) -> bool:
+def keep_freed_memory() -> bool:
+  """Makes malloc keep freed memory for reuse; True where it took effect."""
   libc = _glibc()
   if libc is None:
     return False
-  ok = libc.mallopt(_M_MMAP_MAX, ctypes.c_int(mmap_max))
-  ok &= libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(trim_threshold))
+  ok = libc.mallopt(_M_MMAP_MAX, ctypes.c_int(0))
+  ok &= libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(_INT_MAX))
   return bool(ok)
-
-
-def keep_freed_memory() -> bool:
-  """Makes malloc keep freed memory for reuse; True where it took effect."""
-  return _mallopt(0, _INT_MAX)
-
-
-def restore_defaults() -> bool:
-  """glibc's mmap and trim limits again; True where it took effect."""
-  return _mallopt(_DEFAULT_MMAP_MAX, _DEFAULT_TRIM_THRESHOLD)
-
-
-@contextlib.contextmanager
-def freed_memory_kept(enabled: bool = True):
-  """keep_freed_memory() for the block (if `enabled`), defaults after it."""
-  kept = enabled and keep_freed_memory()
-  try:
-    yield kept
-  finally:
-    if kept:
-      restore_defaults()

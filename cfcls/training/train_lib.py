@@ -118,9 +118,10 @@ def train_and_evaluate(config, workdir: str, *,
   keeps the best checkpoint by mIoU at config.threshold, writes the final
   evaluation (all thresholds, matting errors) to WORKDIR/metrics.json and,
   with config.predict_after_training = n, labels n validation images into
-  WORKDIR/predictions. With `keep_freed_memory` malloc keeps what the
-  training steps free for the next ones (cfcls.training.host_memory: on the
-  CPU backend, faster steps; train.py sets it there).
+  WORKDIR/predictions. With `keep_freed_memory`, from the first training
+  step on malloc keeps what the steps free for the next ones, for the rest
+  of the process (cfcls.training.host_memory; train.py sets it on the CPU
+  backend).
   """
   from clu import metric_writers  # pylint: disable=g-import-not-at-top
   from clu import periodic_actions  # pylint: disable=g-import-not-at-top
@@ -204,41 +205,42 @@ def _train_loop(run, state, start_step, workdir, ckpts, writer,
     report = periodic_actions.ReportProgress(
         num_train_steps=config.num_train_steps, writer=writer,
         every_steps=config.log_every_steps)
-    with host_memory.freed_memory_kept(keep_freed_memory):
-      for step in range(start_step + 1, config.num_train_steps + 1):
-        with jax.profiler.StepTraceAnnotation('train', step_num=step):
-          batch = parallel.host_batch_to_global(next(train_iter), run.mesh,
-                                                keys=_TRAIN_KEYS)
-          state, metrics = run.train_step(state, batch)
-        buffer.add(step, metrics)
-        report(step)
-        last = step == config.num_train_steps
-        if step % config.log_every_steps == 0 or last:
-          log_train(step, True)
-        if (config.eval_every_steps and step % config.eval_every_steps == 0
-            and not last):
-          log_train(step, False)
-          started = time.monotonic()
-          with report.timed('eval'):
-            result = evaluators.evaluate_state(run, state, split, writer=writer,
-                                               step=step)
-          ckpts.save_if_best(step, state, result['miou'])
-          progress.pause(time.monotonic() - started)
-          _log_eval(run, step, split, result, ckpts)
-        if step % config.checkpoint_every_steps == 0 or last:
-          log_train(step, False)
-          ckpts.save(step, state, force=last)
-        # Every process stops at the same step (a signal may reach only one).
-        if (not last and step % stop_every == 0
-            and distributed.any_process(stopping.stop_requested())):
-          log_train(step, True)
-          ckpts.save(step, state, force=True)
-          ckpts.wait()
-          ckpts.close()
-          writer.close()
-          logging.warning('Stop requested: saved step %d in %s; run again with '
-                          'the same workdir to continue', step, workdir)
-          return {'step': step, 'stopped': True}
+    if keep_freed_memory:  # after the dataset and its targets are ready
+      host_memory.keep_freed_memory()
+    for step in range(start_step + 1, config.num_train_steps + 1):
+      with jax.profiler.StepTraceAnnotation('train', step_num=step):
+        batch = parallel.host_batch_to_global(next(train_iter), run.mesh,
+                                              keys=_TRAIN_KEYS)
+        state, metrics = run.train_step(state, batch)
+      buffer.add(step, metrics)
+      report(step)
+      last = step == config.num_train_steps
+      if step % config.log_every_steps == 0 or last:
+        log_train(step, True)
+      if (config.eval_every_steps and step % config.eval_every_steps == 0
+          and not last):
+        log_train(step, False)
+        started = time.monotonic()
+        with report.timed('eval'):
+          result = evaluators.evaluate_state(run, state, split, writer=writer,
+                                             step=step)
+        ckpts.save_if_best(step, state, result['miou'])
+        progress.pause(time.monotonic() - started)
+        _log_eval(run, step, split, result, ckpts)
+      if step % config.checkpoint_every_steps == 0 or last:
+        log_train(step, False)
+        ckpts.save(step, state, force=last)
+      # Every process stops at the same step (a signal may reach only one).
+      if (not last and step % stop_every == 0
+          and distributed.any_process(stopping.stop_requested())):
+        log_train(step, True)
+        ckpts.save(step, state, force=True)
+        ckpts.wait()
+        ckpts.close()
+        writer.close()
+        logging.warning('Stop requested: saved step %d in %s; run again with '
+                        'the same workdir to continue', step, workdir)
+        return {'step': step, 'stopped': True}
   return state
 
 
