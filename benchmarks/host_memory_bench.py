@@ -41,7 +41,8 @@ def child(args):
   config_schema.apply_per_network(config)
   num_classes = 6
   mesh = parallel.create_mesh(jax.devices()[:1])
-  # Where train.py sets it: JAX and TensorFlow are loaded, nothing is built.
+  # Before anything is built (train_lib sets it later, when the loop starts;
+  # either way before the steps timed here).
   kept = host_memory.keep_freed_memory() if args.child == 'keep' else False
   run = run_lib.build(config, num_classes,
                       [str(i) for i in range(num_classes)], mesh)

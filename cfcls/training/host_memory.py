@@ -16,11 +16,10 @@ and no trimming of the heap's free top (M_TRIM_THRESHOLD at its largest),
 so a freed step's block is reused by the next step. Memory freed meanwhile
 stays with the process until it exits. train_lib sets it when the training
 loop starts, after the dataset and the closed-form targets are prepared;
-train.py --nokeep_freed_memory leaves glibc's defaults. There is no way
-back to glibc's defaults once changed: mallopt switches its adaptive mmap
-threshold off for good, and setting the old limits again left a demo run's
-final evaluation (closed-form solves) 3.6x slower than under either
-setting. Elsewhere than glibc (macOS, musl) this does nothing.
+train.py --nokeep_freed_memory leaves glibc's defaults. It is not undone:
+any mallopt call switches glibc's adaptive mmap threshold off for good, so
+setting the old limits again would give a fixed threshold, not glibc's
+defaults. Elsewhere than glibc (macOS, musl) this does nothing.
 """
 
 import ctypes
